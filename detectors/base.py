@@ -78,11 +78,15 @@ class Batch:
 class Detector(nn.Module):
     """Base class of every detector in detbench.
 
-    Subclasses set ``num_classes`` (foreground classes, labels 1..num_classes) and implement
+    Subclasses set ``num_classes`` (foreground classes, labels 1..num_classes) and
+    ``input_size``, and implement
     ``preprocess``, ``network``, ``postprocess``, ``loss`` and ``num_candidates``.
     """
 
     num_classes: int
+    #: (H, W) of the network's input for a typical image (SSD300 (300, 300), YOLO (448, 448),
+    #: Faster R-CNN VGG-16 (600, 1000)); the speed protocol feeds images of this size.
+    input_size: tuple[int, int]
 
     def forward(self, images: list[Tensor], targets: list[Target] | None = None):
         """images: float [3, H, W] in [0, 1], any sizes.
