@@ -1,0 +1,56 @@
+"""The embedded synthetic dataset: deterministic, valid, split-separated, size buckets filled."""
+import torch
+
+from detectors.base import validate_target
+from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes, shape_mask
+
+
+def test_same_seed_same_images_and_other_seed_differs():
+    a, b = SyntheticShapes(4, seed=3), SyntheticShapes(4, seed=3)
+    c = SyntheticShapes(4, seed=4)
+    for i in range(4):
+        (ia, ta), (ib, tb) = a[i], b[i]
+        assert torch.equal(ia, ib) and torch.equal(ta["boxes"], tb["boxes"])
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_train_and_val_never_share_images():
+    train, val = SyntheticShapes(20, split="train"), SyntheticShapes(20, split="val")
+    train_images = [train[i][0] for i in range(20)]
+    for j in range(20):
+        assert not any(torch.equal(val[j][0], t) for t in train_images)
+
+
+def test_samples_meet_the_contract():
+    ds = SyntheticShapes(30, image_size=(240, 320), seed=1)
+    assert ds.num_classes == len(CLASS_NAMES) and ds.label_to_category_id[1] == 1
+    for i in range(len(ds)):
+        image, target = ds[i]
+        assert image.shape == (3, 240, 320) and image.dtype == torch.float32
+        assert 0 <= image.min() and image.max() <= 1
+        validate_target(target, (240, 320), ds.num_classes, where=f"synthetic[{i}]")
+        assert target["image_id"] == i and len(target["labels"]) >= 2
+        boxes = target["boxes"]
+        assert torch.equal(boxes, boxes.round()), "boxes are integer pixel edges"
+        torch.testing.assert_close(target["area"], (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
+def test_each_size_bucket_holds_a_fifth_of_the_objects_at_300():
+    for split in ("train", "val"):
+        ds = SyntheticShapes(200, image_size=300, seed=0, split=split)
+        area = torch.cat([ds[i][1]["area"] for i in range(len(ds))])
+        small = (area < 32 ** 2).float().mean()
+        large = (area > 96 ** 2).float().mean()
+        medium = 1 - small - large
+        assert min(small, medium, large) >= 0.2, (split, small, medium, large)
+
+
+def test_box_is_exactly_the_painted_extent():
+    """Paint one object on a known background: the changed pixels span exactly its box."""
+    for label in range(1, len(CLASS_NAMES) + 1):
+        mask = shape_mask(label, 23, 41)
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 22, 0, 40)
+    ds = SyntheticShapes(1, seed=5, min_objects=1, max_objects=1)
+    _, target = ds[0]
+    assert len(target["boxes"]) == 1
