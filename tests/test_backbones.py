@@ -1,0 +1,61 @@
+"""VGG-16 trunk and MobileNetV1: layout, strides, channels, weight loading."""
+import torch
+import torchvision
+
+from detectors.backbones import MobileNetV1, load_vgg16_weights, pool_index, vgg16_trunk
+
+
+def test_vgg16_trunk_matches_torchvision_layout_and_loads_its_weights(tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.vgg16(weights=None)
+    path = tmp_path / "vgg16.pt"
+    torch.save(reference.state_dict(), path)
+    trunk = vgg16_trunk()
+    assert len(trunk) == len(reference.features) - 1  # everything but pool5
+    assert load_vgg16_weights(trunk, weights_path=str(path)) == f"file:{path}"
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(trunk(x), reference.features[:-1](x))
+    assert pool_index(trunk, 4) == 23
+
+
+def test_vgg16_bn_trunk_loads_vgg16_bn_state_dict(tmp_path):
+    reference = torchvision.models.vgg16_bn(weights=None)
+    path = tmp_path / "vgg16_bn.pt"
+    torch.save(reference.state_dict(), path)
+    trunk = vgg16_trunk(batch_norm=True)
+    load_vgg16_weights(trunk, weights_path=str(path), batch_norm=True)
+    assert torch.equal(trunk[0].weight, reference.features[0].weight)
+    assert pool_index(trunk, 4) == 33
+
+
+def test_vgg16_trunk_width_strides_and_ceil_mode():
+    trunk = vgg16_trunk(width=0.25, ceil_mode_pool3=True)
+    assert trunk.out_channels == 128
+    out = trunk(torch.rand(1, 3, 300, 300))
+    assert out.shape == (1, 128, 19, 19)  # 300 -> 150 -> 75 -> 38 (ceil) -> 19
+    conv4_3 = trunk[:pool_index(trunk, 4)](torch.rand(1, 3, 300, 300))
+    assert conv4_3.shape[-2:] == (38, 38)
+    assert load_vgg16_weights(trunk) == "random"
+
+
+def test_vgg16_weights_mismatch_is_a_clear_error(tmp_path):
+    path = tmp_path / "vgg16.pt"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    try:
+        load_vgg16_weights(vgg16_trunk(width=0.5), weights_path=str(path))
+    except ValueError as error:
+        assert str(path) in str(error)
+    else:
+        raise AssertionError("a half-width trunk accepted full-width weights")
+
+
+def test_mobilenet_v1_maps_and_channels():
+    net = MobileNetV1(width=0.25)
+    s16, s32 = net(torch.rand(2, 3, 300, 300))
+    assert s16.shape == (2, 128, 19, 19)
+    assert s32.shape == (2, 256, 10, 10)
+    assert net.out_channels == [128, 256]
+    full = MobileNetV1()
+    params = sum(p.numel() for p in full.parameters())
+    assert 3.1e6 < params < 3.3e6  # the paper's 4.2M includes the 1000-way classifier (1.025M)
