@@ -1,0 +1,167 @@
+"""YOLO v1 and Fast YOLO (Redmon et al., CVPR 2016, arXiv 1506.02640): one grid, 98 boxes.
+
+The whole image goes once through a Darknet conv stack and two fully connected layers whose
+second gives an S x S x (B*5 + C) tensor: for each of the S*S cells, B boxes with a confidence
+each and one set of C class probabilities (layout in ``yolo_grid``)::
+
+    image [N, 3, 448, 448] -> 24 convs (Fast YOLO: 9) -> [N, 1024, 7, 7]
+        -> FC 4096, leaky ReLU 0.1, dropout 0.5 -> FC S*S*(B*5+C), linear -> [N, S, S, B*5+C]
+
+Test time: class score = Pr(class | object) * confidence for each of the S*S*B boxes and each
+class, a score threshold, per-class NMS, boxes back to the original image's pixels.
+
+The FC head sees the whole feature map, so the grid S does not have to equal the feature map's
+size: any ``input_size`` works (a 224x224 input gives 4x4 features, still a 7x7 grid). The head
+is most of YOLO's parameters: 7*7*1024 -> 4096 is 205M weights at width 1; ``width`` scales the
+conv channels and the 4096 alike (width 1/8: 6272 -> 512, 3.2M).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from detectors import darknet
+from detectors.base import Batch, Detection, Detector, Target, scale_width
+from detectors.yolo_grid import decode_boxes
+from detectors.yolo_loss import YOLOLoss
+
+
+class YOLO(Detector):
+    """YOLO v1 (``architecture="yolo"``, 24 conv layers) or Fast YOLO (``"fast_yolo"``, 9).
+
+    num_classes:       foreground classes C (labels 1..C).
+    grid_size:         S, cells per side (paper 7).
+    boxes_per_cell:    B (paper 2); ``num_candidates`` = S*S*B.
+    width:             channel multiplier for every conv and the hidden FC (paper 1.0).
+    batch_norm:        BatchNorm after every conv (paper False; needed to train from scratch fast).
+    input_size:        (H, W) or one int: images are resized (warped) to it (paper 448).
+    hidden_features:   the first FC layer's size before ``width`` (paper 4096).
+    dropout:           after the first FC layer (paper 0.5).
+    lambda_coord, lambda_noobj, confidence_target: the loss (``yolo_loss``; paper 5, 0.5, "iou").
+    score_threshold:   keep (box, class) pairs scoring above it (low for AP, e.g. 0.005; the
+                       paper's demo draws at 0.2).
+    nms_threshold:     IoU of per-class NMS.
+    max_detections:    per image, after NMS.
+    weights_path:      a local ``torch.save``d state_dict of ``self.backbone`` (YOLO: the 20
+                       conv layers the paper pretrains on ImageNet; Fast YOLO: its 9), or None.
+    """
+
+    def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int = 7,
+                 boxes_per_cell: int = 2, width: float = 1.0, batch_norm: bool = False,
+                 input_size: int | Sequence[int] = 448, hidden_features: int = 4096,
+                 dropout: float = 0.5, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
+                 confidence_target: str = "iou", score_threshold: float = 0.005,
+                 nms_threshold: float = 0.5, max_detections: int = 100,
+                 weights_path: str | None = None) -> None:
+        super().__init__()
+        if architecture not in darknet.ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {sorted(darknet.ARCHITECTURES)}, "
+                             f"got {architecture!r}")
+        if num_classes < 1 or grid_size < 1 or boxes_per_cell < 1:
+            raise ValueError("num_classes, grid_size and boxes_per_cell must be >= 1")
+        self.num_classes = num_classes
+        self.architecture = architecture
+        self.grid_size = grid_size
+        self.boxes_per_cell = boxes_per_cell
+        size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        self.input_size = (int(size[0]), int(size[1]))
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+
+        backbone_specs, detection_specs = darknet.ARCHITECTURES[architecture]
+        self.backbone, channels = darknet.make_layers(backbone_specs, 3, width, batch_norm)
+        self.detection_convs, channels = darknet.make_layers(detection_specs, channels, width,
+                                                             batch_norm)
+        feature_h, feature_w = darknet.output_size(backbone_specs + detection_specs,
+                                                   self.input_size)
+        hidden = scale_width(hidden_features, width)
+        self.outputs_per_cell = boxes_per_cell * 5 + num_classes
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(channels * feature_h * feature_w, hidden),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, grid_size * grid_size * self.outputs_per_cell),  # linear output
+        )
+        self.criterion = YOLOLoss(grid_size, boxes_per_cell, num_classes, lambda_coord,
+                                  lambda_noobj, confidence_target)
+        if weights_path:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            try:
+                self.backbone.load_state_dict(state)
+            except RuntimeError as error:
+                raise ValueError(f"{weights_path}: not a state_dict of the {architecture} "
+                                 f"backbone at width {width}, batch_norm {batch_norm}: {error}"
+                                 ) from error
+
+    def num_candidates(self, image_size: tuple[int, int]) -> int:
+        """S*S*B whatever the image size (98 for the paper's S=7, B=2)."""
+        return self.grid_size * self.grid_size * self.boxes_per_cell
+
+    def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
+        """Warp every image to ``input_size`` (no aspect ratio kept, as the paper) and stack;
+        pixel values stay in [0, 1] (darknet feeds them so). Targets go to input pixels."""
+        height, width = self.input_size
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        if len(set(original_sizes)) == 1:  # one resize call for the whole batch
+            stacked = TF.resize(torch.stack(images), [height, width], antialias=True)
+        else:
+            stacked = torch.stack([TF.resize(im, [height, width], antialias=True)
+                                   for im in images])
+        scaled_targets = None
+        if targets is not None:
+            scaled_targets = []
+            for target, (h, w) in zip(targets, original_sizes):
+                scale = torch.tensor([width / w, height / h, width / w, height / h],
+                                     device=target["boxes"].device)
+                scaled_targets.append({**target, "boxes": target["boxes"] * scale,
+                                       "area": target["area"] * (width / w) * (height / h)})
+        return Batch(images=stacked, original_sizes=original_sizes,
+                     input_sizes=[self.input_size] * len(images), targets=scaled_targets)
+
+    def network(self, batch: Batch) -> Tensor:
+        """images [N, 3, H, W] -> raw outputs [N, S, S, B*5+C] (layout in ``yolo_grid``)."""
+        features = self.detection_convs(self.backbone(batch.images))
+        return self.head(features).view(-1, self.grid_size, self.grid_size,
+                                        self.outputs_per_cell)
+
+    def loss(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """The four parts of ``YOLOLoss``; crowd boxes are not learned."""
+        height, width = self.input_size
+        scale = torch.tensor([width, height, width, height], device=outputs.device)
+        boxes, labels = [], []
+        for target in batch.targets:
+            keep = target["iscrowd"] == 0
+            boxes.append(target["boxes"][keep].to(outputs.device).float() / scale)
+            labels.append(target["labels"][keep].to(outputs.device))
+        return self.criterion(outputs, boxes, labels)
+
+    @torch.no_grad()
+    def postprocess(self, outputs: Tensor, batch: Batch) -> list[Detection]:
+        """Class score = clamp(Pr(class | object), 0, 1) * clamp(confidence, 0, 1) (the outputs
+        are linear, so they are clamped to be probabilities), for every box and class; keep
+        scores above ``score_threshold``; NMS per class; boxes to the original pixels."""
+        boxes, confidence, class_scores = decode_boxes(outputs.float(), self.boxes_per_cell)
+        scores = class_scores.clamp(0, 1) * confidence.clamp(0, 1)[..., None]  # [N, S*S*B, C]
+        detections = []
+        for i, (h, w) in enumerate(batch.original_sizes):
+            box_index, class_index = (scores[i] > self.score_threshold).nonzero(as_tuple=True)
+            kept_scores = scores[i, box_index, class_index]
+            scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+            kept_boxes = boxes[i, box_index] * scale
+            kept_boxes[:, 0::2] = kept_boxes[:, 0::2].clamp(0, w)
+            kept_boxes[:, 1::2] = kept_boxes[:, 1::2].clamp(0, h)
+            nonempty = ((kept_boxes[:, 2] > kept_boxes[:, 0])
+                        & (kept_boxes[:, 3] > kept_boxes[:, 1])).nonzero().squeeze(1)
+            kept_boxes, kept_scores = kept_boxes[nonempty], kept_scores[nonempty]
+            class_index = class_index[nonempty]
+            keep = batched_nms(kept_boxes, kept_scores, class_index, self.nms_threshold)
+            keep = keep[: self.max_detections]  # batched_nms sorts by score, high to low
+            detections.append(Detection(boxes=kept_boxes[keep], scores=kept_scores[keep],
+                                        labels=class_index[keep] + 1))
+        return detections
