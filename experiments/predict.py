@@ -1,0 +1,55 @@
+"""Running a detector over a dataset and scoring it: the runner's eval stage and the
+trainer's periodic validation."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+from detectors.base import Detection, Target
+from experiments.data.base import collate
+
+
+@torch.inference_mode()
+def predict(model, dataset, batch_size: int, device: torch.device, max_images: int = 0
+            ) -> tuple[list[Detection], list[Target], list[tuple[int, int]]]:
+    """Detections (on the CPU), targets and image sizes (H, W) for ``dataset``.
+
+    Under DDP each rank predicts its share (``DistributedSampler``, no shuffle) and rank 0
+    receives everything, each image once, in dataset order; other ranks get empty lists.
+    """
+    if max_images and max_images < len(dataset):
+        dataset = Subset(dataset, range(max_images))
+    distributed = dist.is_available() and dist.is_initialized()
+    sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    was_training = model.training
+    model.eval()
+    records = []
+    for images, targets in loader:
+        outputs = model([im.to(device) for im in images])
+        for image, target, out in zip(images, targets, outputs):
+            records.append((target["image_id"], {k: v.detach().cpu() for k, v in out.items()},
+                            target, tuple(image.shape[-2:])))
+    model.train(was_training)
+    if distributed:
+        gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(records, gathered, dst=0)
+        if dist.get_rank() != 0:
+            return [], [], []
+        unique = {r[0]: r for part in gathered for r in part}  # the sampler pads with repeats
+        records = [unique[k] for k in sorted(unique)]
+    return [r[1] for r in records], [r[2] for r in records], [r[3] for r in records]
+
+
+def score(model, dataset, batch_size: int, device: torch.device, backend: str,
+          max_images: int = 0):
+    """``experiments.evaluation.evaluate`` on ``dataset``; None on ranks other than 0."""
+    from experiments.evaluation import evaluate
+
+    detections, targets, sizes = predict(model, dataset, batch_size, device, max_images)
+    if not targets:
+        return None
+    return evaluate(detections, targets, dataset.class_names, sizes,
+                    label_to_category_id=dataset.label_to_category_id, backend=backend)

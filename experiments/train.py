@@ -1,0 +1,235 @@
+"""The training loop: AMP, DDP, per-iteration schedules, checkpoints, resume, logging.
+
+One ``Trainer`` trains one detector on one dataset. It works the same in one process and under
+``torchrun`` (DistributedDataParallel, DistributedSampler; rank 0 alone writes files).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from experiments.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from experiments.data.base import collate
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration."""
+
+
+class Trainer:
+    """Trains ``model`` (a ``detectors.base.Detector``) on ``dataset``.
+
+    Args:
+        optimizer: built over ``model.parameters()``.
+        scheduler: a torch LR scheduler stepped once per iteration (milestones in iterations),
+            or None.
+        epochs: passes over the dataset. ``max_time_s`` (when > 0) stops earlier, after the
+            iteration that crosses it, and the stop is logged.
+        amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
+        validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
+            ``val_every`` epochs (0: never) on rank 0.
+        out_dir: where ``train_log.csv``, ``val_log.csv``, ``tensorboard/`` and
+            ``checkpoints/last.pt`` go.
+    """
+
+    def __init__(self, model: nn.Module, dataset, optimizer: torch.optim.Optimizer,
+                 scheduler, *, device: torch.device, epochs: int, batch_size: int,
+                 out_dir: Path, seed: int = 0, num_workers: int = 0, amp: bool = False,
+                 grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
+                 validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
+                 shuffle: bool = True, show_progress: bool | None = None) -> None:
+        self.model, self.dataset = model, dataset
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.device, self.epochs, self.batch_size = device, epochs, batch_size
+        self.out_dir, self.seed, self.num_workers = Path(out_dir), seed, num_workers
+        self.amp, self.grad_clip, self.log_every = amp, grad_clip, log_every
+        self.val_every, self.validate, self.max_time_s = val_every, validate, max_time_s
+        self.shuffle = shuffle
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.is_main = self.rank == 0
+        self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
+        self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
+        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+        self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
+        self.train_model = model
+        if self.distributed:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True)
+
+    # -- data ---------------------------------------------------------------------------
+    def loader(self, epoch: int) -> DataLoader:
+        """This epoch's loader; its order depends only on (seed, epoch), so resume repeats it."""
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.distributed:
+            sampler = DistributedSampler(self.dataset, shuffle=self.shuffle, seed=self.seed)
+            sampler.set_epoch(epoch)
+        elif self.shuffle:
+            sampler = RandomSampler(self.dataset, generator=generator)
+        else:
+            sampler = None
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, collate_fn=collate,
+                          generator=generator, persistent_workers=False)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "scaler": self.scaler.state_dict(), "rng": rng_states(),
+                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed}
+
+    def save(self) -> None:
+        if self.is_main:
+            save_checkpoint(self.checkpoint_path, self.state())
+        if self.distributed:
+            dist.barrier()
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last.pt``; a missing or corrupt file is an error."""
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng_states(state["rng"])
+        self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.elapsed = state.get("elapsed_s", 0.0)
+        self._truncate_logs()
+        log.info("resumed from %s at epoch %d, iteration %d", self.checkpoint_path,
+                 self.epoch, self.iteration)
+
+    def _truncate_logs(self) -> None:
+        """Drop log rows written after the checkpoint, so a resumed log has no duplicates."""
+        for name in ("train_log.csv", "val_log.csv"):
+            path = self.out_dir / name
+            if not self.is_main or not path.exists():
+                continue
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            kept = [r for r in rows if int(r["iteration"]) <= self.iteration]
+            if rows:
+                with open(path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(kept)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations, epochs,
+        final_loss, stopped_on_time."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
+        loss_value, stopped_on_time = math.nan, False
+        start = time.perf_counter() - self.elapsed
+        self.train_model.train()
+        while self.epoch < self.epochs and not stopped_on_time:
+            bar = tqdm(self.loader(self.epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                       disable=not (self.show_progress and self.is_main), leave=False)
+            for images, targets in bar:
+                losses = self.step(images, targets)
+                self.iteration += 1
+                loss_value = sum(losses.values())
+                self.elapsed = time.perf_counter() - start
+                if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
+                    self._log_row(losses, loss_value, writer)
+                bar.set_postfix(loss=f"{loss_value:.3f}")
+                if self.max_time_s and self.elapsed > self.max_time_s:
+                    stopped_on_time = True
+                    log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
+                                self.max_time_s, self.epoch + 1, self.iteration)
+                    break
+            self.epoch += 1
+            if (self.validate is not None and self.val_every and self.is_main
+                    and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
+                self._validate(writer)
+                self.train_model.train()
+            self.save()
+        if writer is not None:
+            writer.close()
+        return {"train_time_s": self.elapsed, "iterations": self.iteration,
+                "epochs": self.epoch, "final_loss": float(loss_value),
+                "stopped_on_time": stopped_on_time}
+
+    def step(self, images, targets) -> dict[str, float]:
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
+                   for t in targets]
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            losses = self.train_model(images, targets)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            parts = {k: float(v) for k, v in losses.items()}
+            raise NonFiniteLossError(
+                f"loss is {float(total)} at iteration {self.iteration + 1} (epoch {self.epoch + 1}):"
+                f" {parts}; training stopped, the last good checkpoint is {self.checkpoint_path}"
+                f" ({'present' if self.checkpoint_path.exists() else 'none written yet'})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return {k: float(v) for k, v in losses.items()}
+
+    def _log_row(self, losses: dict, loss_value: float, writer) -> None:
+        row = {"iteration": self.iteration, "epoch": self.epoch + 1,
+               "time_s": round(self.elapsed, 3), "lr": self.optimizer.param_groups[0]["lr"],
+               "loss": loss_value, **losses}
+        _append_csv(self.out_dir / "train_log.csv", row)
+        for key, value in row.items():
+            if key.startswith("loss") or key == "lr":
+                writer.add_scalar(f"train/{key}", value, self.iteration)
+
+    def _validate(self, writer) -> None:
+        self.model.eval()
+        scores = self.validate(self.model)
+        row = {"iteration": self.iteration, "epoch": self.epoch, "time_s": round(self.elapsed, 3),
+               "map": scores.get("map", math.nan), "map_50": scores.get("map_50", math.nan)}
+        _append_csv(self.out_dir / "val_log.csv", row)
+        writer.add_scalar("val/map", row["map"], self.iteration)
+        writer.add_scalar("val/map_50", row["map_50"], self.iteration)
+        log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def warmup_then(scheduler_factory, optimizer, warmup_iterations: int, warmup_factor: float):
+    """Linear warm-up from ``warmup_factor`` x lr over ``warmup_iterations``, then the given
+    scheduler (YOLO's warm-up from 1e-3 to 1e-2 is warmup_factor 0.1). None factory: constant."""
+    main = scheduler_factory(optimizer) if scheduler_factory is not None else None
+    if warmup_iterations <= 0:
+        return main
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=warmup_factor,
+                                             total_iters=warmup_iterations)
+    if main is None:
+        return warm
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, main],
+                                                 milestones=[warmup_iterations])
