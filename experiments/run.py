@@ -126,7 +126,7 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
-                      max_time_s=cfg.train.max_time_s)
+                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle)
     if cfg.resume:
         trainer.resume()
     result = trainer.fit()

@@ -27,6 +27,7 @@ class TrainSchema:
     val_images: int = 64        # images used by those validations
     max_time_s: float = 0.0     # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = None  # None: the detector's own policy
+    shuffle: bool = True
     warmup_iterations: int = 0
     warmup_factor: float = 0.1
     optimizer: Any = None

@@ -1,0 +1,33 @@
+"""Shared fixtures: composing detbench's Hydra config in-process, and locating shared data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A few synthetic images, a couple of iterations, a tiny benchmark: a full run in seconds.
+TINY_RUN = [
+    "device=cpu",
+    "dataset.train.num_images=4", "dataset.val.num_images=4", "dataset.image_size=128",
+    "train.epochs=1", "train.batch_size=2", "train.log_every=1", "train.augmentation=none",
+    "bench.batch_sizes=[1]", "bench.iterations=1", "bench.warmup=0",
+    "eval.batch_size=2", "eval.samples=2",
+]
+
+
+@pytest.fixture
+def compose_config():
+    """compose_config(overrides) -> DictConfig, as `detbench` would see it (no hydra node)."""
+
+    def _compose(overrides: list[str], return_hydra_config: bool = False):
+        GlobalHydra.instance().clear()
+        with initialize_config_module("conf", version_base="1.3"):
+            return compose("config", overrides=overrides,
+                           return_hydra_config=return_hydra_config)
+
+    yield _compose
+    GlobalHydra.instance().clear()
