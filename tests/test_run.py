@@ -75,7 +75,7 @@ def test_interrupted_run_resumes_to_the_same_weights(compose_config, tmp_path, m
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_checkpoint(compose_config, tmp_path, monkeypatch):
-    from detectors.yolo import YOLOv1
+    from detectors.yolo import YOLO as YOLOv1
 
     original_loss, seen = YOLOv1.loss, []
 
