@@ -1,0 +1,279 @@
+"""The speed protocol: one way of timing every detector, stated in full.
+
+What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
+
+- The eval forward, split into the contract's three stages and timed one batch at a time:
+  ``preprocess`` (resize, normalise, stack), ``network`` (the neural network) and
+  ``postprocess`` (decode, NMS, map boxes back). Images are already on the device, as
+  float [3, H, W] in [0, 1]: decoding files and the host-to-device copy are not timed. The
+  device is synchronised at every stage boundary, so each stage's time is wall time that
+  includes its queued GPU work. Eval mode, ``torch.inference_mode``, ``warmup`` untimed
+  batches, then ``iterations`` timed batches.
+- ``latency_ms_p50`` / ``latency_ms_p95`` / ``latency_ms_mean``: ms per batch of ``b``
+  images, end to end (all three stages). ``fps``: images per second over the timed batches
+  (``b * iterations / total seconds``).
+- ``preprocess_ms`` / ``network_ms`` / ``postprocess_ms``: median ms per batch of each stage;
+  ``*_share``: each stage's median as a percentage (0-100) of the sum of the three medians.
+- ``boxes_kept``: mean detections per image after NMS (a property of the weights as much as
+  of the model: random weights may keep many boxes, trained ones few).
+- ``peak_memory_mb``: on CUDA the allocator's peak (``max_memory_allocated``) during the
+  timed batches; on CPU the process's peak resident set size (VmHWM, reset before the timed
+  batches where Linux allows it), which includes the weights and Python itself.
+  ``peak_memory_kind`` says which.
+- ``network_gflops_per_s``: the network stage's FLOPs over its median time, and
+  ``network_utilisation``: that as a percentage of ``matmul_peak_gflops``, a large matrix
+  product in the same dtype measured in the same call (``experiments.flops``).
+
+Per detector: ``params``; ``gmacs`` (10⁹ multiply-adds per image over all three stages,
+FlopCounterMode's FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``;
+``num_candidates`` (boxes scored per image before NMS); and the identity of the
+measurement: ``bench_device``, ``bench_device_type``, ``bench_threads``, ``bench_dtype``,
+``bench_channels_last``, ``bench_compile``, ``bench_image_size``, ``bench_warmup``,
+``bench_iterations``, ``torch_version``, ``torchvision_version``, ``python_version``.
+
+Options: ``dtype`` fp32, or bf16 / fp16 autocast around the network stage (its floating
+outputs are cast back to fp32 inside the network's time, so that decoding and NMS always run
+in fp32); ``channels_last`` (weights and the network's input); ``compile`` (``torch.compile``
+of the network stage; if compiling fails, the eager network is timed and ``bench_compile``
+says ``failed (<error type>)``).
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+from detectors.base import Detector
+from experiments.flops import DTYPES, count_flops, matmul_peak_gflops, synchronize
+
+
+def synthetic_images(count: int, image_size: tuple[int, int], device: str | torch.device = "cpu",
+                     seed: int = 0) -> list[Tensor]:
+    """``count`` images float [3, H, W] of uniform noise in [0, 1], seeded, on ``device``."""
+    generator = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    return [torch.rand(3, h, w, generator=generator).to(device) for _ in range(count)]
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for the device: the GPU's model, or the CPU's model from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _reset_peak_memory(device: torch.device) -> str:
+    """Reset the peak-memory counter; return the kind of peak that will be read."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return "cuda_max_allocated"
+    try:  # Linux >= 4.0: writing 5 resets the process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+        return "process_peak_rss"
+    except OSError:
+        return "process_lifetime_peak_rss"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MB
+    import resource  # no /proc: the lifetime peak, in kB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _to_float32(outputs):
+    """Cast every half/bfloat16 tensor in a nested structure of outputs back to float32."""
+    return tree_map(lambda t: t.float() if isinstance(t, Tensor) and t.dtype in (torch.float16, torch.bfloat16)
+                    else t, outputs)
+
+
+class _Forward:
+    """One eval forward, stage by stage, with the device synchronised at each boundary."""
+
+    def __init__(self, detector: Detector, device: torch.device, dtype: str, channels_last: bool,
+                 compile: bool):
+        self.detector, self.device, self.channels_last = detector, device, channels_last
+        self.autocast_dtype = None if dtype == "fp32" else DTYPES[dtype]
+        self.network = torch.compile(detector.network) if compile else detector.network
+        self.compile_status = "on" if compile else "off"
+
+    def fall_back_to_eager(self, error: Exception) -> None:
+        self.network = self.detector.network
+        self.compile_status = f"failed ({type(error).__name__})"
+        torch._dynamo.reset()
+
+    def __call__(self, images: list[Tensor]) -> tuple[tuple[float, float, float], list]:
+        """Returns ((preprocess s, network s, postprocess s), detections)."""
+        sync = lambda: synchronize(self.device)  # noqa: E731
+        sync()
+        t0 = time.perf_counter()
+        batch = self.detector.preprocess(images)
+        if self.channels_last:
+            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+        sync()
+        t1 = time.perf_counter()
+        if self.autocast_dtype is None:
+            raw = self.network(batch)
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                raw = self.network(batch)
+            raw = _to_float32(raw)
+        sync()
+        t2 = time.perf_counter()
+        detections = self.detector.postprocess(raw, batch)
+        sync()
+        t3 = time.perf_counter()
+        return (t1 - t0, t2 - t1, t3 - t2), detections
+
+
+def _count_stage_flops(detector: Detector, images: list[Tensor]) -> tuple[int, int]:
+    """(FLOPs of the whole eval forward, FLOPs of the network stage) for ``images``, fp32, eager."""
+    pre_flops, batch = count_flops(detector.preprocess, images)
+    net_flops, raw = count_flops(detector.network, batch)
+    post_flops, _ = count_flops(detector.postprocess, raw, batch)
+    return pre_flops + net_flops + post_flops, net_flops
+
+
+@contextlib.contextmanager
+def _matmul_like_convolutions(device: torch.device):
+    """On CUDA, let fp32 matrix products use TF32 exactly when cuDNN's convolutions may, so
+    the measured peak is in the same arithmetic as the network's convolutions."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _check_arguments(batch_sizes, warmup, iterations, dtype) -> list[int]:
+    if dtype not in DTYPES:
+        raise ValueError(f"benchmark: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or any(b < 1 for b in sizes):
+        raise ValueError(f"benchmark: batch_sizes must be positive integers, got {list(batch_sizes)}")
+    if int(iterations) < 1 or int(warmup) < 0:
+        raise ValueError(f"benchmark: need iterations >= 1 and warmup >= 0, got {iterations}, {warmup}")
+    return sizes
+
+
+def _batch_metrics(b: int, stage_times: list[tuple[float, float, float]], kept: list[int],
+                   net_flops_per_image: int, peak_gflops: float) -> dict[str, float]:
+    """Metrics of one batch size from its timed batches (seconds per stage per batch)."""
+    latencies_ms = np.array([sum(t) for t in stage_times]) * 1e3
+    pre, net, post = (statistics.median(t[i] for t in stage_times) * 1e3 for i in range(3))
+    net_gflops = net_flops_per_image * b / (net / 1e3) / 1e9 if net > 0 else float("nan")
+    total = pre + net + post
+    return {
+        f"fps_b{b}": float(b * len(stage_times) / (latencies_ms.sum() / 1e3)),
+        f"latency_ms_p50_b{b}": float(np.percentile(latencies_ms, 50)),
+        f"latency_ms_p95_b{b}": float(np.percentile(latencies_ms, 95)),
+        f"latency_ms_mean_b{b}": float(latencies_ms.mean()),
+        f"preprocess_ms_b{b}": pre,
+        f"network_ms_b{b}": net,
+        f"postprocess_ms_b{b}": post,
+        f"preprocess_share_b{b}": 100 * pre / total,
+        f"network_share_b{b}": 100 * net / total,
+        f"postprocess_share_b{b}": 100 * post / total,
+        f"boxes_kept_b{b}": sum(kept) / len(kept),
+        f"network_gflops_per_s_b{b}": net_gflops,
+        f"network_utilisation_b{b}": 100 * net_gflops / peak_gflops,
+    }
+
+
+def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: int = 1,
+              iterations: int = 3, device: str | torch.device = "cpu", dtype: str = "fp32",
+              channels_last: bool = False, compile: bool = False, images: list[Tensor] | None = None,
+              image_size: tuple[int, int] | None = None,
+              measure_peak: bool = True) -> dict[str, float | int | str]:
+    """Time ``detector``'s eval forward by the speed protocol (module docstring); flat metrics.
+
+    detector:    moved to ``device`` (and to channels_last if asked) and put in eval mode;
+                 its training mode is restored afterwards.
+    batch_sizes: each is timed on its own; keys end in ``_b{b}``.
+    images:      real images float [3, H, W] in [0, 1] (any sizes), cycled to fill a batch;
+                 default: synthetic noise at ``image_size``, default ``detector.input_size``.
+    measure_peak: False skips the peak-memory reading (``peak_memory_mb_b*`` are absent).
+    """
+    sizes = _check_arguments(batch_sizes, warmup, iterations, dtype)
+    device = torch.device(device)
+    was_training = detector.training
+    detector.eval().to(device)
+    if channels_last:
+        detector.to(memory_format=torch.channels_last)
+    if images is None:
+        size = tuple(int(s) for s in (image_size or detector.input_size))
+        images = synthetic_images(max(sizes), size, device)
+    else:
+        if not images:
+            raise ValueError("benchmark: images is an empty list")
+        images = [image.to(device) for image in images]
+    first_size = tuple(images[0].shape[-2:])
+
+    metrics: dict[str, float | int | str] = {
+        "bench_device": device_name(device), "bench_device_type": device.type,
+        "bench_threads": torch.get_num_threads(), "bench_dtype": dtype,
+        "bench_channels_last": bool(channels_last),
+        "bench_image_size": f"{first_size[0]}x{first_size[1]}",
+        "bench_batch_sizes": ",".join(map(str, sizes)),
+        "bench_warmup": int(warmup), "bench_iterations": int(iterations),
+        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "python_version": platform.python_version(),
+        "params": sum(p.numel() for p in detector.parameters()),
+        "num_candidates": int(detector.num_candidates(first_size)),
+    }
+    if device.type == "cuda":
+        metrics["bench_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+    try:
+        with torch.inference_mode():
+            total_flops, net_flops = _count_stage_flops(detector, images[:1])
+            metrics["gmacs"] = total_flops / 2 / 1e9
+            metrics["gmacs_network"] = net_flops / 2 / 1e9
+            with _matmul_like_convolutions(device):
+                metrics["matmul_peak_gflops"] = peak = matmul_peak_gflops(device, dtype)
+            forward = _Forward(detector, device, dtype, channels_last, compile)
+            for b in sizes:
+                batch_images = [images[i % len(images)] for i in range(b)]
+                for i in range(int(warmup) if not compile else max(1, int(warmup))):
+                    try:
+                        forward(batch_images)
+                    except Exception as error:  # torch.compile's failures surface on first call
+                        if forward.compile_status != "on":
+                            raise
+                        forward.fall_back_to_eager(error)
+                if measure_peak:
+                    metrics["peak_memory_kind"] = _reset_peak_memory(device)
+                stage_times, kept = [], []
+                for _ in range(int(iterations)):
+                    times, detections = forward(batch_images)
+                    stage_times.append(times)
+                    kept.extend(len(d["boxes"]) for d in detections)
+                if measure_peak:
+                    metrics[f"peak_memory_mb_b{b}"] = _peak_memory_mb(device)
+                metrics.update(_batch_metrics(b, stage_times, kept, net_flops, peak))
+            metrics["bench_compile"] = forward.compile_status
+    finally:
+        detector.train(was_training)
+    return metrics
