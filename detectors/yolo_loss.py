@@ -56,6 +56,7 @@ class YOLOLoss(nn.Module):
         if outputs.shape[1:] != (s, s, self.boxes_per_cell * 5 + self.num_classes):
             raise ValueError(f"outputs of shape {list(outputs.shape)} do not match S={s}, "
                              f"B={self.boxes_per_cell}, C={self.num_classes}")
+        outputs = outputs.float()  # the sums of squares in float32 even under autocast
         params, confidence, class_scores = split_outputs(outputs, self.boxes_per_cell)
         cells = assign_objects_to_cells(boxes, labels, s)
         image, row, col = cells["image"], cells["row"], cells["col"]  # [K] each
