@@ -61,7 +61,20 @@ def vgg16_trunk(width: float = 1.0, batch_norm: bool = False, ceil_mode_pool3: b
         in_channels = out_channels
     trunk = nn.Sequential(*layers)
     trunk.out_channels = in_channels  # type: ignore[attr-defined]
+    kaiming_init(trunk)
     return trunk
+
+
+def kaiming_init(module: nn.Module) -> None:
+    """He-normal (fan out) convolutions, zero biases, unit BatchNorm: torchvision's VGG init."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 def pool_index(trunk: nn.Sequential, which: int) -> int:
@@ -180,6 +193,7 @@ class MobileNetV1(nn.Module):
                                         *_conv_bn_relu(channels, out, 1, 1)))
             channels = out
         self.features = nn.Sequential(*stages)
+        kaiming_init(self.features)
         #: channels of the stride-16 (stage 11) and stride-32 (stage 13) maps.
         self.out_channels = [scale_width(512, width), channels]
 

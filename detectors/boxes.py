@@ -1,0 +1,71 @@
+"""Box maths: offsets with variances (encode / decode) and SSD's matching.
+
+Formats: ``xyxy`` = x1, y1, x2, y2; ``cxcywh`` = centre x, centre y, width, height. Units are
+whatever the caller uses (pixels, or fractions of the image for default boxes) as long as both
+arguments of a function share them. Conversions and IoU are torchvision's.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert, box_iou
+
+#: exp() of a size offset is capped at 1000/16, as in torchvision's BoxCoder, so that an
+#: untrained network cannot overflow float32; real offsets never come near it.
+MAX_LOG_SCALE = math.log(1000.0 / 16)
+
+
+def encode(boxes: Tensor, priors: Tensor, variances: tuple[float, float] = (0.1, 0.2)) -> Tensor:
+    """Offsets of ``boxes`` relative to ``priors`` (the regression targets of SSD / Faster R-CNN).
+
+    boxes:  [..., 4] xyxy.  priors: [..., 4] cxcywh (same units).  Returns [..., 4]:
+    ((cx - pcx) / pw / v0, (cy - pcy) / ph / v0, log(w / pw) / v1, log(h / ph) / v1).
+    Variances 0.1 / 0.2 equal torchvision's BoxCoder weights 10, 10, 5, 5.
+    """
+    boxes = box_convert(boxes, "xyxy", "cxcywh")
+    centre = (boxes[..., :2] - priors[..., :2]) / priors[..., 2:] / variances[0]  # [..., 2]
+    size = torch.log(boxes[..., 2:] / priors[..., 2:]) / variances[1]            # [..., 2]
+    return torch.cat([centre, size], dim=-1)
+
+
+def decode(offsets: Tensor, priors: Tensor, variances: tuple[float, float] = (0.1, 0.2)) -> Tensor:
+    """Inverse of ``encode``: offsets [..., 4] and priors [..., 4] cxcywh -> boxes [..., 4] xyxy."""
+    centre = priors[..., :2] + offsets[..., :2] * variances[0] * priors[..., 2:]               # [..., 2]
+    size = priors[..., 2:] * torch.exp((offsets[..., 2:] * variances[1]).clamp(max=MAX_LOG_SCALE))
+    return torch.cat([centre - 0.5 * size, centre + 0.5 * size], dim=-1)
+
+
+def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """SSD's matching strategy: which ground truth each default box learns from.
+
+    gt_boxes: [G, 4] xyxy.  priors: [A, 4] xyxy (same units).
+    Returns (matched [A] int64, the index of the ground truth, -1 for background;
+             iou [A] float, the IoU with that ground truth, 0 for background).
+
+    1. Each ground truth is forced onto the default box it overlaps best, whatever the IoU
+       (so every object is learned, even a tiny one below the threshold). When two ground truths
+       want the same box, the one that overlaps it more gets it (deterministic; the paper does
+       not say).
+    2. Every other default box takes the ground truth it overlaps best if that IoU is at least
+       ``iou_threshold`` (torchvision's SSDMatcher also uses >=).
+    """
+    num_priors = priors.shape[0]
+    if gt_boxes.numel() == 0:
+        return (torch.full((num_priors,), -1, dtype=torch.int64, device=priors.device),
+                priors.new_zeros(num_priors))
+    iou = box_iou(gt_boxes, priors)                          # [G, A]
+    best_iou, best_gt = iou.max(dim=0)                       # [A], [A]
+    matched = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
+
+    # forced matches: each ground truth's best default box
+    best_prior = iou.argmax(dim=1)                           # [G]
+    wanted = torch.zeros_like(iou, dtype=torch.bool)         # [G, A]
+    wanted[torch.arange(iou.shape[0], device=iou.device), best_prior] = True
+    claim = torch.where(wanted, iou, torch.full_like(iou, -1.0))   # [G, A]
+    claim_iou, claimant = claim.max(dim=0)                   # [A]: the strongest claimant per box
+    forced = wanted.any(dim=0)                               # [A]
+    matched = torch.where(forced, claimant, matched)
+    matched_iou = torch.where(forced, claim_iou, torch.where(matched >= 0, best_iou, torch.zeros_like(best_iou)))
+    return matched, matched_iou

@@ -1,0 +1,174 @@
+"""SSD: Single Shot MultiBox Detector (Liu et al., ECCV 2016), as a detbench ``Detector``.
+
+    images --resize to input_size, normalise--> source maps (ssd_features) --3x3 convs-->
+    per default box: C + 1 class logits and 4 offsets --softmax, decode, per-class NMS--> detections
+
+SSD300 (VGG-16): 6 maps 38/19/10/5/3/1, 4/6/6/6/4/4 boxes per location -> 8732 default boxes.
+SSD512 (VGG-16): 7 maps 64/32/16/8/4/2/1, 4/6/6/6/6/4/4 -> 24564.
+SSD-MobileNetV1 at 300: 6 maps 19/10/5/3/2/1, 6 boxes everywhere -> 3000.
+Every choice (scales, aspect ratios, steps, thresholds, mining ratio, post-processing) is a
+constructor argument, so a config can change it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_convert
+
+from detectors.base import Batch, Detection, Detector, Target
+from detectors.boxes import decode
+from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
+from detectors.ssd_features import EXTRA_LAYERS, MobileNetSourceMaps, VGGSourceMaps, xavier_init
+from detectors.ssd_loss import MultiBoxLoss
+
+SOURCE_MAPS = {"vgg16": VGGSourceMaps, "mobilenet_v1": MobileNetSourceMaps}
+
+
+class SSDHead(nn.Module):
+    """One 3x3 convolution per source map for the class logits and one for the offsets.
+
+    Map k with n_k boxes per location gives [B, n_k (C + 1), h, w] and [B, n_k 4, h, w], read as
+    [B, h w n_k, C + 1] and [B, h w n_k, 4] (location-major, as ``default_boxes`` orders them).
+    """
+
+    def __init__(self, in_channels: list[int], boxes_per_location: list[int], num_outputs: int):
+        super().__init__()
+        self.num_outputs = num_outputs
+        self.classification = nn.ModuleList(nn.Conv2d(c, n * num_outputs, 3, padding=1)
+                                            for c, n in zip(in_channels, boxes_per_location))
+        self.regression = nn.ModuleList(nn.Conv2d(c, n * 4, 3, padding=1)
+                                        for c, n in zip(in_channels, boxes_per_location))
+        xavier_init(self)
+
+    def forward(self, maps: list[Tensor]) -> tuple[Tensor, Tensor]:
+        loc, conf = [], []
+        for x, to_loc, to_conf in zip(maps, self.regression, self.classification):
+            b = x.shape[0]
+            loc.append(to_loc(x).permute(0, 2, 3, 1).reshape(b, -1, 4))                   # [B, h w n, 4]
+            conf.append(to_conf(x).permute(0, 2, 3, 1).reshape(b, -1, self.num_outputs))  # [B, h w n, C+1]
+        return torch.cat(loc, dim=1), torch.cat(conf, dim=1)                              # [B, A, 4], [B, A, C+1]
+
+
+class SSD(Detector):
+    """SSD over VGG-16 or MobileNetV1.
+
+    num_classes: foreground classes (labels 1..C; the network has C + 1 outputs, 0 background).
+    backbone: "vgg16" | "mobilenet_v1".  input_size: (H, W) every image is resized to.
+    width: channel multiplier of every layer.  batch_norm: BatchNorm after every convolution
+        (not in the paper; what training from scratch needs).
+    weights / weights_path: torchvision VGG-16 weights name (full width) / a local state_dict
+        of the base network; neither: random. ``weights_source`` records which.
+    extra_layers: rows [mid, out, kernel, stride, padding] or a name of ``EXTRA_LAYERS``.
+    scales: a name of ``SCALE_PRESETS`` or s_1..s_{m+1}; or None and s_min, s_max, first_scale
+        for the paper's formula.  aspect_ratios: per map.  steps: per map, input pixels.
+        clip: clamp default boxes' sizes to the image.
+    variances: offset encoding (centre, size).  iou_threshold: matching.  neg_pos_ratio: hard
+        negative mining.  loc_weight: alpha.
+    score_thresh, nms_thresh, top_k: inference; candidates_per_class: the best boxes per class
+        kept before NMS (Caffe and torchvision: 400; None keeps all).
+    image_mean / image_std: per channel, applied to [0, 1] images before resizing.
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "vgg16", input_size: tuple[int, int] = (300, 300),
+                 width: float = 1.0, batch_norm: bool = False, weights: str | None = None,
+                 weights_path: str | None = None, extra_layers: str | list[list[int]] = "ssd300",
+                 scales: str | list[float] | None = "voc300", s_min: float | None = None,
+                 s_max: float | None = None, first_scale: float | None = None,
+                 aspect_ratios: list[list[float]] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+                 steps: list[float] | None = (8, 16, 32, 64, 100, 300), clip: bool = True,
+                 variances: tuple[float, float] = (0.1, 0.2), iou_threshold: float = 0.5,
+                 neg_pos_ratio: float = 3.0, loc_weight: float = 1.0, score_thresh: float = 0.01,
+                 nms_thresh: float = 0.45, top_k: int = 200, candidates_per_class: int | None = 400,
+                 image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+                 image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)):
+        super().__init__()
+        if backbone not in SOURCE_MAPS:
+            raise ValueError(f"unknown SSD backbone '{backbone}'; choose from {sorted(SOURCE_MAPS)}")
+        if isinstance(extra_layers, str):
+            extra_layers = EXTRA_LAYERS[extra_layers]
+        self.num_classes = num_classes
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.features = SOURCE_MAPS[backbone](width, batch_norm, [list(r) for r in extra_layers],
+                                              weights, weights_path)
+        self.weights_source = self.features.weights_source
+        map_sizes = self.features.map_sizes(self.input_size)
+        self.aspect_ratios = [list(r) for r in aspect_ratios]
+        if len(self.aspect_ratios) != len(map_sizes):
+            raise ValueError(f"{backbone} at {self.input_size} has {len(map_sizes)} source maps {map_sizes}, "
+                             f"but {len(self.aspect_ratios)} aspect-ratio lists were given")
+        self.scales = resolve_scales(scales, len(map_sizes), s_min, s_max, first_scale)
+        self.steps = list(steps) if steps is not None else None
+        self.clip = clip
+        self.head = SSDHead(self.features.out_channels, boxes_per_location(self.aspect_ratios), num_classes + 1)
+        priors = default_boxes(map_sizes, self.input_size, self.scales, self.aspect_ratios, self.steps, clip)
+        self.register_buffer("priors", priors, persistent=False)                          # [A, 4] cxcywh
+        self.register_buffer("priors_xyxy", box_convert(priors, "cxcywh", "xyxy"), persistent=False)
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(3, 1, 1), persistent=False)
+        self.variances = tuple(variances)
+        self.multibox_loss = MultiBoxLoss(iou_threshold, neg_pos_ratio, loc_weight, self.variances)
+        self.score_thresh, self.nms_thresh, self.top_k = score_thresh, nms_thresh, top_k
+        self.candidates_per_class = candidates_per_class
+
+    def num_candidates(self, image_size: tuple[int, int] | None = None) -> int:
+        """Default boxes scored per image; every image is resized to ``input_size`` first."""
+        return self.priors.shape[0]
+
+    def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
+        """Normalise, resize to ``input_size`` (bilinear), stack; targets rescaled likewise."""
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        mean, std = self.image_mean.to(images[0].dtype), self.image_std.to(images[0].dtype)
+        if len(set(original_sizes)) == 1:
+            x = (torch.stack(images) - mean) / std                                  # [B, 3, h, w]
+            if original_sizes[0] != self.input_size:
+                x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        else:
+            x = torch.cat([F.interpolate(((im - mean) / std)[None], size=self.input_size, mode="bilinear",
+                                         align_corners=False) for im in images])
+        scaled = None
+        if targets is not None:
+            scaled = []
+            for target, (h, w) in zip(targets, original_sizes):
+                factor = torch.tensor([self.input_size[1] / w, self.input_size[0] / h] * 2,
+                                      device=target["boxes"].device)
+                scaled.append({**target, "boxes": target["boxes"] * factor})
+        return Batch(images=x, original_sizes=original_sizes,
+                     input_sizes=[self.input_size] * len(images), targets=scaled)
+
+    def network(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Returns (offsets [B, A, 4], class logits [B, A, C + 1])."""
+        return self.head(self.features(batch.images))
+
+    def loss(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, Tensor]:
+        loc, conf = outputs
+        h, w = self.input_size
+        to_fraction = loc.new_tensor([w, h, w, h])
+        gt_boxes = [t["boxes"].to(loc.device) / to_fraction for t in batch.targets]       # fractions, xyxy
+        gt_labels = [t["labels"].to(loc.device) for t in batch.targets]
+        class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes, gt_labels)
+        return self.multibox_loss(loc, conf, class_targets, offset_targets)
+
+    @torch.no_grad()
+    def postprocess(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> list[Detection]:
+        """Softmax; per class the best ``candidates_per_class`` boxes above ``score_thresh``;
+        per-class NMS at ``nms_thresh``; the best ``top_k``; boxes in original pixels."""
+        loc, conf = outputs
+        h, w = self.input_size
+        scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)                 # [B, C, A]
+        boxes = decode(loc, self.priors, self.variances)                          # [B, A, 4] fractions
+        boxes = (boxes * boxes.new_tensor([w, h, w, h])).clamp(min=0)             # input pixels
+        boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
+        k = scores.shape[2] if self.candidates_per_class is None else min(self.candidates_per_class, scores.shape[2])
+        top_scores, top_index = scores.topk(k, dim=2)                             # [B, C, k]
+        labels = torch.arange(1, self.num_classes + 1, device=conf.device).view(-1, 1).expand(-1, k)  # [C, k]
+        detections = []
+        for i, (oh, ow) in enumerate(batch.original_sizes):
+            keep = top_scores[i] > self.score_thresh                              # [C, k]
+            cand_scores, cand_labels = top_scores[i][keep], labels[keep]          # [K]
+            cand_boxes = boxes[i][top_index[i][keep]]                             # [K, 4]
+            kept = batched_nms(cand_boxes, cand_scores, cand_labels, self.nms_thresh)[: self.top_k]
+            to_original = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
+            detections.append(Detection(boxes=cand_boxes[kept] * to_original, scores=cand_scores[kept],
+                                        labels=cand_labels[kept]))
+        return detections

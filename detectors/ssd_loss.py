@@ -1,0 +1,64 @@
+"""SSD's MultiBox loss: L = (L_conf + alpha L_loc) / N, N = matched default boxes in the batch.
+
+L_loc: Smooth L1 between predicted and target offsets (``boxes.encode`` with variances) over
+the matched boxes. L_conf: softmax cross-entropy over the matched boxes and the hardest
+negatives, at most ``neg_pos_ratio`` per positive in each image, ranked by their loss
+(hard negative mining). An image without objects has no positives and so no negatives: it
+adds nothing, and N = max(1, matched) keeps the loss finite when the whole batch is empty.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectors.boxes import encode, match
+
+
+class MultiBoxLoss(nn.Module):
+    def __init__(self, iou_threshold: float = 0.5, neg_pos_ratio: float = 3.0, loc_weight: float = 1.0,
+                 variances: tuple[float, float] = (0.1, 0.2)):
+        super().__init__()
+        self.iou_threshold = iou_threshold
+        self.neg_pos_ratio = neg_pos_ratio
+        self.loc_weight = loc_weight
+        self.variances = tuple(variances)
+
+    def assign(self, priors: Tensor, priors_xyxy: Tensor, gt_boxes: list[Tensor],
+               gt_labels: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Targets per default box. priors: [A, 4] cxcywh, priors_xyxy [A, 4], gt_boxes [G_i, 4]
+        xyxy, all in the same units. Returns (class targets [B, A] int64, 0 = background;
+        offset targets [B, A, 4], meaningful where the class target is > 0)."""
+        classes, offsets = [], []
+        for boxes, labels in zip(gt_boxes, gt_labels):
+            matched, _ = match(boxes, priors_xyxy, self.iou_threshold)        # [A]
+            if boxes.numel() == 0:
+                classes.append(torch.zeros_like(matched))
+                offsets.append(priors.new_zeros(priors.shape))
+                continue
+            safe = matched.clamp(min=0)
+            classes.append(torch.where(matched >= 0, labels[safe], torch.zeros_like(matched)))
+            offsets.append(encode(boxes[safe], priors, self.variances))      # [A, 4]
+        return torch.stack(classes), torch.stack(offsets)
+
+    def forward(self, loc: Tensor, conf: Tensor, class_targets: Tensor, offset_targets: Tensor) -> dict[str, Tensor]:
+        """loc: [B, A, 4] predicted offsets; conf: [B, A, C + 1] logits (0 = background);
+        class_targets [B, A]; offset_targets [B, A, 4] (from ``assign``).
+        Returns {'loss_conf': L_conf / N, 'loss_loc': alpha L_loc / N}."""
+        positive = class_targets > 0                                          # [B, A]
+        num_pos = positive.sum(dim=1)                                         # [B]
+        n = num_pos.sum().clamp(min=1).to(loc.dtype)
+
+        loc_loss = F.smooth_l1_loss(loc[positive], offset_targets[positive], reduction="sum")
+
+        ce = F.cross_entropy(conf.flatten(0, 1), class_targets.flatten(), reduction="none")
+        ce = ce.view_as(class_targets)                                        # [B, A]
+        num_neg = torch.minimum(num_pos * self.neg_pos_ratio,
+                                (~positive).sum(dim=1)).to(torch.int64)       # [B]
+        # hard negative mining: the sum of each image's num_neg largest background losses
+        negative_ce = ce.masked_fill(positive, float("-inf"))
+        ranked = negative_ce.sort(dim=1, descending=True).values             # [B, A]
+        rank = torch.arange(ranked.shape[1], device=ranked.device)
+        hardest = rank.unsqueeze(0) < num_neg.unsqueeze(1)                    # [B, A]
+        conf_loss = ce[positive].sum() + torch.where(hardest, ranked, torch.zeros_like(ranked)).sum()
+        return {"loss_conf": conf_loss / n, "loss_loc": self.loc_weight * loc_loss / n}
