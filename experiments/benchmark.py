@@ -145,8 +145,9 @@ class _Forward:
         return (t1 - t0, t2 - t1, t3 - t2), detections
 
 
-def _count_stage_flops(detector: Detector, images: list[Tensor]) -> tuple[int, int]:
-    """(FLOPs of the whole eval forward, FLOPs of the network stage) for ``images``, fp32, eager."""
+def count_forward_flops(detector: Detector, images: list[Tensor]) -> tuple[int, int]:
+    """(FLOPs of the whole eval forward, FLOPs of the network stage) for ``images``, eager,
+    in the detector's own dtype; call under ``torch.inference_mode``. MACs = FLOPs / 2."""
     pre_flops, batch = count_flops(detector.preprocess, images)
     net_flops, raw = count_flops(detector.network, batch)
     post_flops, _ = count_flops(detector.postprocess, raw, batch)
@@ -248,7 +249,7 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
         metrics["bench_tf32"] = bool(torch.backends.cudnn.allow_tf32)
     try:
         with torch.inference_mode():
-            total_flops, net_flops = _count_stage_flops(detector, images[:1])
+            total_flops, net_flops = count_forward_flops(detector, images[:1])
             metrics["gmacs"] = total_flops / 2 / 1e9
             metrics["gmacs_network"] = net_flops / 2 / 1e9
             with _matmul_like_convolutions(device):
