@@ -98,15 +98,15 @@ class SSD(Detector):
             raise ValueError(f"{backbone} at {self.input_size} has {len(map_sizes)} source maps {map_sizes}, "
                              f"but {len(self.aspect_ratios)} aspect-ratio lists were given")
         self.scales = resolve_scales(scales, len(map_sizes), s_min, s_max, first_scale)
-        self.steps = list(steps) if steps is not None else None
+        self.steps = [float(s) for s in steps] if steps is not None else None
         self.clip = clip
         self.head = SSDHead(self.features.out_channels, boxes_per_location(self.aspect_ratios), num_classes + 1)
         priors = default_boxes(map_sizes, self.input_size, self.scales, self.aspect_ratios, self.steps, clip)
         self.register_buffer("priors", priors, persistent=False)                          # [A, 4] cxcywh
         self.register_buffer("priors_xyxy", box_convert(priors, "cxcywh", "xyxy"), persistent=False)
-        self.register_buffer("image_mean", torch.tensor(image_mean).view(3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(image_std).view(3, 1, 1), persistent=False)
-        self.variances = tuple(variances)
+        self.register_buffer("image_mean", torch.tensor([float(v) for v in image_mean]).view(3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor([float(v) for v in image_std]).view(3, 1, 1), persistent=False)
+        self.variances = (float(variances[0]), float(variances[1]))
         self.multibox_loss = MultiBoxLoss(iou_threshold, neg_pos_ratio, loc_weight, self.variances)
         self.score_thresh, self.nms_thresh, self.top_k = score_thresh, nms_thresh, top_k
         self.candidates_per_class = candidates_per_class
