@@ -1,0 +1,171 @@
+"""Read a folder of finished runs (one job, a Hydra sweep, nested sweeps) into one tidy table.
+
+A run is any folder holding a ``metrics.json`` (the table "What a run writes" in README.md), or
+a Hydra job folder (``.hydra/config.yaml``) that never wrote one: that run is listed as
+``incomplete``. ``load_runs`` gives one row per run: identity columns (``detector``,
+``dataset``, ``seed``, ``status``, ``error``, ``overrides``, ``variant``, ``group``, ``run``,
+``path``) and every number ``metrics.json`` holds. Failed runs stay in the table with their
+status and error; ``ok_runs`` selects the runs whose numbers can be averaged.
+
+``variant`` holds the command-line overrides that differ between runs of the folder, other than
+the identity ones (detector, dataset, seed, ...): runs with the same detector, dataset and
+variant are seeds of one setting, and ``group`` names that setting in tables and plots.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+IDENTITY_COLUMNS = ["group", "detector", "dataset", "variant", "seed", "status", "error",
+                    "overrides", "eval_split", "run", "path"]
+# Overrides that name a run's identity, or change nothing a table compares.
+IDENTITY_OVERRIDE_KEYS = {"detector", "dataset", "seed", "experiment", "device", "resume",
+                          "stages"}
+
+
+def find_run_dirs(runs_dir: Path) -> list[Path]:
+    """Every folder under ``runs_dir`` (itself included) with a ``metrics.json`` or a
+    ``.hydra/config.yaml``, sorted by path; the report's own folder is skipped."""
+    runs_dir = Path(runs_dir)
+    found = {p.parent for p in runs_dir.rglob("metrics.json")}
+    found |= {p.parent.parent for p in runs_dir.rglob(".hydra/config.yaml")}
+    return sorted(d for d in found if "report" not in d.relative_to(runs_dir).parts[:1])
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _overrides_list(value) -> list[str]:
+    """``metrics.json``'s ``overrides`` as written (list, dict or one string) -> ["k=v", ...]."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, dict):
+        return [f"{k}={v}" for k, v in value.items()]
+    if isinstance(value, str):
+        return value.split()
+    return [str(v) for v in value]
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _eval_split(metrics: dict, config: dict) -> str | None:
+    """The split a run was evaluated on, as metrics.json or the dataset config names it."""
+    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    for value in (metrics.get("split"), *(dataset.get(k) for k in
+                                          ("eval_split", "val_split", "test_split", "split"))):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def read_run(run_dir: Path) -> dict:
+    """One run folder -> one flat dict: ``metrics.json`` as written, with identity filled in
+    from ``.hydra/config.yaml`` / ``overrides.yaml`` where ``metrics.json`` lacks it.
+    Never raises: an unreadable ``metrics.json`` gives a row with status ``failed``."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            row = json.loads(metrics_path.read_text())
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            row = {"status": "failed", "error": f"{metrics_path}: unreadable ({exc})"}
+    else:
+        row = {"status": "incomplete",
+               "error": "no metrics.json: the job crashed before writing it, or still runs"}
+    config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    for key in ("detector", "dataset"):
+        section = config.get(key)
+        if row.get(key) is None and isinstance(section, dict):
+            row[key] = section.get("name")
+    if row.get("seed") is None:
+        row["seed"] = config.get("seed")
+    if row.get("eval_split") is None:
+        row["eval_split"] = _eval_split(row, config)
+    if not row.get("overrides"):
+        row["overrides"] = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+    row["overrides"] = " ".join(_overrides_list(row["overrides"]))
+    row.setdefault("status", "ok")
+    row["path"] = str(run_dir)
+    return row
+
+
+def _variants(overrides: pd.Series) -> pd.Series:
+    """Per run, the overrides whose values differ across the folder (identity keys aside)."""
+    per_run = [{_override_key(o): o for o in s.split()} for s in overrides]
+    keys = {k for d in per_run for k in d if k not in IDENTITY_OVERRIDE_KEYS
+            and not k.startswith("hydra")}
+    varying = sorted(k for k in keys if len({d.get(k) for d in per_run}) > 1)
+    return pd.Series([" ".join(d[k] for k in varying if k in d) for d in per_run],
+                     index=overrides.index, dtype=object)
+
+
+def load_runs(runs_dir: Path) -> pd.DataFrame:
+    """Every run under ``runs_dir`` -> DataFrame, one row per run, identity columns first.
+    ``run`` is the folder relative to ``runs_dir``; an empty folder gives an empty table."""
+    runs_dir = Path(runs_dir)
+    rows = [read_run(d) for d in find_run_dirs(runs_dir)]
+    if not rows:
+        return pd.DataFrame(columns=IDENTITY_COLUMNS)
+    df = pd.DataFrame(rows)
+    for column in ("detector", "dataset", "error", "eval_split"):
+        if column not in df:
+            df[column] = None
+    df["detector"] = df["detector"].fillna("unknown").astype(str)
+    df["dataset"] = df["dataset"].fillna("unknown").astype(str)
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
+    df["run"] = [str(Path(p).relative_to(runs_dir)) or "." for p in df["path"]]
+    df["variant"] = _variants(df["overrides"])
+    df["group"] = [_group_name(r) for r in df.itertuples()]
+    df = df.sort_values(["detector", "dataset", "variant", "seed", "run"], na_position="last")
+    rest = [c for c in df.columns if c not in IDENTITY_COLUMNS]
+    return df[IDENTITY_COLUMNS + rest].reset_index(drop=True)
+
+
+def _group_name(row) -> str:
+    return row.detector + (f" [{row.variant}]" if row.variant else "")
+
+
+def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that finished (``status == 'ok'``)."""
+    return runs[runs["status"] == "ok"]
+
+
+def read_csv(run_dir: Path, name: str) -> pd.DataFrame | None:
+    """``run_dir/name`` as a DataFrame, or None when absent or unreadable."""
+    path = Path(run_dir) / name
+    try:
+        return pd.read_csv(path) if path.is_file() else None
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+
+
+def read_pr_curves(run_dir: Path) -> dict | None:
+    """``pr_curves.npz`` -> dict of arrays (``precision`` [T, R, K, A, M], ``recall``
+    [T, K, A, M], ``iou_thresholds`` [T], ``recall_thresholds`` [R], ``class_names``,
+    ``area_names``), or None when absent or unreadable."""
+    path = Path(run_dir) / "pr_curves.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError):
+        return None
+
+
+def read_json(path: Path):
+    """A JSON file's content, or None when absent or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,225 @@
+"""The report's tables: accuracy by object size, speed, per-class AP, ours vs the papers, the
+runs and their status, the error breakdown. Each is a ``Table``: numbers (written as CSV) and
+the same numbers formatted "mean ± std" over seeds (written as Markdown and LaTeX, printed).
+
+Averages are over the runs that finished (``status == 'ok'``) of one setting (``group``:
+detector and the overrides that differ, see ``runs.py``) on one dataset; std is the sample
+standard deviation (ddof=1), absent with one seed. Accuracy is shown in % (metrics.json holds
+fractions, the CSV keeps them as written).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.runs import ok_runs
+
+# metrics.json key -> (column label, scale for display, decimals)
+ACCURACY_COLUMNS = {
+    "map": ("AP", 100, 1), "map_50": ("AP50", 100, 1), "map_75": ("AP75", 100, 1),
+    "map_small": ("APs", 100, 1), "map_medium": ("APm", 100, 1), "map_large": ("APl", 100, 1),
+    "mar_100": ("AR100", 100, 1), "voc07_map": ("VOC07 mAP", 100, 1),
+}
+SPEED_COLUMNS = {
+    "fps_b1": ("img/s b1", 1, 1), "fps_b8": ("img/s b8", 1, 1),
+    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
+    "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
+    "boxes_kept_b1": ("boxes kept b1", 1, 1),
+}
+# Papers give AP in %, speeds as they are; our value is scaled to match.
+PAPER_SCALE = {k: v[1] for k, v in ACCURACY_COLUMNS.items()} | {
+    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1}
+MISSING = "–"
+
+
+@dataclass
+class Table:
+    """``name``: file stem; ``data``: numbers (CSV); ``shown``: formatted (Markdown, LaTeX)."""
+    name: str
+    title: str
+    data: pd.DataFrame
+    shown: pd.DataFrame
+    note: str = ""
+
+
+def mean_std(mean: float, std: float, decimals: int) -> str:
+    """74.25, 0.5, 1 -> '74.2 ± 0.5'; a nan std (one seed) shows the mean alone."""
+    if pd.isna(mean):
+        return MISSING
+    return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
+
+
+def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table:
+    """Mean and std over seeds of each metric in ``columns`` (key -> (label, scale,
+    decimals)), one row per (group, dataset); metrics no run holds are left out."""
+    present = [k for k in columns if k in runs and runs[k].notna().any()]
+    rows, shown = [], []
+    for (group, dataset), runs_of in runs.groupby(["group", "dataset"], sort=True):
+        ok = ok_runs(runs_of)
+        row = {"group": group, "detector": runs_of["detector"].iat[0], "dataset": dataset,
+               "variant": runs_of["variant"].iat[0], "seeds": len(ok),
+               "failed": int((runs_of["status"] != "ok").sum())}
+        pretty = {"detector": group, "dataset": dataset, "seeds": len(ok)}
+        if row["failed"]:
+            pretty["failed"] = row["failed"]
+        for key in present:
+            values = pd.to_numeric(ok[key], errors="coerce").dropna()
+            row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std(ddof=1)
+            row[f"{key}_n"] = len(values)
+            label, scale, decimals = columns[key]
+            pretty[label] = mean_std(row[f"{key}_mean"] * scale, row[f"{key}_std"] * scale,
+                                     decimals)
+        rows.append(row)
+        shown.append(pretty)
+    data, shown = pd.DataFrame(rows), pd.DataFrame(shown)
+    if "failed" in shown:
+        shown["failed"] = shown["failed"].fillna(0).astype(int)
+    missing = [columns[k][0] for k in columns if k not in present]
+    note = f"Not measured by any run: {', '.join(missing)}." if missing else ""
+    return Table(name, title, data, shown, note)
+
+
+def accuracy_table(runs: pd.DataFrame) -> Table:
+    return summarise(runs, ACCURACY_COLUMNS, "accuracy",
+                     "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
+                     "mean ± std over seeds)")
+
+
+def speed_table(runs: pd.DataFrame) -> Table:
+    table = summarise(runs, SPEED_COLUMNS, "speed",
+                      "Speed (images/s at batch 1 and 8, latency, GMACs per image, "
+                      "parameters, boxes scored before NMS and kept after; mean ± std)")
+    devices = runs.groupby(["group", "dataset"], sort=True)["device"].agg(
+        lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
+    if devices is not None and len(table.shown):
+        table.shown.insert(2, "device", devices.to_numpy())
+    return table
+
+
+def runs_table(runs: pd.DataFrame) -> Table:
+    """Every run with its status; failed runs' errors in full in the CSV, cut in the view."""
+    data = runs[["run", "detector", "dataset", "variant", "seed", "status", "error"]].copy()
+    shown = data.copy()
+    shown["seed"] = shown["seed"].astype(object).where(shown["seed"].notna(), MISSING)
+    shown["error"] = [("" if pd.isna(e) or s == "ok" else str(e).strip().splitlines()[-1][:160])
+                      for e, s in zip(shown["error"], shown["status"])]
+    n_bad = int((runs["status"] != "ok").sum())
+    return Table("runs", f"Runs ({len(runs)}; {n_bad} not ok)", data, shown)
+
+
+def per_class_table(per_class: pd.DataFrame) -> Table:
+    """``per_class``: rows of every ok run's ``per_class.csv`` with ``group`` and ``dataset``
+    added -> class x group, mean AP (%) over seeds."""
+    if per_class.empty:
+        return Table("per_class", "Per-class AP", per_class, per_class, "No per_class.csv found.")
+    data = per_class.pivot_table(index=["dataset", "class_name"], columns="group",
+                                 values="ap", aggfunc="mean", sort=False)
+    shown = (data * 100).map(lambda v: MISSING if pd.isna(v) else f"{v:.1f}").reset_index()
+    return Table("per_class", "Per-class AP (COCO AP@[.5:.95], %, mean over seeds)",
+                 data.reset_index(), shown)
+
+
+def load_papers() -> pd.DataFrame:
+    """The published figures of PAPERS.md (``analysis/papers.csv``)."""
+    with resources.files("analysis").joinpath("papers.csv").open() as f:
+        return pd.read_csv(f, dtype={"hardware": str, "note": str}).fillna("")
+
+
+def published_table() -> Table:
+    papers = load_papers()
+    return Table("published", "Published figures (the papers, as printed)", papers, papers)
+
+
+def _dataset_family(name: str) -> str:
+    name = str(name).lower()
+    return next((f for f in ("voc", "coco") if name.startswith(f)), name)
+
+
+def paper_table(runs: pd.DataFrame) -> Table:
+    """Ours beside the papers for every finished setting whose detector and dataset (voc or
+    coco) a paper row names; each row says the paper's training data, split and hardware."""
+    papers, ok = load_papers(), ok_runs(runs)
+    rows = []
+    for (group, dataset), runs_of in ok.groupby(["group", "dataset"], sort=True):
+        detector = runs_of["detector"].iat[0]
+        match = papers[(papers["detector"] == detector)
+                       & (papers["dataset"] == _dataset_family(dataset))]
+        for paper in match.itertuples():
+            if paper.metric not in runs_of:
+                continue
+            values = pd.to_numeric(runs_of[paper.metric], errors="coerce").dropna()
+            values = values * PAPER_SCALE.get(paper.metric, 1)
+            split = runs_of["eval_split"].iat[0] if "eval_split" in runs_of else None
+            rows.append({"detector": group, "metric": paper.metric, "ours": values.mean(),
+                         "ours_std": values.std(ddof=1), "seeds": len(values),
+                         "our_dataset": dataset, "our_split": split or MISSING,
+                         "paper": paper.value, "paper_split": paper.split,
+                         "paper_train": paper.train_data, "hardware": paper.hardware,
+                         "source": paper.paper})
+    data = pd.DataFrame(rows)
+    if data.empty:
+        return Table("ours_vs_paper", "Ours vs paper", data, data,
+                     "No finished run was made in a paper's setting (detector and dataset "
+                     "VOC or COCO as in analysis/papers.csv).")
+    shown = data.drop(columns=["ours_std"]).copy()
+    shown["ours"] = [mean_std(m, s, 2 if abs(m) < 10 else 1)
+                     for m, s in zip(data["ours"], data["ours_std"])]
+    shown.insert(3, "ours − paper", (data["ours"] - data["paper"]).round(1))
+    return Table("ours_vs_paper", "Ours vs paper (AP in %; speeds on the hardware named)",
+                 data, shown)
+
+
+def error_table(errors: pd.DataFrame) -> Table:
+    """``errors``: every run's error breakdown (rows of ``errors.breakdown`` with ``group``,
+    ``dataset``, ``bucket`` columns) -> per group and bucket, mean over seeds; cells show
+    'dAP50 (count)'."""
+    if errors.empty:
+        return Table("errors", "Error breakdown", errors, errors, "No run had detections.")
+    errors = errors[(errors["num_gt"] > 0) | (errors["num_dt"] > 0)]    # empty buckets out
+    data = errors.groupby(["group", "dataset", "bucket"], sort=False).mean(numeric_only=True)
+    data = data.reset_index()
+    shown = data[["group", "dataset", "bucket"]].rename(columns={"group": "detector"})
+    shown["AP50"] = data["ap50"].round(1)
+    for kind in ("cls", "loc", "both", "dupe", "bkg", "missed"):
+        shown[kind] = [f"+{d:.1f} ({n:.0f})" if pd.notna(d) else MISSING
+                       for d, n in zip(data[f"dap_{kind}"], data[kind])]
+    return Table("errors", "Error breakdown, TIDE-style: AP50 points gained if fixed "
+                 "(mean count over seeds)", data, shown,
+                 "Kinds: cls wrong class; loc box off (0.1 ≤ IoU < 0.5); both; dupe duplicate; "
+                 "bkg background (IoU < 0.1); missed ground truth. See analysis/errors.py.")
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_markdown(table: Table) -> str:
+    body = table.shown.to_markdown(index=False) if len(table.shown) else "_(empty)_"
+    return f"{body}\n\n{table.note}".rstrip() + "\n"
+
+
+def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
+    """``out_dir/<name>.md``, ``.csv`` (numbers) and ``.tex`` (booktabs); returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")}
+    paths["md"].write_text(f"## {table.title}\n\n{to_markdown(table)}")
+    table.data.to_csv(paths["csv"], index=False)
+    tex = table.shown.to_latex(index=False, escape=True, caption=_latex_escape(table.title),
+                               label=f"tab:{table.name}", na_rep=MISSING) \
+        if len(table.shown) else f"% {table.title}: empty\n"
+    paths["tex"].write_text(tex.replace("±", r"$\pm$").replace("−", "$-$").replace("–", "--")
+                            .replace("≤", r"$\leq$"))
+    return paths
+
+
+def print_table(table: Table) -> None:
+    print(f"\n{table.title}\n{to_markdown(table)}")
+
