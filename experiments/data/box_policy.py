@@ -60,7 +60,7 @@ def apply_box_policy(boxes: np.ndarray, image_size: tuple[int, int], policy: str
             if policy == "error":
                 raise AnnotationError(f"{where}: box {i} {boxes[i].tolist()} {problem} "
                                       f"(box_policy='error')")
-            skips.add(reason, where, f"box {i} {boxes[i].tolist()}")
+            skips.add(reason, where, f"box {i} x1y1x2y2 {boxes[i].tolist()}")
         keep[mask] = False
 
     reject(~np.isfinite(boxes).all(axis=1), "nonfinite", "has a NaN or infinite coordinate")
