@@ -89,34 +89,36 @@ def classify(ground_truth: dict, detections: list) -> tuple[pd.DataFrame, pd.Dat
     kind = np.full(len(dt), "bkg", dtype=object)
     target = np.full(len(dt), -1)
     taken = np.zeros(len(gt), dtype=bool)
+    d_boxes, d_cat = np.stack([*dt["box"], np.zeros(4)]), dt["category_id"].to_numpy()
+    g_boxes, g_cat_all = np.stack([*gt["box"], np.zeros(4)]), gt["category_id"].to_numpy()
+    crowd_all = gt["iscrowd"].to_numpy()
     gt_by_image = gt.groupby("image_id").indices
     for image_id, d_rows in dt.groupby("image_id", sort=False).indices.items():
         g_rows = gt_by_image.get(image_id, np.zeros(0, dtype=int))
         if len(g_rows) == 0:
             continue                               # every detection stays background
-        iou, iof = _iou_xywh(np.stack(dt["box"].to_numpy()[d_rows]),
-                             np.stack(gt["box"].to_numpy()[g_rows]))   # [D, G] each
-        g_cat = gt["category_id"].to_numpy()[g_rows]
-        crowd = gt["iscrowd"].to_numpy()[g_rows]
+        iou, iof = _iou_xywh(d_boxes[d_rows], g_boxes[g_rows])        # [D, G] each
+        g_cat, crowd = g_cat_all[g_rows], crowd_all[g_rows]
         for i, d in enumerate(d_rows):             # d_rows are in score order
-            same = (g_cat == dt.at[d, "category_id"]) & ~crowd
-            other = (g_cat != dt.at[d, "category_id"]) & ~crowd
+            own = g_cat == d_cat[d]
+            same, other = own & ~crowd, ~own & ~crowd
             free = np.where(same & ~taken[g_rows], iou[i], -1.0)
             if free.max() >= FOREGROUND_IOU:
                 j = int(free.argmax())
                 kind[d], target[d], taken[g_rows[j]] = "tp", g_rows[j], True
                 continue
-            if np.any(crowd & (g_cat == dt.at[d, "category_id"]) & (iof[i] >= FOREGROUND_IOU)):
+            if np.any(crowd & own & (iof[i] >= FOREGROUND_IOU)):
                 kind[d] = "ignored"
                 continue
             iou_same, iou_other = np.where(same, iou[i], 0.0), np.where(other, iou[i], 0.0)
-            if BACKGROUND_IOU <= iou_same.max() < FOREGROUND_IOU:
+            best_same, best_other = iou_same.max(), iou_other.max()
+            if BACKGROUND_IOU <= best_same < FOREGROUND_IOU:
                 kind[d], target[d] = "loc", g_rows[iou_same.argmax()]
-            elif iou_other.max() >= FOREGROUND_IOU:
+            elif best_other >= FOREGROUND_IOU:
                 kind[d], target[d] = "cls", g_rows[iou_other.argmax()]
-            elif iou_same.max() >= FOREGROUND_IOU:
+            elif best_same >= FOREGROUND_IOU:
                 kind[d], target[d] = "dupe", g_rows[iou_same.argmax()]
-            elif max(iou_same.max(), iou_other.max()) < BACKGROUND_IOU:
+            elif max(best_same, best_other) < BACKGROUND_IOU:
                 kind[d] = "bkg"
             else:
                 kind[d], target[d] = "both", g_rows[iou_other.argmax()]

@@ -42,6 +42,7 @@ def plot_pr_curves(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[
     if not curves:
         return []
     with figure(2, 2, sharex=True, sharey=True) as (fig, axes):
+        fig.get_layout_engine().set(wspace=0.06)
         for a, ax in enumerate(axes.flat):
             for i, (group, (recall, precision)) in enumerate(curves.items()):
                 if a < precision.shape[1] and np.isfinite(precision[:, a]).any():

@@ -71,7 +71,9 @@ def _column(summary: pd.DataFrame, key: str) -> np.ndarray:
 
 
 def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0) -> None:
-    """One marker per row (error bars: std over seeds), its group name written beside it."""
+    """One marker per row (error bars: std over seeds), its group name written beside it;
+    neighbours along x get their names above and below in turn, so close names do not meet."""
+    order = np.argsort(np.argsort(summary[f"{x_key}_mean"].to_numpy(float), kind="stable"))
     for i, row in enumerate(summary.itertuples()):
         x, y = getattr(row, f"{x_key}_mean"), getattr(row, f"{y_key}_mean") * y_scale
         xerr = getattr(row, f"{x_key}_std", np.nan)
@@ -80,8 +82,9 @@ def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0
         ax.errorbar(x, y, xerr=None if pd.isna(xerr) else xerr,
                     yerr=None if pd.isna(yerr) else yerr, color=style["color"],
                     marker=style["marker"], markersize=10, capsize=4, linestyle="none")
-        ax.annotate(row.group, (x, y), xytext=(8, 8), textcoords="offset points",
-                    fontsize=12, color="0.1")
+        above = order[i] % 2 == 0
+        ax.annotate(row.group, (x, y), xytext=(8, 8 if above else -10), textcoords="offset points",
+                    va="bottom" if above else "top", fontsize=12, color="0.1")
 
 
 def plot_speed_vs_accuracy(summary: pd.DataFrame, out_dir: Path, device: str = "") -> list[Path]:

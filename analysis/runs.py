@@ -59,12 +59,14 @@ def _override_key(override: str) -> str:
 
 
 def _eval_split(metrics: dict, config: dict) -> str | None:
-    """The split a run was evaluated on, as metrics.json or the dataset config names it."""
+    """The split a run was evaluated on, as metrics.json or the dataset config names it
+    (``dataset.val.split`` / ``image_set``, or ``dataset.val_split`` / ``split``)."""
     dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
-    for value in (metrics.get("split"), *(dataset.get(k) for k in
-                                          ("eval_split", "val_split", "test_split", "split"))):
-        if isinstance(value, str) and value:
-            return value
+    val = dataset.get("val") if isinstance(dataset.get("val"), dict) else {}
+    for value in (metrics.get("split"), val.get("split"), val.get("image_set"),
+                  dataset.get("val_split"), dataset.get("split")):
+        if isinstance(value, (str, int)) and str(value):
+            return str(value)
     return None
 
 
