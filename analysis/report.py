@@ -45,8 +45,9 @@ def _errors(runs: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
 
 def _per_class(runs: pd.DataFrame) -> pd.DataFrame:
     frames = [read_csv(run["path"], "per_class.csv") for _, run in ok_runs(runs).iterrows()]
-    frames = [f.assign(group=r["label"], dataset=r["dataset"]) for f, (_, r)
-              in zip(frames, ok_runs(runs).iterrows()) if f is not None and "ap" in f]
+    frames = [f.assign(group=r["label"], dataset=r["dataset"], ap=f["ap"].where(f["ap"] >= 0))
+              for f, (_, r) in zip(frames, ok_runs(runs).iterrows())
+              if f is not None and {"ap", "class_name"} <= set(f.columns)]   # -1: no ground truth
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -147,9 +148,12 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
                                   suffixes=("", "_speed")) if len(accuracy.data) else accuracy.data
     images = _plots(runs, summary, errors, out / "plots", problems)
     n_bad = int((runs["status"] != "ok").sum())
+    devices = sorted(set(ok_runs(runs)["device"].dropna().astype(str))) if "device" in runs else []
     blocks = [("p", f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish "
-                    f"(listed below with their error). Tables: tables/ (Markdown, CSV, "
-                    f"LaTeX); plots: plots/ (PNG, PDF).")]
+                    f"(listed below with their error). Accuracy in % (COCO AP@[.5:.95] unless "
+                    f"named), as mean ± sample std (ddof=1) over the seeds that finished; speed "
+                    f"measured on: {', '.join(devices) or 'no run'}. Tables: tables/ "
+                    f"(Markdown, CSV with metrics.json's units, LaTeX); plots: plots/ (PNG, PDF).")]
     for table in all_tables:
         blocks += [("h", table.title.split(" (")[0]), ("table", table)]
     blocks += [("h", "Plots")] + [("image", p) for p in images]

@@ -134,6 +134,22 @@ def test_variant_separates_settings_that_differ(tmp_path):
                                    "ssd300 [detector.model.width=1.0]"]
 
 
+def test_unreadable_metrics_is_a_failed_run_naming_the_file(tmp_path):
+    _write_job(tmp_path / "0", "ssd300", 3, None)
+    (tmp_path / "0" / "metrics.json").write_text("{not json")
+    run = load_runs(tmp_path).iloc[0]
+    assert (run["status"], run["detector"], run["seed"]) == ("failed", "ssd300", 3)
+    assert "metrics.json: unreadable" in run["error"]
+
+
+def test_several_datasets_are_told_apart_in_labels(tmp_path):
+    for i, dataset in enumerate(("voc", "coco")):
+        _write_job(tmp_path / str(i), "ssd300", 0, _metrics("ssd300", 0) | {"dataset": dataset})
+    report = build_report(tmp_path, print_tables=False).read_text()
+    assert "ssd300 (voc)" in report and "ssd300 (coco)" in report
+    assert "VOC2007 test" in report and "COCO test-dev" in report    # ours vs paper rows
+
+
 def test_accuracy_and_speed_tables_hold_mean_and_std_over_seeds(runs_dir):
     runs = load_runs(runs_dir)
     accuracy = tables.accuracy_table(runs).data.set_index("group")
