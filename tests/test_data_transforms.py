@@ -111,3 +111,18 @@ def test_works_inside_a_dataset_and_v2_pipeline(samples):
         image, target = ds[i]
         validate_target(target, tuple(image.shape[-2:]), ds.num_classes)
     assert isinstance(build_policy("ssd").pipeline, v2.Compose)
+
+
+def test_policies_and_datasets_pickle_for_dataloader_workers(tmp_path):
+    import pickle
+
+    from experiments.data.voc import VOCDetection
+    from experiments.data.writers import write_voc
+
+    ds = SyntheticShapes(2, image_size=(64, 64))
+    write_voc(tmp_path, [ds[0], ds[1]], ds.class_names)
+    voc = VOCDetection(tmp_path, "trainval", ds.class_names, transforms=build_policy("ssd"))
+    clone = pickle.loads(pickle.dumps(voc))
+    image, target = clone[1]
+    validate_target(target, tuple(image.shape[-2:]), voc.num_classes)
+    assert pickle.loads(pickle.dumps(build_policy("yolo"))).name == "yolo"
