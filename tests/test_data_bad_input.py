@@ -211,3 +211,18 @@ def test_grayscale_image_through_a_loader(tmp_path):
     Image.new("L", (60, 40), 128).save(tmp_path / "JPEGImages" / "000001.png")
     image, _ = VOCDetection(tmp_path, "trainval", NAMES)[0]
     assert image.shape == (3, 40, 60) and abs(image.mean().item() - 128 / 255) < 1e-6
+
+
+def test_coco_annotation_of_unknown_image_and_duplicate_image_ids(tmp_path):
+    path = write_coco(tmp_path, [sample([[1, 1, 9, 9]], image_id=1), sample([[2, 2, 9, 9]], image_id=2)], NAMES)
+    data = json.loads(path.read_text())
+    data["annotations"][1]["image_id"] = 77
+    path.write_text(json.dumps(data))
+    ds = COCODetection(tmp_path, "annotations/instances.json", "images")
+    assert ds.skips.counts["unknown_image"] == 1 and len(ds.get_target(1)["boxes"]) == 0
+    with pytest.raises(AnnotationError, match="image_id 77 is not in 'images'"):
+        COCODetection(tmp_path, "annotations/instances.json", "images", box_policy="error")
+    data["images"][1]["id"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match="instances.json: image ids .* not unique"):
+        COCODetection(tmp_path, "annotations/instances.json", "images")

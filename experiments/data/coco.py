@@ -64,6 +64,8 @@ class COCODetection(AnnotatedImages):
         label_of = {cid: label for label, cid in self.label_to_category_id.items()}
 
         per_image: dict[int, list[dict]] = {int(im["id"]): [] for im in data["images"]}
+        if len(per_image) != len(data["images"]):
+            raise AnnotationError(f"{json_path}: image ids in 'images' are not unique")
         for k, ann in enumerate(data["annotations"]):
             where = f"{json_path} annotation {k} (id {ann.get('id')})"
             image_id = ann.get("image_id")
