@@ -190,7 +190,7 @@ class Trainer:
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     def _log_row(self, losses: dict, loss_value: float, writer) -> None:
         row = {"iteration": self.iteration, "epoch": self.epoch + 1,
