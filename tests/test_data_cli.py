@@ -28,6 +28,15 @@ MISSING_GROUPS = [f"~{g}" for g in ("eval", "bench", "train") if not (CONF / g /
 NAMES = ["cat", "dog"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def known_samples():
     """Two 200x200 images: 3 small / 1 medium / 1 large objects, one crowd, one zero-size."""
     def t(boxes, labels, image_id, crowd):

@@ -16,6 +16,15 @@ from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.data.yolo_txt import YoloTxtDetection
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def fractional_sample(image_id: int) -> tuple[torch.Tensor, Target]:
     """A hand-made 80x100 sample with sub-pixel boxes, one crowd and one difficult object."""
     g = torch.Generator().manual_seed(image_id)
