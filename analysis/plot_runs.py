@@ -78,8 +78,12 @@ def plot_training(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[P
                     label = None
                 if val is not None and {"time_s", "map"} <= set(val.columns):
                     ap_ax.plot(val["time_s"], val["map"] * 100, markersize=6, **style)
-        loss_ax.set_yscale("log")
-        plain_log_ticks(loss_ax.yaxis)
+        if not ap_ax.lines:
+            ap_ax.text(0.5, 0.5, "no validation during training\n(no val_log.csv)",
+                       ha="center", va="center", transform=ap_ax.transAxes)
+        if loss_ax.lines:
+            loss_ax.set_yscale("log")
+            plain_log_ticks(loss_ax.yaxis)
         loss_ax.set_ylabel("training loss (sum of loss terms, log scale)")
         ap_ax.set_ylabel("validation COCO AP@[.5:.95] (%)")
         for ax in (loss_ax, ap_ax):
@@ -106,7 +110,7 @@ def grid_size(num_images: int, num_columns: int) -> tuple[float, float]:
 
 
 def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_images: int = 3,
-                        min_score: float = 0.3, top: int = 20) -> list[Path]:
+                        min_score: float = 0.3, top: int = 10) -> list[Path]:
     """Rows: the same validation images (``samples/<image_id>.png`` every run holds);
     columns: the ground truth, then each detector's detections with score >= ``min_score``
     (at most ``top``); boxes scaled from the image's size in ``ground_truth.json``."""
@@ -135,7 +139,11 @@ def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_image
                 sx = image.shape[1] / width if width else 1.0
                 sy = image.shape[0] / height if height else 1.0
                 scored = c > 0
-                for box in _boxes(records, image_id, min_score if scored else -1.0, top):
+                boxes = _boxes(records, image_id, min_score if scored else -1.0, top)
+                if scored and not boxes:
+                    ax.text(0.5, 0.04, f"no detection ≥ {min_score}", ha="center", fontsize=10,
+                            transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8})
+                for box in boxes:
                     x, y, w, h = box["bbox"]
                     style = series_style(int(box.get("category_id", 0)))
                     ax.add_patch(Rectangle((x * sx, y * sy), w * sx, h * sy, fill=False,
@@ -148,6 +156,7 @@ def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_image
                 if r == 0:
                     ax.set_title(title, fontsize=12)
             axes[r, 0].set_ylabel(f"image {image_id}", fontsize=11)
-        fig.suptitle(f"Detections with score ≥ {min_score} (dashed) and ground truth (solid)",
+        fig.suptitle(f"Ground truth (solid) and the {top} best detections with score ≥ "
+                     f"{min_score} (dashed)",
                      fontsize=13)
         return save(fig, out_dir, "detection_grid")

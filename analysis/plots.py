@@ -166,7 +166,7 @@ def plot_error_breakdown(errors: pd.DataFrame, out_dir: Path) -> list[Path]:
     groups = list(dict.fromkeys(errors["group"]))
     has_data = errors[(errors["num_gt"] > 0) | (errors["num_dt"] > 0)]
     buckets = [b for b in ("all", "small", "medium", "large") if b in set(has_data["bucket"])]
-    with figure(1, len(buckets), sharey=True) as (fig, axes):
+    with figure(1, len(buckets), sharex=True, sharey=True) as (fig, axes):
         height = 0.8 / len(groups)
         for ax, bucket in zip(axes[0], buckets):
             rows = errors[errors["bucket"] == bucket].set_index("group")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import plot_runs, plots, tables
 from analysis.errors import run_errors
-from analysis.runs import load_runs, ok_runs, read_csv
+from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
 
 def _label(runs: pd.DataFrame) -> pd.Series:
@@ -166,8 +166,8 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
         for table in (accuracy, speed):
             tables.print_table(table)
         for run in runs[runs["status"] != "ok"].itertuples():
-            last_line = str(run.error).strip().splitlines()[-1] if run.error else ""
-            print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): {last_line}")
+            print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): "
+                  f"{error_summary(run.error)}")
     return out / "report.md"
 
 

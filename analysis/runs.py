@@ -139,6 +139,16 @@ def _group_name(row) -> str:
     return row.detector + (f" [{row.variant}]" if row.variant else "")
 
 
+def error_summary(error, width: int = 160) -> str:
+    """One line of a run's error: a traceback's last line, else the message's first line."""
+    if error is None or (isinstance(error, float) and np.isnan(error)):
+        return ""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:width]
+
+
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs that finished (``status == 'ok'``)."""
     return runs[runs["status"] == "ok"]

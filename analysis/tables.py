@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import ok_runs
+from analysis.runs import error_summary, ok_runs
 
 # metrics.json key -> (column label, scale for display, decimals)
 ACCURACY_COLUMNS = {
@@ -104,7 +104,7 @@ def runs_table(runs: pd.DataFrame) -> Table:
     data = runs[["run", "detector", "dataset", "variant", "seed", "status", "error"]].copy()
     shown = data.copy()
     shown["seed"] = shown["seed"].astype(object).where(shown["seed"].notna(), MISSING)
-    shown["error"] = [("" if pd.isna(e) or s == "ok" else str(e).strip().splitlines()[-1][:160])
+    shown["error"] = [error_summary(e) if s != "ok" else ""
                       for e, s in zip(shown["error"], shown["status"])]
     n_bad = int((runs["status"] != "ok").sum())
     return Table("runs", f"Runs ({len(runs)}; {n_bad} not ok)", data, shown)
