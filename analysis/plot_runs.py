@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
@@ -19,7 +18,8 @@ from analysis.runs import read_csv, read_json, read_pr_curves
 AREA_TITLES = ["all sizes", "small (< 32² px)", "medium", "large (> 96² px)"]
 
 
-def mean_precision(precision: np.ndarray, iou_index: int = 0, max_dets_index: int = -1) -> np.ndarray:
+def mean_precision(precision: np.ndarray, iou_index: int = 0,
+                   max_dets_index: int = -1) -> np.ndarray:
     """COCOeval precision [T, R, K, A, M] -> [R, A]: the mean over classes that have ground
     truth (entries -1 are undefined and left out; nan where no class is defined)."""
     p = precision[iou_index, :, :, :, max_dets_index].astype(float)   # [R, K, A]

@@ -126,8 +126,8 @@ def test_ap50_equals_pycocotools(tmp_path):
                                 image_id))
         dets.append(_dt([*rng.uniform(0, 150, 2), 30, 30], int(rng.integers(1, 3)),
                         float(rng.random()), image_id))
-    ground_truth = _gt([]) | {"annotations": anns,
-                              "images": [{"id": i, "width": 200, "height": 200} for i in range(1, 31)]}
+    images = [{"id": i, "width": 200, "height": 200} for i in range(1, 31)]
+    ground_truth = _gt([]) | {"annotations": anns, "images": images}
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = copy.deepcopy(ground_truth)

@@ -64,7 +64,8 @@ def _write_outputs(folder, detector, seed):
              class_names=np.array(["circle", "square"]),
              area_names=np.array(["all", "small", "medium", "large"]))
     times = np.arange(1, 11) * 5.0
-    (folder / "train_log.csv").write_text("iteration,epoch,time_s,lr,loss,loss_cls,loss_box\n" + "".join(
+    header = "iteration,epoch,time_s,lr,loss,loss_cls,loss_box\n"
+    (folder / "train_log.csv").write_text(header + "".join(
         f"{10 * i},{i // 5},{t},0.001,{8 / (i + 1)},{5 / (i + 1)},{3 / (i + 1)}\n"
         for i, t in enumerate(times)))
     (folder / "val_log.csv").write_text("iteration,epoch,time_s,map,map_50\n" + "".join(
@@ -242,3 +243,12 @@ def test_main_prints_tables(runs_dir, capsys, monkeypatch):
 def test_empty_folder_still_gives_a_report(tmp_path):
     path = build_report(tmp_path, print_tables=False)
     assert "0 runs" in path.read_text()
+
+
+def test_mean_precision_leaves_undefined_classes_out():
+    precision = np.full((10, 101, 2, 4, 3), -1.0)       # [T, R, K, A, M]
+    precision[:, :, 0] = 0.5
+    precision[:, :, 1, 0] = 0.9                         # class 2 defined on "all" only
+    mean = plot_runs.mean_precision(precision)          # [R, A]
+    assert mean.shape == (101, 4)
+    assert mean[0, 0] == pytest.approx(0.7) and mean[0, 1] == pytest.approx(0.5)
