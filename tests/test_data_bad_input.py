@@ -74,6 +74,9 @@ def test_box_policy_tolerates_float_rounding_and_rejects_unknown_policy():
     skips = SkipLog()
     boxes, keep = apply_box_policy(np.array([[0, 0, 60.001, 40.0]]), (40, 60), "error", skips, "f")
     assert keep.all() and boxes[0, 2] == 60 and not skips.counts
+    sliver = np.array([[60.0, 0, 60.005, 10]])  # just past the right border of a 60-wide image
+    _, keep = apply_box_policy(sliver, (40, 60), "clip", skips, "f")
+    assert not keep.any() and skips.counts == {"outside_image": 1}
     with pytest.raises(ValueError, match="box_policy"):
         VOCDetection("/nonexistent", box_policy="ignore")
 

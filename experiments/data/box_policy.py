@@ -67,9 +67,8 @@ def apply_box_policy(boxes: np.ndarray, image_size: tuple[int, int], policy: str
     with np.errstate(invalid="ignore"):
         reject((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]), "zero_area",
                "has x2 <= x1 or y2 <= y1 (zero or negative size)")
-        limits = np.array([0.0, 0.0, w, h])
         below = boxes[:, :2] < -TOLERANCE_PX  # [N, 2]
-        above = boxes[:, 2:] > limits[None, 2:] + TOLERANCE_PX  # [N, 2]
+        above = boxes[:, 2:] > np.array([w, h]) + TOLERANCE_PX  # [N, 2]
         outside = below.any(axis=1) | above.any(axis=1)
     if policy == "clip":
         clipped = boxes.copy()
@@ -83,9 +82,13 @@ def apply_box_policy(boxes: np.ndarray, image_size: tuple[int, int], policy: str
         boxes = np.where(keep[:, None], clipped, boxes)
     else:
         reject(outside, "outside_image", f"lies partly or wholly outside the {w}x{h} image")
-    # Within-tolerance overshoot: clip silently so every kept box is inside the image.
+    # Within-tolerance overshoot: clip silently so every kept box is inside the image; a
+    # sliver that this leaves empty (a box just past the border) goes as outside_image.
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    with np.errstate(invalid="ignore"):
+        reject((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]), "outside_image",
+               f"lies outside the {w}x{h} image")
     return boxes, keep
 
 
