@@ -22,7 +22,9 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   ``peak_memory_kind`` says which.
 - ``network_gflops_per_s``: the network stage's FLOPs over its median time, and
   ``network_utilisation``: that as a percentage of ``matmul_peak_gflops``, a large matrix
-  product in the same dtype measured in the same call (``experiments.flops``).
+  product in the same dtype measured in the same call (``experiments.flops``): before each
+  batch size and once at the end, the best of these, so that a moment of contention on a
+  shared machine depresses the peak less.
 
 Per detector: ``params``; ``gmacs`` (10⁹ multiply-adds per image over all three stages,
 FlopCounterMode's FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``;
@@ -252,12 +254,18 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
             total_flops, net_flops = count_forward_flops(detector, images[:1])
             metrics["gmacs"] = total_flops / 2 / 1e9
             metrics["gmacs_network"] = net_flops / 2 / 1e9
-            with _matmul_like_convolutions(device):
-                metrics["matmul_peak_gflops"] = peak = matmul_peak_gflops(device, dtype)
+            peaks = []  # the matmul peak before each batch size and at the end: the best counts
+
+            def measure_matmul_peak():
+                with _matmul_like_convolutions(device):
+                    peaks.append(matmul_peak_gflops(device, dtype))
+
             forward = _Forward(detector, device, dtype, channels_last, compile)
+            timed = {}  # batch size -> (stage times per batch, boxes kept per image)
             for b in sizes:
+                measure_matmul_peak()
                 batch_images = [images[i % len(images)] for i in range(b)]
-                for i in range(int(warmup) if not compile else max(1, int(warmup))):
+                for _ in range(int(warmup) if not compile else max(1, int(warmup))):
                     try:
                         forward(batch_images)
                     except Exception as error:  # torch.compile's failures surface on first call
@@ -273,7 +281,11 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
                     kept.extend(len(d["boxes"]) for d in detections)
                 if measure_peak:
                     metrics[f"peak_memory_mb_b{b}"] = _peak_memory_mb(device)
-                metrics.update(_batch_metrics(b, stage_times, kept, net_flops, peak))
+                timed[b] = stage_times, kept
+            measure_matmul_peak()
+            metrics["matmul_peak_gflops"] = max(peaks)
+            for b, (stage_times, kept) in timed.items():
+                metrics.update(_batch_metrics(b, stage_times, kept, net_flops, max(peaks)))
             metrics["bench_compile"] = forward.compile_status
     finally:
         detector.train(was_training)
