@@ -120,15 +120,7 @@ def score_tables(gt: GroundTruthTable, dt: DetectionTable, categories: list[tupl
     to_label_order = np.argsort(np.argsort(category_ids))
     precision, recall = precision[:, :, to_label_order], recall[:, to_label_order]
 
-    num_categories = int(np.max(category_ids, initial=0)) + 1
-    gt_keys = gt.image_index * num_categories + gt.category_ids
-    dt_keys = dt.image_index * num_categories + dt.category_ids
-    gt_voc_ignored = gt.difficult | gt.iscrowd
-    outcome = voc_match(gt_keys, xywh_to_xyxy(gt.boxes), gt_voc_ignored,
-                        dt_keys, xywh_to_xyxy(dt.boxes), dt.scores)
-    voc07_ap, voc_ap, _ = voc_average_precisions(gt.category_ids, gt_voc_ignored, dt.category_ids,
-                                                 dt.scores, outcome, category_ids)
-
+    voc07_ap, voc_ap = _voc_average_precisions(gt, dt, category_ids)
     per_class = pd.DataFrame({
         "label": np.arange(1, len(categories) + 1),
         "class_name": [name for _, name in categories],
@@ -143,6 +135,27 @@ def score_tables(gt: GroundTruthTable, dt: DetectionTable, categories: list[tupl
     metrics["voc07_map"] = _nanmean(voc07_ap)
     metrics["voc_map"] = _nanmean(voc_ap)
     return EvaluationResult(metrics, per_class, precision, recall, gt, dt, categories)
+
+
+def _voc_average_precisions(gt: GroundTruthTable, dt: DetectionTable,
+                            category_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """VOC07 and VOC2010+ AP per class [C], difficult and crowd objects ignored.
+
+    Score ties are broken as COCOeval breaks them: by image id, then by the order within the
+    image; so the numbers do not depend on the order the images came in (DDP gathering).
+    """
+    image_rank = np.argsort(np.argsort(gt.image_ids, kind="stable"), kind="stable")
+    order = np.argsort(image_rank[dt.image_index], kind="stable")  # [K] by image id, stable
+    num_categories = int(np.max(category_ids, initial=0)) + 1
+    gt_keys = gt.image_index * num_categories + gt.category_ids
+    dt_keys = (dt.image_index * num_categories + dt.category_ids)[order]
+    ignored = gt.difficult | gt.iscrowd
+    scores, categories = dt.scores[order], dt.category_ids[order]
+    outcome = voc_match(gt_keys, xywh_to_xyxy(gt.boxes), ignored,
+                        dt_keys, xywh_to_xyxy(dt.boxes[order]), scores)
+    voc07_ap, voc_ap, _ = voc_average_precisions(gt.category_ids, ignored, categories, scores,
+                                                 outcome, category_ids)
+    return voc07_ap, voc_ap
 
 
 @contextlib.contextmanager

@@ -301,3 +301,40 @@ def test_gather_to_rank0_without_and_with_a_process_group(tmp_path):
     finally:
         dist.destroy_process_group()
     assert gathered[1] == 3 and torch.equal(gathered[0]["boxes"], items[0]["boxes"])
+
+
+def _ddp_rank(rank: int, world_size: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        targets, detections, sizes, _, _ = make_split(9)
+        mine = list(zip(detections, targets, sizes))[rank::world_size]  # a DistributedSampler's share
+        gathered = gather_to_rank0(mine)
+        if rank == 0:
+            d, t, s = zip(*gathered)
+            result = evaluate(list(d), list(t), CLASS_NAMES, list(s), LABEL_TO_CATEGORY)
+            Path(out).write_text(json.dumps(result.metrics))
+        else:
+            assert gathered is None
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_predictions_from_two_ranks_score_like_one_process(tmp_path):
+    torch.multiprocessing.spawn(_ddp_rank, args=(2, str(tmp_path / "store"), str(tmp_path / "m.json")), nprocs=2)
+    targets, detections, sizes, _, _ = make_split(9)
+    single = evaluate(detections, targets, CLASS_NAMES, sizes, LABEL_TO_CATEGORY).metrics
+    gathered = json.loads((tmp_path / "m.json").read_text())
+    assert json.dumps(gathered) == json.dumps(single)  # another image order, the same numbers
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_numbers_do_not_depend_on_the_image_order(backend):
+    targets, detections, sizes, _, _ = make_split(10)
+    metrics = evaluate(detections, targets, CLASS_NAMES, sizes, LABEL_TO_CATEGORY, backend=backend).metrics
+    shuffled = np.random.default_rng(0).permutation(len(targets))
+    again = evaluate([detections[i] for i in shuffled], [targets[i] for i in shuffled], CLASS_NAMES,
+                     [sizes[i] for i in shuffled], LABEL_TO_CATEGORY, backend=backend).metrics
+    assert json.dumps(again) == json.dumps(metrics)
