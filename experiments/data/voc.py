@@ -112,9 +112,10 @@ class VOCDetection(AnnotatedImages):
             tree = ET.parse(xml_path).getroot()
         except ET.ParseError as err:
             raise AnnotationError(f"{where}: not valid XML: {err}") from err
-        filename = tree.findtext("filename")
-        image_path = root / image_dir / (filename.strip() if filename and filename.strip()
-                                         else f"{voc_id}.jpg")
+        filename = (tree.findtext("filename") or "").strip()
+        image_path = root / image_dir / (filename or f"{voc_id}.jpg")
+        if not image_path.is_file() and (root / image_dir / f"{voc_id}.jpg").is_file():
+            image_path = root / image_dir / f"{voc_id}.jpg"  # <filename> without extension or stale
         size_node = tree.find("size")
         size = None
         if size_node is not None:
