@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -94,6 +95,7 @@ def main(argv=None) -> pd.DataFrame:
     if unknown:
         raise SystemExit(f"speed_table: no conf/detector/<name>.yaml for {unknown}; have {detector_names()}")
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows, failures, peaks = [], [], {}
     for name in names:
         try:
@@ -122,9 +124,13 @@ def main(argv=None) -> pd.DataFrame:
 
     table = pd.DataFrame(rows)
     header = [f"# Speed table: {device_name(device)} ({device.type})", "",
-              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-              f"warm-up {warmup}, {iterations} timed batches per batch size; random weights, "
-              f"{NUM_CLASSES} classes, synthetic images at each detector's input size; "
+              f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} CPUs, "
+              f"load average {load_before:.1f} at the start and "
+              f"{os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan'):.1f} at the end; "
+              f"warm-up {warmup}, {iterations} timed batches per batch size; random weights "
+              "(near-uniform class scores clear the score thresholds, so NMS sees the most boxes "
+              f"and post-processing is at its slowest), {NUM_CLASSES} classes, synthetic images "
+              "at each detector's input size; "
               f"channels_last {args.channels_last}, compile {args.compile}. ms are per batch; "
               "GMACs per image (FlopCounterMode FLOPs / 2); net util = network FLOP/s over the "
               "matrix-product peak measured in the same call: "
