@@ -1,0 +1,314 @@
+"""Faster R-CNN (Ren et al., 2015) composed from torchvision's detection parts.
+
+Two stages share one backbone's features::
+
+    images --transform--> [B, 3, H, W] --backbone--> features
+        --RPN (anchors, objectness, NMS 0.7)--> proposals [P, 4] per image
+        --RoI pooling 7x7 + fc6/fc7 + predictor--> class scores [P, C+1], class boxes [P, 4(C+1)]
+        --decode, per-class NMS, map back--> Detection (original pixels)
+
+torchvision's ``AnchorGenerator``, ``RegionProposalNetwork``, ``RPNHead``, ``RoIHeads``,
+``MultiScaleRoIAlign`` / ``roi_pool`` and ``GeneralizedRCNNTransform`` do the work; this file
+wires them under detbench's contract. The state_dict keys (``transform``, ``backbone``, ``rpn``,
+``roi_heads``) are torchvision's ``FasterRCNN``'s, so its weights load as they are.
+
+Builders (what the configs call): ``faster_rcnn_vgg16`` (the paper's setting) and
+``faster_rcnn_resnet50_fpn`` (torchvision's modern setting).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
+
+from detectors.backbones import load_vgg16_weights, vgg16_trunk
+from detectors.base import Batch, Detection, Detector, Target, scale_width
+
+
+class SingleMapRoIPool(nn.Module):
+    """RoI max pooling (Fast R-CNN's, not RoIAlign) on one feature map, with the call signature
+    ``RoIHeads`` expects of its ``box_roi_pool``.
+
+    forward(features {name: [B, C, h, w]}, proposals list of [P_i, 4] x1y1x2y2 input pixels,
+    image_shapes) -> [sum P_i, C, output_size, output_size].
+    ``spatial_scale`` = 1 / the feature map's stride (1/16 for VGG-16's conv5_3).
+    """
+
+    def __init__(self, feature_name: str = "0", output_size: int = 7,
+                 spatial_scale: float = 1.0 / 16) -> None:
+        super().__init__()
+        self.feature_name = feature_name
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def forward(self, features: dict[str, Tensor], proposals: list[Tensor],
+                image_shapes: list[tuple[int, int]]) -> Tensor:
+        return roi_pool(features[self.feature_name], proposals,
+                        (self.output_size, self.output_size), self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return (f"feature_name={self.feature_name!r}, output_size={self.output_size}, "
+                f"spatial_scale={self.spatial_scale}")
+
+
+class FasterRCNN(Detector):
+    """Faster R-CNN under detbench's contract.
+
+    Args:
+        num_classes: foreground classes (labels 1..num_classes); the box predictor must have
+            num_classes + 1 outputs (index 0 is background).
+        backbone: [B, 3, H, W] -> a Tensor or an OrderedDict of feature maps [B, C, h, w];
+            needs ``out_channels``.
+        rpn: torchvision ``RegionProposalNetwork`` (anchor generator, head, matcher, NMS).
+        roi_heads: torchvision ``RoIHeads`` (RoI pooling, box head, predictor, sampling, NMS).
+        transform: torchvision ``GeneralizedRCNNTransform`` (normalise, resize shorter side to
+            ``min_size`` / longer side to at most ``max_size``, pad, stack).
+        input_size: (H, W) of a typical network input, fed by the speed protocol.
+
+    Eval split (for the speed protocol): ``preprocess`` = transform; ``network`` = backbone,
+    RPN (its proposal NMS included: it is part of the network's computation) and the RoI head
+    up to class scores and box deltas; ``postprocess`` = decode, score threshold, per-class
+    NMS, top-k, map back to original pixels. ``features``, ``propose`` and ``classify_regions``
+    expose the three network stages for timing.
+    """
+
+    def __init__(self, num_classes: int, backbone: nn.Module, rpn: RegionProposalNetwork,
+                 roi_heads: RoIHeads, transform: GeneralizedRCNNTransform,
+                 input_size: tuple[int, int]) -> None:
+        super().__init__()
+        predictor_classes = roi_heads.box_predictor.cls_score.out_features
+        if predictor_classes != num_classes + 1:
+            raise ValueError(f"box predictor has {predictor_classes} outputs, expected "
+                             f"num_classes + 1 = {num_classes + 1} (background is index 0)")
+        self.num_classes = num_classes
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.transform = transform
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+
+    # ---- the three stages of the contract -------------------------------------------------
+    def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
+        """Normalise, resize (boxes too), pad to a common size and stack -> Batch."""
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        image_list, resized_targets = self.transform(images, targets)
+        return Batch(images=image_list.tensors, original_sizes=original_sizes,
+                     input_sizes=[(int(h), int(w)) for h, w in image_list.image_sizes],
+                     targets=resized_targets)
+
+    def network(self, batch: Batch) -> dict:
+        """Training: {"losses": {loss_objectness, loss_rpn_box_reg, loss_classifier,
+        loss_box_reg}}. Eval: {"class_logits": [sum P, C+1], "box_regression": [sum P, 4(C+1)],
+        "proposals": list of [P_i, 4] (input pixels)}."""
+        features = self.features(batch.images)
+        proposals, rpn_losses = self.propose(batch, features)
+        if self.training:
+            _, head_losses = self.roi_heads(features, proposals, batch.input_sizes, batch.targets)
+            return {"losses": {**rpn_losses, **head_losses}}
+        class_logits, box_regression = self.classify_regions(features, proposals, batch.input_sizes)
+        return {"class_logits": class_logits, "box_regression": box_regression,
+                "proposals": proposals}
+
+    def postprocess(self, outputs: dict, batch: Batch) -> list[Detection]:
+        boxes, scores, labels = self.roi_heads.postprocess_detections(
+            outputs["class_logits"], outputs["box_regression"], outputs["proposals"],
+            batch.input_sizes)
+        detections = [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)]
+        detections = self.transform.postprocess(detections, batch.input_sizes, batch.original_sizes)
+        return [Detection(boxes=d["boxes"].float(), scores=d["scores"].float(),
+                          labels=d["labels"].long()) for d in detections]
+
+    def loss(self, outputs: dict, batch: Batch) -> dict[str, Tensor]:
+        return outputs["losses"]
+
+    # ---- the network's stages, for timing ---------------------------------------------------
+    def features(self, images: Tensor) -> OrderedDict[str, Tensor]:
+        """[B, 3, H, W] normalised -> OrderedDict of feature maps [B, C, h, w]."""
+        features = self.backbone(images)
+        if isinstance(features, Tensor):
+            features = OrderedDict([("0", features)])
+        return features
+
+    def propose(self, batch: Batch, features: OrderedDict[str, Tensor]
+                ) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """RPN: proposals, list of [P_i, 4] x1y1x2y2 input pixels (P_i <= the post-NMS top-n of
+        the current mode), and its losses in training ({} in eval)."""
+        image_list = ImageList(batch.images, batch.input_sizes)
+        return self.rpn(image_list, features, batch.targets if self.training else None)
+
+    def classify_regions(self, features: OrderedDict[str, Tensor], proposals: list[Tensor],
+                         input_sizes: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        """RoI pooling, box head (fc6/fc7), predictor -> class logits [sum P, C+1] and
+        class-specific box deltas [sum P, 4(C+1)]."""
+        heads = self.roi_heads
+        pooled = heads.box_roi_pool(features, proposals, input_sizes)  # [sum P, C, 7, 7]
+        return heads.box_predictor(heads.box_head(pooled))
+
+    # ---- counts -------------------------------------------------------------------------------
+    def num_candidates(self, image_size: tuple[int, int]) -> int:
+        """Proposals kept per image at test (the RPN's post-NMS top-n: 300 in the paper's
+        setting), the boxes the second stage scores; fewer only if the image has fewer anchors."""
+        return min(self.rpn._post_nms_top_n["testing"], self.num_anchors(image_size))
+
+    def num_anchors(self, image_size: tuple[int, int]) -> int:
+        """RPN anchors for one image of ``image_size`` (H, W) as given (before the transform's
+        resize): sum over feature maps of h * w * anchors per location. About 20k for a
+        600x1000 image in the paper's VGG-16 setting (38 * 63 * 9 = 21546)."""
+        sizes = feature_map_sizes(self.transform, self.backbone, image_size)
+        per_location = self.rpn.anchor_generator.num_anchors_per_location()
+        return sum(h * w * a for (h, w), a in zip(sizes, per_location))
+
+
+def feature_map_sizes(transform: GeneralizedRCNNTransform, backbone: nn.Module,
+                      image_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """(h, w) of every feature map ``backbone`` gives for one image of ``image_size`` (H, W)
+    after ``transform`` (resize and pad); computed on the meta device: shapes, no arithmetic."""
+    modes = [(m, m.training) for m in (*transform.modules(), *backbone.modules())]
+    transform.eval()
+    backbone.eval()  # BatchNorm refuses a batch of one 1x1 map in training mode
+    try:
+        image_list, _ = transform([torch.zeros(3, *image_size, device="meta")])
+        tensors = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
+        meta_tensors = {name: t.to("meta") for name, t in tensors.items()}
+        with torch.no_grad():  # functional_call swaps in the meta tensors for this call only
+            features = functional_call(backbone, meta_tensors, (image_list.tensors,))
+    finally:
+        for module, training in modes:  # each submodule's own mode, as it was
+            module.training = training
+    maps = features.values() if isinstance(features, dict) else [features]
+    return [(int(f.shape[-2]), int(f.shape[-1])) for f in maps]
+
+
+# ---- builders: what the configs' ``_target_`` names ----------------------------------------
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def region_proposal_network(anchor_generator: AnchorGenerator, in_channels: int,
+                            pre_nms_top_n: tuple[int, int], post_nms_top_n: tuple[int, int],
+                            nms_thresh: float, fg_iou_thresh: float, bg_iou_thresh: float,
+                            batch_size_per_image: int, positive_fraction: float
+                            ) -> RegionProposalNetwork:
+    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head.
+    pre/post_nms_top_n: (training, testing); pre-NMS top-n counts per feature map."""
+    head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
+    return RegionProposalNetwork(
+        anchor_generator, head, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
+        positive_fraction,
+        pre_nms_top_n={"training": pre_nms_top_n[0], "testing": pre_nms_top_n[1]},
+        post_nms_top_n={"training": post_nms_top_n[0], "testing": post_nms_top_n[1]},
+        nms_thresh=nms_thresh)
+
+
+def fast_rcnn_heads(box_roi_pool: nn.Module, in_features: int, representation_size: int,
+                    num_classes: int, fg_iou_thresh: float, bg_iou_thresh: float,
+                    batch_size_per_image: int, positive_fraction: float, score_thresh: float,
+                    nms_thresh: float, detections_per_img: int) -> RoIHeads:
+    """torchvision's RoIHeads: pooled RoIs -> two fc layers (fc6, fc7) of
+    ``representation_size`` -> class scores (num_classes + 1) and class-specific boxes."""
+    return RoIHeads(
+        box_roi_pool, TwoMLPHead(in_features, representation_size),
+        FastRCNNPredictor(representation_size, num_classes + 1),
+        fg_iou_thresh, bg_iou_thresh, batch_size_per_image, positive_fraction,
+        bbox_reg_weights=None, score_thresh=score_thresh, nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img)
+
+
+def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False,
+                      min_size: int = 600, max_size: int = 1000,
+                      input_size: tuple[int, int] = (600, 1000),
+                      anchor_sizes: tuple[float, ...] = (128, 256, 512),
+                      aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+                      roi_pooling: str = "pool",
+                      rpn_pre_nms_top_n: tuple[int, int] = (12000, 6000),
+                      rpn_post_nms_top_n: tuple[int, int] = (2000, 300),
+                      rpn_nms_thresh: float = 0.7, rpn_fg_iou_thresh: float = 0.7,
+                      rpn_bg_iou_thresh: float = 0.3, rpn_batch_size_per_image: int = 256,
+                      rpn_positive_fraction: float = 0.5,
+                      box_fg_iou_thresh: float = 0.5, box_bg_iou_thresh: float = 0.5,
+                      box_batch_size_per_image: int = 128, box_positive_fraction: float = 0.25,
+                      box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3,
+                      box_detections_per_img: int = 100,
+                      backbone_weights_path: str | None = None) -> FasterRCNN:
+    """The paper's setting: VGG-16 conv5_3 features (stride 16, ``scale_width(512, width)``
+    channels); 9 anchors per location (3 sizes x 3 aspect ratios h/w); RPN NMS 0.7 keeping 2000
+    proposals in training and 300 at test (``rpn_post_nms_top_n`` = (training, testing));
+    7x7 RoI pooling (``roi_pooling`` "pool" = Fast R-CNN's RoIPool, "align" = RoIAlign);
+    fc6/fc7 of ``scale_width(4096, width)``; shorter side resized to ``min_size`` (longer at
+    most ``max_size``); test NMS 0.3 as py-faster-rcnn. ``batch_norm`` adds BatchNorm after
+    every convolution (needed to train from scratch in minutes). ``backbone_weights_path``: a
+    local torchvision vgg16 / vgg16_bn state_dict (full width only).
+
+    Left out: the paper ignores cross-boundary anchors in training; torchvision's RPN keeps them.
+    """
+    trunk = vgg16_trunk(width=width, batch_norm=batch_norm)
+    if backbone_weights_path:
+        load_vgg16_weights(trunk, weights_path=backbone_weights_path, batch_norm=batch_norm)
+    channels = trunk.out_channels
+    anchors = AnchorGenerator(sizes=(tuple(float(s) for s in anchor_sizes),),
+                              aspect_ratios=(tuple(float(r) for r in aspect_ratios),))
+    rpn = region_proposal_network(anchors, channels, tuple(rpn_pre_nms_top_n),
+                                  tuple(rpn_post_nms_top_n), rpn_nms_thresh, rpn_fg_iou_thresh,
+                                  rpn_bg_iou_thresh, rpn_batch_size_per_image, rpn_positive_fraction)
+    if roi_pooling == "pool":
+        pool = SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
+    elif roi_pooling == "align":
+        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+    else:
+        raise ValueError(f"roi_pooling must be 'pool' or 'align', got {roi_pooling!r}")
+    heads = fast_rcnn_heads(pool, channels * 7 * 7, scale_width(4096, width), num_classes,
+                            box_fg_iou_thresh, box_bg_iou_thresh, box_batch_size_per_image,
+                            box_positive_fraction, box_score_thresh, box_nms_thresh,
+                            box_detections_per_img)
+    # Padding to a multiple of 16 gives conv5_3 ceil(H/16) x ceil(W/16), as Caffe's rounding-up
+    # pools did in the paper: 38 x 63 x 9 = 21546 anchors for 600 x 1000.
+    transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD,
+                                         size_divisible=16)
+    return FasterRCNN(num_classes, trunk, rpn, heads, transform, tuple(input_size))
+
+
+def faster_rcnn_resnet50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
+                             input_size: tuple[int, int] = (800, 1333),
+                             trainable_layers: int = 5, frozen_batch_norm: bool = False,
+                             anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
+                             aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+                             rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
+                             rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
+                             rpn_nms_thresh: float = 0.7, rpn_fg_iou_thresh: float = 0.7,
+                             rpn_bg_iou_thresh: float = 0.3, rpn_batch_size_per_image: int = 256,
+                             rpn_positive_fraction: float = 0.5,
+                             box_fg_iou_thresh: float = 0.5, box_bg_iou_thresh: float = 0.5,
+                             box_batch_size_per_image: int = 512,
+                             box_positive_fraction: float = 0.25,
+                             box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
+                             box_detections_per_img: int = 100) -> FasterRCNN:
+    """torchvision's ``fasterrcnn_resnet50_fpn`` setting: ResNet-50 + FPN (256 channels, maps
+    '0'..'3' at strides 4..32 and 'pool' at 64), one anchor size per map x 3 ratios, RoIAlign
+    7x7 on maps '0'..'3', two fc layers of 1024. Defaults equal torchvision's random-weights
+    build (plain BatchNorm, all 5 stages trainable); ``frozen_batch_norm`` / ``trainable_layers``
+    give its pretrained-backbone form. Random weights (no downloads)."""
+    norm_layer = FrozenBatchNorm2d if frozen_batch_norm else nn.BatchNorm2d
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm_layer,
+                                   trainable_layers=trainable_layers)
+    anchors = AnchorGenerator(sizes=tuple((float(s),) for s in anchor_sizes),
+                              aspect_ratios=(tuple(float(r) for r in aspect_ratios),) * len(anchor_sizes))
+    rpn = region_proposal_network(anchors, backbone.out_channels, tuple(rpn_pre_nms_top_n),
+                                  tuple(rpn_post_nms_top_n), rpn_nms_thresh, rpn_fg_iou_thresh,
+                                  rpn_bg_iou_thresh, rpn_batch_size_per_image, rpn_positive_fraction)
+    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+    heads = fast_rcnn_heads(pool, backbone.out_channels * 7 * 7, 1024, num_classes,
+                            box_fg_iou_thresh, box_bg_iou_thresh, box_batch_size_per_image,
+                            box_positive_fraction, box_score_thresh, box_nms_thresh,
+                            box_detections_per_img)
+    transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD)
+    return FasterRCNN(num_classes, backbone, rpn, heads, transform, tuple(input_size))
