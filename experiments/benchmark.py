@@ -123,9 +123,12 @@ class _Forward:
         self.compile_status = f"failed ({type(error).__name__})"
         torch._dynamo.reset()
 
+    def _synchronize(self) -> None:
+        synchronize(self.device)
+
     def __call__(self, images: list[Tensor]) -> tuple[tuple[float, float, float], list]:
         """Returns ((preprocess s, network s, postprocess s), detections)."""
-        sync = lambda: synchronize(self.device)  # noqa: E731
+        sync = self._synchronize
         sync()
         t0 = time.perf_counter()
         batch = self.detector.preprocess(images)
