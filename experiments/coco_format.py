@@ -80,13 +80,17 @@ def _raise_first(bad: np.ndarray, message) -> None:
         raise ValueError(message(_first(bad)))
 
 
-def _check_xywh_scores(boxes: np.ndarray, scores: np.ndarray | None, name) -> None:
-    """Check float64 [K, 4] x y w h boxes (finite, w >= 0, h >= 0) and scores in [0, 1];
-    ``name(row)`` says which entry a row is, for the error."""
+def _check_xywh_scores(boxes: np.ndarray, scores: np.ndarray | None, name, as_given=None) -> None:
+    """Check float64 [K, 4] x y w h boxes (finite, w >= 0, h >= 0) and scores in [0, 1].
+
+    ``name(row)`` says which entry a row is; ``as_given(row)`` shows the box as the user wrote
+    it (default: x y w h), for the error.
+    """
+    as_given = as_given or (lambda r: f"x y w h = {boxes[r].tolist()}")
     _raise_first(~np.isfinite(boxes).all(axis=1),
-                 lambda r: f"{name(r)} has NaN or infinite coordinates {boxes[r].tolist()}")
+                 lambda r: f"{name(r)} has NaN or infinite coordinates: {as_given(r)}")
     _raise_first((boxes[:, 2] < 0) | (boxes[:, 3] < 0),
-                 lambda r: f"{name(r)} is inverted (x2 < x1 or y2 < y1): x y w h = {boxes[r].tolist()}")
+                 lambda r: f"{name(r)} is inverted (x2 < x1 or y2 < y1): {as_given(r)}")
     if scores is not None:
         _raise_first(~((scores >= 0) & (scores <= 1)),  # also catches NaN
                      lambda r: f"{name(r)} has score {scores[r]} outside [0, 1]")
@@ -109,21 +113,27 @@ def tables_from_tensors(detections: list[Detection], targets: list[Target],
     if not (len(detections) == len(targets) == len(image_sizes)):
         raise ValueError(f"{len(detections)} detections, {len(targets)} targets and "
                          f"{len(image_sizes)} image sizes: need one of each per image")
-    image_ids = np.array([t["image_id"] for t in targets], dtype=np.int64)
     seen: dict[int, int] = {}
-    for i, image_id in enumerate(image_ids.tolist()):
+    for i, target in enumerate(targets):
+        image_id = target.get("image_id")
+        if not isinstance(image_id, (int, np.integer)) or isinstance(image_id, bool):
+            raise ValueError(f"targets[{i}]: image_id must be an int, got {image_id!r}")
         if image_id in seen:
             raise ValueError(f"targets[{i}]: image_id {image_id} repeats targets[{seen[image_id]}] "
                              "(a DistributedSampler pads ranks with repeated images; drop them)")
         seen[image_id] = i
-    sizes = np.array(image_sizes, dtype=np.int64).reshape(len(targets), 2)
+    image_ids = np.array([t["image_id"] for t in targets], dtype=np.int64)
+    try:
+        sizes = np.array(image_sizes, dtype=np.int64).reshape(len(targets), 2)
+    except (TypeError, ValueError):
+        raise ValueError("image_sizes must hold one (H, W) pair of ints per image") from None
     if (sizes <= 0).any():
         i = _first((sizes <= 0).any(axis=1))
         raise ValueError(f"image_sizes[{i}] (image_id {image_ids[i]}): (H, W) = {tuple(sizes[i])} "
                          "must be positive")
 
     for i, (det, target) in enumerate(zip(detections, targets)):
-        _check_structure(target, ("boxes", "labels", "area", "iscrowd"), f"targets[{i}]")
+        _check_structure(target, ("boxes", "labels", "area", "iscrowd"), f"targets[{i}] (image_id {image_ids[i]})")
         _check_structure(det, ("boxes", "scores", "labels"), f"detections[{i}] (image_id {image_ids[i]})")
 
     labels = np.array(sorted(label_to_category_id), dtype=np.int64)
@@ -151,8 +161,9 @@ def tables_from_tensors(detections: list[Detection], targets: list[Target],
                            for t in targets], torch.bool, ()))
     gt_name = _row_namer("targets", gt.image_index, image_ids, "box")
     gt.category_ids = to_category(_concat([t["labels"] for t in targets], torch.int64, ()), gt_name)
-    gt.boxes = xyxy_to_xywh(gt.boxes)
-    _check_xywh_scores(gt.boxes, None, gt_name)
+    given = gt.boxes
+    gt.boxes = xyxy_to_xywh(given)
+    _check_xywh_scores(gt.boxes, None, gt_name, lambda r: f"x1 y1 x2 y2 = {given[r].tolist()}")
     _raise_first(~(np.isfinite(gt.area) & (gt.area >= 0)),
                  lambda r: f"{gt_name(r)} has area {gt.area[r]} (must be finite and >= 0)")
 
@@ -163,8 +174,9 @@ def tables_from_tensors(detections: list[Detection], targets: list[Target],
         category_ids=np.zeros(0, dtype=np.int64))
     dt_name = _row_namer("detections", dt.image_index, image_ids, "box")
     dt.category_ids = to_category(_concat([d["labels"] for d in detections], torch.int64, ()), dt_name)
-    dt.boxes = xyxy_to_xywh(dt.boxes)
-    _check_xywh_scores(dt.boxes, dt.scores, dt_name)
+    given = dt.boxes
+    dt.boxes = xyxy_to_xywh(given)
+    _check_xywh_scores(dt.boxes, dt.scores, dt_name, lambda r: f"x1 y1 x2 y2 = {given[r].tolist()}")
     return gt, dt
 
 

@@ -4,7 +4,7 @@
   is a true positive when that IoU is > 0.5 (strictly) and the object is not yet taken, a false
   positive when the object is taken (a duplicate) or the IoU is <= 0.5, and it is ignored
   (neither) when the object is "difficult". Detections are taken in decreasing score order,
-  ties in input order (the devkit's stable sort).
+  ties in input order (the devkit's stable sort; ``evaluation`` orders the input by image id).
 * Difficult objects (and here crowd regions too) never count in the number of positives.
 * VOC2007 AP: 11-point interpolation, mean over recall r in {0, 0.1, ..., 1} of the highest
   precision at recall >= r. VOC2010+ AP: the area under the precision envelope (precision made
@@ -89,11 +89,9 @@ def voc_match(gt_keys: np.ndarray, gt_boxes: np.ndarray, gt_ignored: np.ndarray,
 
 def voc07_average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
     """11-point interpolated AP (VOC2007): recall, precision float64 [D] in score order."""
-    ap = 0.0
-    for threshold in np.arange(0.0, 1.1, 0.1):
-        above = recall >= threshold
-        ap += (precision[above].max() if above.any() else 0.0) / 11.0
-    return float(ap)
+    best = [precision[recall >= t].max() if (recall >= t).any() else 0.0
+            for t in np.arange(0.0, 1.1, 0.1)]  # the devkit's 0:0.1:1
+    return float(np.sum(best) / 11.0)  # the devkit adds p / 11 eleven times: equal up to rounding
 
 
 def voc_area_average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -249,6 +249,8 @@ def test_no_images_gives_undefined_metrics():
     ("missing_scores", r"detections\[2\] \(image_id 19\): missing key 'scores'"),
     ("scores_shape", r"detections\[2\] \(image_id 19\): scores must be \[2\]"),
     ("too_few_sizes", r"4 detections, 4 targets and 3 image sizes"),
+    ("missing_image_id", r"targets\[0\]: image_id must be an int, got None"),
+    ("inverted_target", r"targets\[1\] \(image_id 12\): box 0 is inverted \(x2 < x1 or y2 < y1\): x1 y1 x2 y2 = \[1.0, 2.0, 0.5, 40.0\]"),
 ])
 def test_bad_input_names_the_entry(breakage, message):
     targets, detections, sizes, _, _ = make_split(7, num_images=4)
@@ -279,6 +281,10 @@ def test_bad_input_names_the_entry(breakage, message):
         d["scores"] = torch.tensor([0.5])
     elif breakage == "too_few_sizes":
         sizes = sizes[:3]
+    elif breakage == "missing_image_id":
+        del targets[0]["image_id"]
+    elif breakage == "inverted_target":
+        t["boxes"][0, 2] = 0.5
     with pytest.raises(ValueError, match=message):
         evaluate(detections, targets, CLASS_NAMES, sizes, LABEL_TO_CATEGORY)
 
