@@ -83,7 +83,8 @@ def identity(cfg: DictConfig) -> dict:
             "seed": OmegaConf.select(cfg, "seed", default=None), "status": "running",
             "overrides": overrides, "git_commit": git_commit(),
             "torch_version": torch.__version__, "torchvision_version": _tv_version(),
-            "python_version": platform.python_version(), "hostname": platform.node()}
+            "python_version": platform.python_version(), "hostname": platform.node(),
+            **{f"paper_{k}": v for k, v in (OmegaConf.select(cfg, "paper") or {}).items()}}
 
 
 def build_datasets(cfg: DictConfig):

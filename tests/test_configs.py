@@ -38,6 +38,8 @@ def test_synthetic_dataset_config_instantiates(compose_config):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_and_builds_its_detector(compose_config, name):
     cfg = compose_config([f"experiment={name}"], return_hydra_config=True)
+    if "weights" in cfg.detector.model:  # the papers' ImageNet weights would be downloaded
+        cfg.detector.model.weights = None
     model = instantiate(cfg.detector.model, num_classes=20)
     assert isinstance(model, Detector)
     instantiate(cfg.train.optimizer)(model.parameters())
