@@ -133,8 +133,9 @@ def tables_from_tensors(detections: list[Detection], targets: list[Target],
                          "must be positive")
 
     for i, (det, target) in enumerate(zip(detections, targets)):
-        _check_structure(target, ("boxes", "labels", "area", "iscrowd"), f"targets[{i}] (image_id {image_ids[i]})")
-        _check_structure(det, ("boxes", "scores", "labels"), f"detections[{i}] (image_id {image_ids[i]})")
+        where = f"(image_id {image_ids[i]})"
+        _check_structure(target, ("boxes", "labels", "area", "iscrowd"), f"targets[{i}] {where}")
+        _check_structure(det, ("boxes", "scores", "labels"), f"detections[{i}] {where}")
 
     labels = np.array(sorted(label_to_category_id), dtype=np.int64)
     size = int(labels.max(initial=0)) + 1
@@ -157,7 +158,7 @@ def tables_from_tensors(detections: list[Detection], targets: list[Target],
         category_ids=np.zeros(0, dtype=np.int64),
         area=_concat([t["area"] for t in targets], torch.float64, ()),
         iscrowd=_concat([t["iscrowd"] for t in targets], torch.bool, ()),
-        difficult=_concat([t["difficult"] if "difficult" in t else torch.zeros(len(t["labels"]), dtype=torch.bool)
+        difficult=_concat([t.get("difficult", torch.zeros(len(t["boxes"]), dtype=torch.bool))
                            for t in targets], torch.bool, ()))
     gt_name = _row_namer("targets", gt.image_index, image_ids, "box")
     gt.category_ids = to_category(_concat([t["labels"] for t in targets], torch.int64, ()), gt_name)

@@ -293,15 +293,16 @@ def _faster_coco_eval(gt: GroundTruthTable, dt: DetectionTable, category_ids: li
     for start, length in zip(starts.tolist(), lengths.tolist()):
         cols = int(num_gt[start])
         if cols:
-            key = int(keys[start])
-            first = int(offsets[start])
-            ious[key // num_cats][key % num_cats] = iou[first:first + length * cols].reshape(length, cols).tolist()
+            key, first = int(keys[start]), int(offsets[start])
+            block = iou[first:first + length * cols].reshape(length, cols)  # [D_p, G_p]
+            ious[key // num_cats][key % num_cats] = block.tolist()
 
     gt_dataset, dt_dataset = cpp.Dataset(), cpp.Dataset()
     for n, (image_id, cat_id, area, crowd) in enumerate(zip(
             gt.image_ids[gt.image_index].tolist(), gt.category_ids.tolist(), gt.area.tolist(),
             gt.iscrowd.tolist())):
-        gt_dataset.append_ref(image_id, cat_id, {"id": n + 1, "area": area, "iscrowd": crowd, "ignore": crowd})
+        gt_dataset.append_ref(image_id, cat_id,
+                              {"id": n + 1, "area": area, "iscrowd": crowd, "ignore": crowd})
     dt_area = (dt.boxes[:, 2] * dt.boxes[:, 3])[order]  # loadRes's area: w * h
     for n, image_id, cat_id, score, area in zip(
             (order + 1).tolist(), gt.image_ids[dt.image_index[order]].tolist(),
