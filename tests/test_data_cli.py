@@ -21,10 +21,6 @@ from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.dataset_cli import describe_dataset, main
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CONF = Path(__file__).resolve().parents[1] / "conf"
-# Until every group of conf/config.yaml's defaults exists, leave the missing ones out: the
-# dataset CLI reads only cfg.dataset.
-MISSING_GROUPS = [f"~{g}" for g in ("eval", "bench", "train") if not (CONF / g / "default.yaml").exists()]
 NAMES = ["cat", "dog"]
 
 
@@ -72,7 +68,7 @@ def test_stats_count_unreadable_images(tmp_path):
 
 def run_cli(monkeypatch, args: list[str]) -> None:
     GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["detbench-dataset", *MISSING_GROUPS, *args])
+    monkeypatch.setattr(sys, "argv", ["detbench-dataset", *args])
     try:
         main()
     finally:
@@ -99,11 +95,11 @@ def test_console_script_writes_stats_and_grid(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("name", ["voc", "bccd", "coco", "yolo_txt"])
 def test_dataset_configs_need_a_root_and_name_the_path_tried(compose_config, tmp_path, name):
-    cfg = compose_config([*MISSING_GROUPS, f"dataset={name}"])
+    cfg = compose_config([f"dataset={name}"])
     assert OmegaConf.is_missing(cfg.dataset, "root")
     with pytest.raises(ValueError, match="needs dataset.root"):
         describe_dataset(cfg.dataset, "val", tmp_path)
-    cfg = compose_config([*MISSING_GROUPS, f"dataset={name}", f"dataset.root={tmp_path / 'nowhere'}"])
+    cfg = compose_config([f"dataset={name}", f"dataset.root={tmp_path / 'nowhere'}"])
     with pytest.raises(Exception, match=str(tmp_path / "nowhere")):
         instantiate(cfg.dataset.val)
 
@@ -111,7 +107,7 @@ def test_dataset_configs_need_a_root_and_name_the_path_tried(compose_config, tmp
 def test_voc_config_loads_written_data(compose_config, tmp_path):
     write_voc(tmp_path, known_samples()[:1], NAMES, "trainval")
     write_voc(tmp_path, known_samples()[1:], NAMES, "test")
-    cfg = compose_config([*MISSING_GROUPS, "dataset=voc", f"dataset.root={tmp_path}",
+    cfg = compose_config(["dataset=voc", f"dataset.root={tmp_path}",
                           "dataset.class_names=[cat,dog]"])
     train, val = instantiate(cfg.dataset.train), instantiate(cfg.dataset.val, transforms=None)
     assert len(train) == len(val) == 1 and train.class_names == NAMES
@@ -125,7 +121,7 @@ def shared(name: str) -> Path:
 
 
 def test_bccd_364_images_4888_boxes_2_zero_size_dropped(compose_config, tmp_path):
-    cfg = compose_config([*MISSING_GROUPS, "dataset=bccd", f"dataset.root={shared('bccd')}"])
+    cfg = compose_config(["dataset=bccd", f"dataset.root={shared('bccd')}"])
     stats = describe_dataset(cfg.dataset, "all", tmp_path, grid=4, decode_images=False)
     assert stats["images"] == 364 and stats["boxes"] == 4888
     assert stats["dropped_boxes"] == 2 and stats["dropped_by_reason"] == {"zero_area": 2}
@@ -136,7 +132,7 @@ def test_bccd_364_images_4888_boxes_2_zero_size_dropped(compose_config, tmp_path
 
 
 def test_coco_tiny_val_80_images_815_annotations_11_crowd(compose_config, tmp_path):
-    cfg = compose_config([*MISSING_GROUPS, "dataset=coco", f"dataset.root={shared('coco_tiny')}"])
+    cfg = compose_config(["dataset=coco", f"dataset.root={shared('coco_tiny')}"])
     stats = describe_dataset(cfg.dataset, "val", tmp_path, grid=4, decode_images=True)
     assert stats["images"] == 80 and stats["boxes"] == 815 and stats["crowd"] == 11
     assert stats["dropped_boxes"] == 0 and stats["image_errors"] == {}
