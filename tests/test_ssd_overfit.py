@@ -1,38 +1,9 @@
 """A small-width SSD300 overfits 4 synthetic images on the CPU in well under a minute of compute."""
-import contextlib
-import io
-
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from detectors.ssd import SSD
 from experiments.data.synthetic import SyntheticShapes
-
-
-def coco_ap50(targets, detections, num_classes, size=300):
-    """pycocotools' AP at IoU 0.5 of ``detections`` against ``targets`` (one entry per image)."""
-    gt = {"images": [{"id": i, "width": size, "height": size} for i in range(len(targets))],
-          "categories": [{"id": c} for c in range(1, num_classes + 1)], "annotations": []}
-    results = []
-    for i, (target, det) in enumerate(zip(targets, detections)):
-        for (x1, y1, x2, y2), label, area in zip(target["boxes"].tolist(), target["labels"].tolist(),
-                                                 target["area"].tolist()):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": label,
-                                      "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": 0})
-        for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                                  det["labels"].tolist()):
-            results.append({"image_id": i, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": score})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator.stats[1]
+from experiments.evaluation import evaluate
 
 
 def test_small_ssd300_overfits_four_synthetic_images():
@@ -55,4 +26,5 @@ def test_small_ssd300_overfits_four_synthetic_images():
     model.eval()
     with torch.no_grad():
         detections = model(list(images))
-    assert coco_ap50(targets, detections, dataset.num_classes) >= 0.9
+    result = evaluate(detections, list(targets), dataset.class_names, [(300, 300)] * 4, backend="pycocotools")
+    assert result.metrics["map_50"] >= 0.9, result.metrics
