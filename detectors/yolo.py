@@ -14,6 +14,13 @@ The FC head sees the whole feature map, so the grid S does not have to equal the
 size: any ``input_size`` works (a 224x224 input gives 4x4 features, still a 7x7 grid). The head
 is most of YOLO's parameters: 7*7*1024 -> 4096 is 205M weights at width 1; ``width`` scales the
 conv channels and the 4096 alike (width 1/8: 6272 -> 512, 3.2M).
+
+``head="conv"`` (not the paper's) swaps the two FC layers for the same two layers applied to
+each cell as 1x1 convolutions, weights shared across cells: what YOLO v2 did ("we remove the
+fully connected layers"). The grid is then the feature map, so the input must be 64*S
+(448 for S = 7). Everything else (98 boxes, one class set per cell, the loss, the decoding)
+is unchanged. Trained from scratch for minutes, the FC head has to learn, cell by cell, what
+the convolutions give the shared head for free, and learns far more slowly.
 """
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ class YOLO(Detector):
                        paper's demo draws at 0.2).
     nms_threshold:     IoU of per-class NMS.
     max_detections:    per image, after NMS.
+    head:              "fc" (the paper: FC hidden_features, then FC S*S*(B*5+C)) or "conv" (the
+                       same two layers as 1x1 convs per cell; needs an input of 64*S).
     weights_path:      a local ``torch.save``d state_dict of ``self.backbone`` (YOLO: the 20
                        conv layers the paper pretrains on ImageNet; Fast YOLO: its 9), or None.
     """
@@ -56,7 +65,7 @@ class YOLO(Detector):
                  dropout: float = 0.5, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
                  confidence_target: str = "iou", score_threshold: float = 0.005,
                  nms_threshold: float = 0.5, max_detections: int = 100,
-                 weights_path: str | None = None) -> None:
+                 head: str = "fc", weights_path: str | None = None) -> None:
         super().__init__()
         if architecture not in darknet.ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(darknet.ARCHITECTURES)}, "
@@ -81,13 +90,28 @@ class YOLO(Detector):
                                                    self.input_size)
         hidden = scale_width(hidden_features, width)
         self.outputs_per_cell = boxes_per_cell * 5 + num_classes
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * feature_h * feature_w, hidden),
-            nn.LeakyReLU(0.1, inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, grid_size * grid_size * self.outputs_per_cell),  # linear output
-        )
+        self.head_kind = head
+        if head == "fc":
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(channels * feature_h * feature_w, hidden),
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, grid_size * grid_size * self.outputs_per_cell),  # linear
+            )
+        elif head == "conv":
+            if (feature_h, feature_w) != (grid_size, grid_size):
+                raise ValueError(f"head='conv' needs an S x S feature map: input {self.input_size}"
+                                 f" gives {feature_h}x{feature_w}, S={grid_size} (use an input of"
+                                 f" {64 * grid_size})")
+            self.head = nn.Sequential(
+                nn.Conv2d(channels, hidden, 1),
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Dropout(dropout),
+                nn.Conv2d(hidden, self.outputs_per_cell, 1),  # linear
+            )
+        else:
+            raise ValueError(f"head must be 'fc' or 'conv', got {head!r}")
         self.criterion = YOLOLoss(grid_size, boxes_per_cell, num_classes, lambda_coord,
                                   lambda_noobj, confidence_target)
         if weights_path:
@@ -127,6 +151,8 @@ class YOLO(Detector):
     def network(self, batch: Batch) -> Tensor:
         """images [N, 3, H, W] -> raw outputs [N, S, S, B*5+C] (layout in ``yolo_grid``)."""
         features = self.detection_convs(self.backbone(batch.images))
+        if self.head_kind == "conv":
+            return self.head(features).permute(0, 2, 3, 1)  # [N, S, S, B*5+C]
         return self.head(features).view(-1, self.grid_size, self.grid_size,
                                         self.outputs_per_cell)
 

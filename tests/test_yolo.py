@@ -283,3 +283,47 @@ def test_configs_instantiate(name, architecture):
     model = instantiate(cfg.model, num_classes=5)
     assert isinstance(model, YOLO) and model.architecture == architecture
     assert model.num_candidates(model.input_size) == 98 and model.input_size == (448, 448)
+
+
+# -- learning ---------------------------------------------------------------------------------
+
+def test_small_yolo_overfits_four_synthetic_images():
+    """Width 1/8, BatchNorm, no dropout (the point is capacity, not regularisation), AdamW:
+    the loss falls at least 10x and AP50 on the same 4 images (eval mode) reaches 0.9."""
+    from experiments.data.synthetic import SyntheticShapes
+    from experiments.evaluation import evaluate
+
+    torch.manual_seed(0)
+    dataset = SyntheticShapes(4, split="train")
+    images, targets = zip(*(dataset[i] for i in range(4)))
+    model = YOLO(num_classes=dataset.num_classes, width=0.125, batch_norm=True, input_size=160,
+                 dropout=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    model.train()
+    history = []
+    for _ in range(80):
+        losses = model(list(images), list(targets))
+        loss = sum(losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    assert history[-1] < history[0] / 10, history[::10]
+    model.eval()
+    with torch.no_grad():
+        detections = model(list(images))
+    result = evaluate(detections, list(targets), dataset.class_names,
+                      [tuple(im.shape[-2:]) for im in images])
+    assert result.metrics["map_50"] >= 0.9, (result.metrics, history[::10])
+
+
+def test_conv_head_keeps_the_grid_and_needs_an_input_of_64_s():
+    model = YOLO(num_classes=3, width=0.125, head="conv", input_size=448).eval()
+    assert isinstance(model.head[0], nn.Conv2d) and model.head[0].kernel_size == (1, 1)
+    outputs = model.network(model.preprocess([torch.rand(3, 50, 70)]))
+    assert outputs.shape == (1, 7, 7, 13)
+    assert model.num_candidates((448, 448)) == 98
+    with pytest.raises(ValueError, match="448"):
+        YOLO(num_classes=3, width=0.125, head="conv", input_size=224)
+    with pytest.raises(ValueError, match="head"):
+        YOLO(num_classes=3, width=0.125, head="mlp")
