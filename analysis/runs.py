@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
 
 IDENTITY_COLUMNS = ["group", "detector", "dataset", "variant", "seed", "status", "error",
                     "overrides", "eval_split", "run", "path"]
@@ -58,13 +59,26 @@ def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _eval_split(metrics: dict, config: dict) -> str | None:
-    """The split a run was evaluated on, as metrics.json or the dataset config names it
-    (``dataset.val.split`` / ``image_set``, or ``dataset.val_split`` / ``split``)."""
-    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
-    val = dataset.get("val") if isinstance(dataset.get("val"), dict) else {}
-    for value in (metrics.get("split"), val.get("split"), val.get("image_set"),
-                  dataset.get("val_split"), dataset.get("split")):
+def _eval_split(metrics: dict, config) -> str | None:
+    """The split a run was evaluated on: metrics.json's ``split``, the experiment's
+    ``paper.split``, VOC's ``val_years`` + ``val_set``, COCO's ``val_annotations`` file, or
+    the val dataset's ``split`` / ``image_set`` (interpolations resolved where they can be)."""
+    def get(key):
+        try:
+            value = OmegaConf.select(config, key, default=None, throw_on_missing=False)
+            return OmegaConf.to_container(value, resolve=True) \
+                if OmegaConf.is_config(value) else value
+        except Exception:   # an interpolation Hydra alone resolves: treat as absent
+            return None
+
+    years, val_set = get("dataset.val_years"), get("dataset.val_set")
+    if years and val_set:
+        years = years if isinstance(years, list) else [years]
+        return "VOC" + "+".join(str(y) for y in years) + f" {val_set}"
+    annotations = get("dataset.val_annotations")
+    for value in (metrics.get("split"), get("paper.split"),
+                  Path(annotations).stem.split("_")[-1] if isinstance(annotations, str) else None,
+                  get("dataset.val.split"), get("dataset.val.image_set"), get("dataset.split")):
         if isinstance(value, (str, int)) and str(value):
             return str(value)
     return None
@@ -87,6 +101,7 @@ def read_run(run_dir: Path) -> dict:
         row = {"status": "incomplete",
                "error": "no metrics.json: the job crashed before writing it, or still runs"}
     config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    config = config if isinstance(config, dict) else {}
     for key in ("detector", "dataset"):
         section = config.get(key)
         if row.get(key) is None and isinstance(section, dict):
@@ -94,7 +109,7 @@ def read_run(run_dir: Path) -> dict:
     if row.get("seed") is None:
         row["seed"] = config.get("seed")
     if row.get("eval_split") is None:
-        row["eval_split"] = _eval_split(row, config)
+        row["eval_split"] = _eval_split(row, OmegaConf.create(config))
     if not row.get("overrides"):
         row["overrides"] = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
     row["overrides"] = " ".join(_overrides_list(row["overrides"]))
