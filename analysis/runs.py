@@ -78,7 +78,8 @@ def _eval_split(metrics: dict, config) -> str | None:
     annotations = get("dataset.val_annotations")
     for value in (metrics.get("split"), get("paper.split"),
                   Path(annotations).stem.split("_")[-1] if isinstance(annotations, str) else None,
-                  get("dataset.val.split"), get("dataset.val.image_set"), get("dataset.split")):
+                  get("dataset.val.split"), get("dataset.val.image_set"),
+                  get("dataset.val_split"), get("dataset.split")):
         if isinstance(value, (str, int)) and str(value):
             return str(value)
     return None
