@@ -85,19 +85,18 @@ def pool_index(trunk: nn.Sequential, which: int) -> int:
     return pools[which - 1]
 
 
-def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights_path: str | None = None,
-                       batch_norm: bool = False) -> str:
-    """Load ImageNet weights into a ``vgg16_trunk`` in place; return what was loaded.
+def fetch_vgg16_state(weights: str | None = None, weights_path: str | None = None,
+                      batch_norm: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """A torchvision VGG-16 state_dict and where it came from, or (None, "random").
 
     weights: a name of torchvision's ``VGG16_Weights`` ("IMAGENET1K_V1", "IMAGENET1K_FEATURES")
         or, with ``batch_norm``, ``VGG16_BN_Weights`` ("IMAGENET1K_V1"); full width only. Fetched
         through torchvision's weights API (its cache, else a download).
         IMAGENET1K_V1 expects ImageNet mean/std input; IMAGENET1K_FEATURES (what torchvision's
-        SSD uses) expects [0, 255] pixels minus the mean (mean 0.48235, 0.45882, 0.40784 and
-        std 1/255 on [0, 1] images).
+        SSD uses; no classifier) expects [0, 255] pixels minus the mean (mean 0.48235, 0.45882,
+        0.40784 and std 1/255 on [0, 1] images).
     weights_path: a local ``torch.save``d state_dict of a torchvision ``vgg16``/``vgg16_bn``
-        (keys ``features.N.*``; ``classifier.*`` ignored) or of the trunk itself (keys ``N.*``).
-    Neither: the trunk keeps its random initialisation and "random" is returned.
+        (keys ``features.N.*``, ``classifier.*``) or of a ``vgg16_trunk`` (keys ``N.*``).
     """
     if weights and weights_path:
         raise ValueError("give either weights (a torchvision weights name) or weights_path, not both")
@@ -107,16 +106,27 @@ def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights
             chosen = enum[weights]
         except KeyError:
             raise ValueError(f"unknown {enum.__name__} '{weights}'; choose from {[w.name for w in enum]}") from None
-        state = chosen.get_state_dict(progress=False)
-        source = f"torchvision:{enum.__name__}.{chosen.name}"
-    elif weights_path:
-        state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
-        source = f"file:{weights_path}"
-    else:
+        return chosen.get_state_dict(progress=False), f"torchvision:{enum.__name__}.{chosen.name}"
+    if weights_path:
+        return torch.load(Path(weights_path), map_location="cpu", weights_only=True), f"file:{weights_path}"
+    return None, "random"
+
+
+def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights_path: str | None = None,
+                       batch_norm: bool = False, state: dict[str, torch.Tensor] | None = None,
+                       source: str | None = None) -> str:
+    """Load ImageNet weights into a ``vgg16_trunk`` in place; return what was loaded
+    ("random" when neither ``weights`` nor ``weights_path`` is given: the trunk is untouched).
+
+    ``weights`` / ``weights_path``: see ``fetch_vgg16_state``; or pass an already fetched
+    ``state`` and its ``source``.
+    """
+    if state is None:
+        state, source = fetch_vgg16_state(weights, weights_path, batch_norm)
+    if state is None:
         return "random"
-    trunk_state = _trunk_keys(state)
     try:
-        trunk.load_state_dict(trunk_state, strict=True)
+        trunk.load_state_dict(_trunk_keys(state), strict=True)
     except RuntimeError as error:
         raise ValueError(f"{source}: does not fit this VGG-16 trunk (width 1.0 and batch_norm="
                          f"{batch_norm} needed): {error}") from None
@@ -124,11 +134,29 @@ def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights
     return source
 
 
+def subsampled_fc6_fc7(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """SSD's (and DeepLab-LargeFOV's) fc6/fc7 from VGG-16's fully connected layers, or None
+    when ``state`` has no usable classifier (IMAGENET1K_FEATURES has none).
+
+    fc6 [4096, 512*7*7] -> [1024, 512, 3, 3]: every 4th filter and every 3rd tap of the 7x7
+    kernel (hence the dilation of the atrous 3x3 convolution); fc7 [4096, 4096] -> [1024, 1024, 1, 1]:
+    every 4th filter and every 4th input. Keys: fc6.weight/bias, fc7.weight/bias.
+    """
+    keys = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+    if not all(k in state for k in keys) or not all(torch.isfinite(state[k]).all() for k in keys):
+        return None
+    fc6 = state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3]     # [1024, 512, 3, 3]
+    fc7 = state["classifier.3.weight"][::4, ::4]                                   # [1024, 1024]
+    return {"fc6.weight": fc6.contiguous(), "fc6.bias": state["classifier.0.bias"][::4].contiguous(),
+            "fc7.weight": fc7.reshape(1024, 1024, 1, 1).contiguous(),
+            "fc7.bias": state["classifier.3.bias"][::4].contiguous()}
+
+
 def _trunk_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keep the trunk's entries of a VGG state_dict: 'features.N.x' -> 'N.x', pool5 onwards dropped."""
+    """Keep the trunk's entries of a VGG state_dict: 'features.N.x' -> 'N.x' (pool5 has no
+    parameters, so every one belongs to conv1_1 .. conv5_3); 'classifier.*' dropped."""
     if any(k.startswith("features.") for k in state):
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    # pool5 has no parameters, so every remaining key belongs to conv1_1 .. conv5_3.
+        return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     return state
 
 

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.backbones import MobileNetV1, load_state_dict_file, load_vgg16_weights, pool_index, vgg16_trunk
+from detectors.backbones import (MobileNetV1, fetch_vgg16_state, load_state_dict_file, load_vgg16_weights, pool_index,
+                                 subsampled_fc6_fc7, vgg16_trunk)
 from detectors.base import scale_width
 
 #: [mid, out, kernel, stride, padding] of the extra layers (Caffe's SSD300 / SSD512 / MobileNet).
@@ -100,7 +101,8 @@ class VGGSourceMaps(nn.Module):
                  weights: str | None = None, weights_path: str | None = None):
         super().__init__()
         trunk = vgg16_trunk(width, batch_norm, ceil_mode_pool3=True)
-        self.weights_source = load_vgg16_weights(trunk, weights, weights_path, batch_norm)
+        state, source = fetch_vgg16_state(weights, weights_path, batch_norm)
+        self.weights_source = load_vgg16_weights(trunk, batch_norm=batch_norm, state=state, source=source)
         pool4 = pool_index(trunk, 4)
         conv4_3_channels = scale_width(512, width)
         fc_channels = scale_width(1024, width)
@@ -111,6 +113,11 @@ class VGGSourceMaps(nn.Module):
             *_conv(trunk.out_channels, fc_channels, batch_norm, kernel_size=3, padding=6, dilation=6),  # fc6
             *_conv(fc_channels, fc_channels, batch_norm, kernel_size=1))                                # fc7
         xavier_init(fc)
+        fc_weights = subsampled_fc6_fc7(state) if state is not None else None
+        if fc_weights is not None and not batch_norm:       # the paper: fc6/fc7 subsampled from VGG's
+            fc[1].load_state_dict({"weight": fc_weights["fc6.weight"], "bias": fc_weights["fc6.bias"]})
+            fc[3].load_state_dict({"weight": fc_weights["fc7.weight"], "bias": fc_weights["fc7.bias"]})
+            self.weights_source += " (+ fc6/fc7 subsampled from its classifier)"
         self.to_fc7 = nn.Sequential(*trunk[pool4:], *fc)         # pool4 .. conv5_3, pool5, fc6, fc7
         self.extras, extra_channels = build_extra_layers(fc_channels, extra_layers or EXTRA_LAYERS["ssd300"],
                                                          width, batch_norm)

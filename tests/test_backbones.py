@@ -59,3 +59,20 @@ def test_mobilenet_v1_maps_and_channels():
     full = MobileNetV1()
     params = sum(p.numel() for p in full.parameters())
     assert 3.1e6 < params < 3.3e6  # the paper's 4.2M includes the 1000-way classifier (1.025M)
+
+
+def test_ssd_vgg_loads_trunk_and_subsamples_fc6_fc7_from_a_vgg16_state_dict(tmp_path):
+    from detectors.ssd_features import VGGSourceMaps
+
+    torch.manual_seed(0)
+    reference = torchvision.models.vgg16(weights=None)
+    path = tmp_path / "vgg16.pt"
+    torch.save(reference.state_dict(), path)
+    maps = VGGSourceMaps(weights_path=str(path))
+    assert maps.weights_source == f"file:{path} (+ fc6/fc7 subsampled from its classifier)"
+    assert torch.equal(maps.to_conv4_3[0].weight, reference.features[0].weight)
+    assert torch.equal(maps.to_fc7[5].weight, reference.features[28].weight)         # conv5_3
+    fc6 = reference.classifier[0].weight.view(4096, 512, 7, 7)
+    assert torch.equal(maps.to_fc7[8].weight[5, :, 1, 2], fc6[20, :, 3, 6])         # filter 4*5, tap (3, 6)
+    assert torch.equal(maps.to_fc7[10].weight[7, 9, 0, 0], reference.classifier[3].weight[28, 36])
+    assert maps.to_fc7[8].dilation == (6, 6)
