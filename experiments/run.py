@@ -44,8 +44,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         device = resolve_device(cfg.device)
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
-        train_set, val_set = build_datasets(cfg)
+        val_set = build_val_set(cfg)
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
+        train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
         metrics["params"] = sum(p.numel() for p in model.parameters())
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
@@ -87,25 +88,34 @@ def identity(cfg: DictConfig) -> dict:
             **{f"paper_{k}": v for k, v in (OmegaConf.select(cfg, "paper") or {}).items()}}
 
 
-def build_datasets(cfg: DictConfig):
-    """(train set with the augmentation policy or None, val set); a missing root names the path."""
-    from experiments.data.transforms import build_policy
-
-    root = OmegaConf.select(cfg, "dataset.root", throw_on_missing=False, default=None)
+def check_dataset_root(cfg: DictConfig) -> None:
+    """A missing or absent ``dataset.root`` is an error that names the path tried."""
     if OmegaConf.is_missing(cfg.dataset, "root"):
         raise ValueError(f"dataset '{cfg.dataset.name}' needs dataset.root=PATH (the folder "
                          "holding the data)")
+    root = cfg.dataset.get("root")
     if root is not None and not Path(str(root)).exists():
         raise FileNotFoundError(f"dataset.root: {Path(str(root)).resolve()} does not exist")
-    train_set = None
-    if "train" in cfg.stages:
-        policy_name = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
-        train_set = instantiate(cfg.dataset.train, transforms=build_policy(policy_name))
-        log.info("train: %d images, augmentation policy '%s'", len(train_set), policy_name)
+
+
+def build_val_set(cfg: DictConfig):
+    check_dataset_root(cfg)
     val_set = instantiate(cfg.dataset.val)
     if len(val_set) == 0:
         raise ValueError(f"dataset '{cfg.dataset.name}': the validation split is empty")
-    return train_set, val_set
+    return val_set
+
+
+def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
+    """The training split with its augmentation policy (``train.augmentation``, else the
+    detector's own), resized to the detector's input size inside the loader's workers."""
+    from experiments.data.transforms import build_policy
+
+    policy_name = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
+    train_set = instantiate(cfg.dataset.train,
+                            transforms=build_policy(policy_name, output_size=tuple(input_size)))
+    log.info("train: %d images, augmentation policy '%s'", len(train_set), policy_name)
+    return train_set
 
 
 def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
