@@ -11,10 +11,12 @@ constructor argument, so a config can change it.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, nms
+from torchvision.ops import batched_nms, box_convert, nms
 
 from detectors.base import Batch, Detection, Detector, Target
 from detectors.boxes import decode
@@ -22,7 +24,13 @@ from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resol
 from detectors.ssd_features import EXTRA_LAYERS, MobileNetSourceMaps, VGGSourceMaps, xavier_init
 from detectors.ssd_loss import MultiBoxLoss
 
+log = logging.getLogger(__name__)
 SOURCE_MAPS = {"vgg16": VGGSourceMaps, "mobilenet_v1": MobileNetSourceMaps}
+
+
+def one_nms_call_per_image(scores: Tensor) -> bool:
+    """Whether post-processing runs one ``batched_nms`` per image (GPU) or NMS class by class (CPU)."""
+    return scores.is_cuda
 
 
 class SSDHead(nn.Module):
@@ -92,6 +100,7 @@ class SSD(Detector):
         self.features = SOURCE_MAPS[backbone](width, batch_norm, [list(r) for r in extra_layers],
                                               weights, weights_path)
         self.weights_source = self.features.weights_source
+        log.info("SSD %s width %s: base network weights %s", backbone, width, self.weights_source)
         map_sizes = self.features.map_sizes(self.input_size)
         self.aspect_ratios = [list(r) for r in aspect_ratios]
         if len(self.aspect_ratios) != len(map_sizes):
@@ -154,9 +163,10 @@ class SSD(Detector):
         """Softmax; per class the best ``candidates_per_class`` boxes above ``score_thresh``;
         per-class NMS at ``nms_thresh``; the best ``top_k``; boxes in original pixels.
 
-        Written for speed on small CPUs: one top-k for all classes; the boxes above the threshold
-        are a prefix of each class's sorted candidates, so NMS runs on slices, class by class
-        (cheaper than one NMS over all classes, whose cost grows with the square of the count).
+        Written for speed: one top-k for all classes. On a CPU the boxes above the threshold are
+        a prefix of each class's sorted candidates, so NMS runs on slices, class by class
+        (cheaper than one NMS over all classes, whose cost grows with the square of the count);
+        on a GPU one ``batched_nms`` call per image saves kernel launches.
         """
         loc, conf = outputs
         h, w = self.input_size
@@ -167,14 +177,20 @@ class SSD(Detector):
         num_classes, num_boxes = scores.shape[1:]
         k = num_boxes if self.candidates_per_class is None else min(self.candidates_per_class, num_boxes)
         top_scores, top_index = scores.topk(k, dim=2)                             # [B, C, k], sorted
-        counts = (top_scores > self.score_thresh).sum(dim=2).tolist()             # [B][C]
+        above = top_scores > self.score_thresh                                    # [B, C, k]
+        counts = None if one_nms_call_per_image(conf) else above.sum(dim=2).tolist()          # [B][C]
         detections = []
         for i, (oh, ow) in enumerate(batch.original_sizes):
             candidates = boxes[i].index_select(0, top_index[i].reshape(-1))       # [C k, 4]
             flat_scores = top_scores[i].reshape(-1)                               # [C k]
-            kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], self.nms_thresh)
-                    for c, n in enumerate(counts[i]) if n > 0]
-            kept = torch.cat(kept) if kept else top_index.new_zeros(0)            # [K] into C k
+            if counts is None:   # GPU: one launch for all classes (torchvision picks the method)
+                valid = above[i].reshape(-1).nonzero().squeeze(1)
+                kept = valid[batched_nms(candidates[valid], flat_scores[valid], valid.div(k, rounding_mode="floor"),
+                                         self.nms_thresh)]
+            else:
+                kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], self.nms_thresh)
+                        for c, n in enumerate(counts[i]) if n > 0]
+                kept = torch.cat(kept) if kept else top_index.new_zeros(0)        # [K] into C k
             kept_scores = flat_scores.index_select(0, kept)
             order = kept_scores.argsort(descending=True)[: self.top_k]
             kept, kept_scores = kept.index_select(0, order), kept_scores.index_select(0, order)

@@ -149,3 +149,37 @@ def test_bad_configuration_is_a_clear_error():
         SSD(num_classes=2, width=0.125, aspect_ratios=[[2]] * 5)
     with pytest.raises(ValueError, match="backbone"):
         SSD(num_classes=2, backbone="resnet")
+
+
+def test_no_detection_above_the_threshold_gives_empty_detections():
+    model = small_ssd300(score_thresh=0.999).eval()
+    batch = model.preprocess([torch.rand(3, 300, 300)])
+    det = model.postprocess((torch.zeros(1, 8732, 4), torch.zeros(1, 8732, 6)), batch)[0]
+    assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,) and det["labels"].dtype == torch.int64
+
+
+def test_training_and_inference_under_bfloat16_autocast():
+    model = small_ssd300()
+    images = [torch.rand(3, 300, 300), torch.rand(3, 300, 300)]   # BatchNorm needs 2 at the 1x1 map
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, [make_target([[30, 40, 120, 200]], [2]), empty_target(1)])
+        assert all(torch.isfinite(v) for v in losses.values())
+        sum(losses.values()).backward()
+        model.eval()
+        det = model(images)[0]
+    assert det["boxes"].shape[0] > 0 and torch.isfinite(det["boxes"]).all()
+
+
+def test_gpu_style_single_nms_call_gives_the_same_detections(monkeypatch):
+    import detectors.ssd as ssd_module
+
+    model = small_ssd300().eval()
+    with torch.no_grad():
+        batch = model.preprocess([torch.rand(3, 300, 300), torch.rand(3, 200, 250)])
+        outputs = model.network(batch)
+        per_class = model.postprocess(outputs, batch)
+        monkeypatch.setattr(ssd_module, "one_nms_call_per_image", lambda scores: True)
+        single_call = model.postprocess(outputs, batch)
+    for a, b in zip(per_class, single_call):
+        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["scores"], b["scores"])
+        assert torch.allclose(a["boxes"], b["boxes"])
