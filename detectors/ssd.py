@@ -94,6 +94,8 @@ class SSD(Detector):
         if backbone not in SOURCE_MAPS:
             raise ValueError(f"unknown SSD backbone '{backbone}'; choose from {sorted(SOURCE_MAPS)}")
         if isinstance(extra_layers, str):
+            if extra_layers not in EXTRA_LAYERS:
+                raise ValueError(f"unknown extra_layers preset '{extra_layers}'; choose from {sorted(EXTRA_LAYERS)}")
             extra_layers = EXTRA_LAYERS[extra_layers]
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))

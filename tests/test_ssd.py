@@ -149,6 +149,8 @@ def test_bad_configuration_is_a_clear_error():
         SSD(num_classes=2, width=0.125, aspect_ratios=[[2]] * 5)
     with pytest.raises(ValueError, match="backbone"):
         SSD(num_classes=2, backbone="resnet")
+    with pytest.raises(ValueError, match="extra_layers"):
+        SSD(num_classes=2, width=0.125, extra_layers="ssd400")
 
 
 def test_no_detection_above_the_threshold_gives_empty_detections():
