@@ -76,3 +76,21 @@ def test_ssd_vgg_loads_trunk_and_subsamples_fc6_fc7_from_a_vgg16_state_dict(tmp_
     assert torch.equal(maps.to_fc7[8].weight[5, :, 1, 2], fc6[20, :, 3, 6])         # filter 4*5, tap (3, 6)
     assert torch.equal(maps.to_fc7[10].weight[7, 9, 0, 0], reference.classifier[3].weight[28, 36])
     assert maps.to_fc7[8].dilation == (6, 6)
+
+
+def test_ssd_mobilenet_loads_a_local_state_dict_and_refuses_torchvision_names(tmp_path):
+    import pytest
+
+    from detectors.ssd_features import MobileNetSourceMaps
+
+    torch.manual_seed(1)
+    source = MobileNetV1(width=0.25)
+    path = tmp_path / "mobilenet_v1.pt"
+    torch.save(source.state_dict(), path)
+    maps = MobileNetSourceMaps(width=0.25, weights_path=str(path))
+    assert maps.weights_source == f"file:{path}"
+    assert torch.equal(maps.base.features[13][3].weight, source.features[13][3].weight)
+    with pytest.raises(ValueError, match="MobileNetV1"):
+        MobileNetSourceMaps(width=0.25, weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match=str(path)):
+        MobileNetSourceMaps(width=0.5, weights_path=str(path))
