@@ -16,6 +16,7 @@ S*S*B x C (box, class) pairs decoded and sent to per-class NMS.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -70,7 +71,10 @@ def main(argv: list[str] | None = None) -> str:
     lines = [f"YOLO v1 / Fast YOLO speed: device {args.device}, threads "
              f"{torch.get_num_threads()}, input {args.input_size}x{args.input_size}, width "
              f"{args.width}, {NUM_CLASSES} classes, random weights, fp32, warm-up "
-             f"{args.warmup}, {args.iterations} timed batches, torch {torch.__version__}", ""]
+             f"{args.warmup}, {args.iterations} timed batches, torch {torch.__version__}",
+             "machine load average (1 min) at the start: %.1f on %d CPUs (a shared machine "
+             "gives lower images/s; the ratios hold better)" % (os.getloadavg()[0], os.cpu_count()),
+             ""]
     header = (f"{'model':<10} {'params M':>9} {'GMACs':>7} {'img/s b1':>9} {'img/s b8':>9} "
               f"{'post % b1':>9} {'post % b8':>9} {'worst post % b1':>15} {'worst post % b8':>15}"
               f" {'paper FPS':>9}")

@@ -112,6 +112,7 @@ class YOLO(Detector):
             )
         else:
             raise ValueError(f"head must be 'fc' or 'conv', got {head!r}")
+        self.initialise_output_layer()
         self.criterion = YOLOLoss(grid_size, boxes_per_cell, num_classes, lambda_coord,
                                   lambda_noobj, confidence_target)
         if weights_path:
@@ -122,6 +123,20 @@ class YOLO(Detector):
                 raise ValueError(f"{weights_path}: not a state_dict of the {architecture} "
                                  f"backbone at width {width}, batch_norm {batch_norm}: {error}"
                                  ) from error
+
+    @torch.no_grad()
+    def initialise_output_layer(self) -> None:
+        """Start the last layer near a neutral prediction rather than at random outputs: small
+        weights (std 0.01) and a bias of x = y = 0.5 (cell centre), sqrt_w = sqrt_h = 0.5 (a box
+        a quarter of the image wide and high), confidence 0 and class probabilities 1/C. The
+        paper does not say how its head starts; from scratch this saves the first hundred or
+        so iterations that random outputs spend learning these means."""
+        last = self.head[-1]
+        nn.init.normal_(last.weight, std=0.01)
+        per_cell = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.0] * self.boxes_per_cell
+                                + [1.0 / self.num_classes] * self.num_classes)
+        cells = last.bias.numel() // per_cell.numel()  # S*S for the FC head, 1 for the conv head
+        last.bias.copy_(per_cell.repeat(cells))
 
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """S*S*B whatever the image size (98 for the paper's S=7, B=2)."""

@@ -327,3 +327,14 @@ def test_conv_head_keeps_the_grid_and_needs_an_input_of_64_s():
         YOLO(num_classes=3, width=0.125, head="conv", input_size=224)
     with pytest.raises(ValueError, match="head"):
         YOLO(num_classes=3, width=0.125, head="mlp")
+
+
+def test_output_layer_starts_near_a_neutral_prediction():
+    """x = y = 0.5, sqrt w = sqrt h = 0.5, confidence 0, class 1/C, give or take the small
+    random weights, for both heads."""
+    torch.manual_seed(0)
+    for head in ("fc", "conv"):
+        model = YOLO(num_classes=4, width=0.125, head=head, input_size=448).eval()
+        outputs = model.network(model.preprocess([torch.rand(3, 120, 160)]))
+        expected = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.0] * 2 + [0.25] * 4)
+        assert (outputs[0] - expected).abs().max() < 0.1, head
