@@ -40,6 +40,15 @@ COLUMNS = {  # metrics key (without _b{b}) -> column title
 }
 
 
+def readable(value):
+    """Numbers as a person reads them: no exponents, about three significant digits."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return value
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) >= 0.001 or value == 0 else f"{value:.1e}"
+
+
 def detector_names() -> list[str]:
     return sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
 
@@ -135,7 +144,12 @@ def main(argv=None) -> pd.DataFrame:
               "GMACs per image (FlopCounterMode FLOPs / 2); net util = network FLOP/s over the "
               "matrix-product peak measured in the same call: "
               + ", ".join(f"{d} {min(p):.0f}-{max(p):.0f} GFLOP/s" for d, p in peaks.items()) + ".", ""]
-    text = "\n".join(header) + "\n" + (table.to_markdown(index=False, floatfmt=".4g") if rows else "(no rows)")
+    if rows:
+        align = ["left" if column in ("detector", "dtype", "input") else "right" for column in table.columns]
+        text = "\n".join(header) + "\n" + table.map(readable).to_markdown(
+            index=False, disable_numparse=True, colalign=align)
+    else:
+        text = "\n".join(header) + "\n(no rows)"
     if failures:
         text += "\n\nFailures:\n" + "\n".join(f"- {f}" for f in failures)
     print(text)
