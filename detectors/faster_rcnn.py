@@ -96,6 +96,8 @@ class FasterRCNN(Detector):
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
+        #: what the weights came from ("random", "file:<path>", "torchvision:<name>").
+        self.weights_source = "random"
 
     # ---- the three stages of the contract -------------------------------------------------
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
@@ -239,6 +241,7 @@ def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = F
                       box_batch_size_per_image: int = 128, box_positive_fraction: float = 0.25,
                       box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3,
                       box_detections_per_img: int = 100,
+                      backbone_weights: str | None = None,
                       backbone_weights_path: str | None = None) -> FasterRCNN:
     """The paper's setting: VGG-16 conv5_3 features (stride 16, ``scale_width(512, width)``
     channels); 9 anchors per location (3 sizes x 3 aspect ratios h/w); RPN NMS 0.7 keeping 2000
@@ -246,14 +249,16 @@ def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = F
     7x7 RoI pooling (``roi_pooling`` "pool" = Fast R-CNN's RoIPool, "align" = RoIAlign);
     fc6/fc7 of ``scale_width(4096, width)``; shorter side resized to ``min_size`` (longer at
     most ``max_size``); test NMS 0.3 as py-faster-rcnn. ``batch_norm`` adds BatchNorm after
-    every convolution (needed to train from scratch in minutes). ``backbone_weights_path``: a
-    local torchvision vgg16 / vgg16_bn state_dict (full width only).
+    every convolution (needed to train from scratch in minutes). ImageNet weights for the trunk
+    (full width only; see ``detectors.backbones.load_vgg16_weights``): ``backbone_weights``, a
+    torchvision weights name (downloads unless cached), or ``backbone_weights_path``, a local
+    vgg16 / vgg16_bn state_dict; neither: random. ``weights_source`` records which.
 
     Left out: the paper ignores cross-boundary anchors in training; torchvision's RPN keeps them.
     """
     trunk = vgg16_trunk(width=width, batch_norm=batch_norm)
-    if backbone_weights_path:
-        load_vgg16_weights(trunk, weights_path=backbone_weights_path, batch_norm=batch_norm)
+    weights_source = load_vgg16_weights(trunk, weights=backbone_weights,
+                                        weights_path=backbone_weights_path, batch_norm=batch_norm)
     channels = trunk.out_channels
     anchors = AnchorGenerator(sizes=(tuple(float(s) for s in anchor_sizes),),
                               aspect_ratios=(tuple(float(r) for r in aspect_ratios),))
@@ -274,7 +279,9 @@ def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = F
     # pools did in the paper: 38 x 63 x 9 = 21546 anchors for 600 x 1000.
     transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD,
                                          size_divisible=16)
-    return FasterRCNN(num_classes, trunk, rpn, heads, transform, tuple(input_size))
+    model = FasterRCNN(num_classes, trunk, rpn, heads, transform, tuple(input_size))
+    model.weights_source = weights_source
+    return model
 
 
 def faster_rcnn_resnet50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
