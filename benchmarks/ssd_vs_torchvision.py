@@ -12,13 +12,14 @@ Timings alternate between the two models, repeat, and report medians:
 
 Ratios are detbench images/s over torchvision images/s (> 1: detbench is faster).
 
-    python benchmarks/ssd_vs_torchvision.py [--device cpu|cuda] [--repeats 5] [--save]
+    python benchmarks/ssd_vs_torchvision.py [--device cpu|cuda] [--repeats 5] [--threads N] [--save]
 
 ``--save`` writes the printed report to benchmarks/results/ssd_vs_torchvision_<device>.txt.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -100,8 +101,11 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per model and setting (median)")
     parser.add_argument("--num-classes", type=int, default=21, help="torchvision's count, background included")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--save", action="store_true", help="write the report to benchmarks/results/")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device visible")
@@ -114,7 +118,8 @@ def main() -> None:
     lines = [f"detbench SSD300 vs torchvision ssd300_vgg16 ({args.num_classes} classes incl. background, random "
              f"seeded weights shared through detectors.ssd_convert)",
              f"device: {args.device} ({device_name}), torch {torch.__version__}, torchvision {torchvision.__version__}, "
-             f"threads {torch.get_num_threads()}, repeats {args.repeats} (median), inputs of mixed sizes",
+             f"threads {torch.get_num_threads()}, repeats {args.repeats} (median), inputs of mixed sizes, "
+             f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
              ""]
 
     def report(line: str) -> None:
