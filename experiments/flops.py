@@ -38,7 +38,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def matmul_peak_gflops(device: str | torch.device = "cpu", dtype: str = "fp32",
-                       size: int | None = None, repeats: int = 5) -> float:
+                       size: int | None = None, repeats: int = 3) -> float:
     """Achieved GFLOP/s (10⁹ FLOPs/s, 2 FLOPs per multiply-add) of a square matrix product.
 
     This is the machine's practical peak for dense arithmetic in ``dtype``, measured in the
