@@ -5,11 +5,16 @@ import torchvision
 from detectors.backbones import MobileNetV1, load_vgg16_weights, pool_index, vgg16_trunk
 
 
+def features_only(vgg) -> dict:
+    """A torchvision VGG state_dict without its (large) classifier: what the trunk loads."""
+    return {k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}
+
+
 def test_vgg16_trunk_matches_torchvision_layout_and_loads_its_weights(tmp_path):
     torch.manual_seed(0)
     reference = torchvision.models.vgg16(weights=None)
     path = tmp_path / "vgg16.pt"
-    torch.save(reference.state_dict(), path)
+    torch.save(features_only(reference), path)
     trunk = vgg16_trunk()
     assert len(trunk) == len(reference.features) - 1  # everything but pool5
     assert load_vgg16_weights(trunk, weights_path=str(path)) == f"file:{path}"
@@ -22,7 +27,7 @@ def test_vgg16_trunk_matches_torchvision_layout_and_loads_its_weights(tmp_path):
 def test_vgg16_bn_trunk_loads_vgg16_bn_state_dict(tmp_path):
     reference = torchvision.models.vgg16_bn(weights=None)
     path = tmp_path / "vgg16_bn.pt"
-    torch.save(reference.state_dict(), path)
+    torch.save(features_only(reference), path)
     trunk = vgg16_trunk(batch_norm=True)
     load_vgg16_weights(trunk, weights_path=str(path), batch_norm=True)
     assert torch.equal(trunk[0].weight, reference.features[0].weight)
@@ -41,7 +46,7 @@ def test_vgg16_trunk_width_strides_and_ceil_mode():
 
 def test_vgg16_weights_mismatch_is_a_clear_error(tmp_path):
     path = tmp_path / "vgg16.pt"
-    torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    torch.save(features_only(torchvision.models.vgg16(weights=None)), path)
     try:
         load_vgg16_weights(vgg16_trunk(width=0.5), weights_path=str(path))
     except ValueError as error:
