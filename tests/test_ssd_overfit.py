@@ -1,4 +1,5 @@
-"""A small-width SSD300 overfits 4 synthetic images on the CPU in well under a minute of compute."""
+"""A small-width SSD300 overfits 4 synthetic images on the CPU in about 40 CPU seconds
+(AP50 on them reaches 1.0 from about 50 steps; 60 leave a margin)."""
 import torch
 
 from detectors.ssd import SSD
@@ -16,7 +17,7 @@ def test_small_ssd300_overfits_four_synthetic_images():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     model.train()
     losses = []
-    for _ in range(50):
+    for _ in range(60):                                               # ~40 CPU seconds
         loss = sum(model(list(images), list(targets)).values())
         optimizer.zero_grad()
         loss.backward()
