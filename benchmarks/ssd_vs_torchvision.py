@@ -12,9 +12,10 @@ Timings alternate between the two models, repeat, and report medians:
 
 Ratios are detbench images/s over torchvision images/s (> 1: detbench is faster).
 
-    python benchmarks/ssd_vs_torchvision.py [--device cpu|cuda] [--repeats 5] [--threads N] [--save]
+    python benchmarks/ssd_vs_torchvision.py [--device cpu|cuda] [--repeats 5] [--threads N] [--contiguous] [--save]
 
-``--save`` writes the printed report to benchmarks/results/ssd_vs_torchvision_<device>.txt.
+``--save`` writes the printed report to benchmarks/results/ssd_vs_torchvision_<device>.txt
+(``..._<device>_contiguous.txt`` with ``--contiguous``).
 """
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per model and setting (median)")
     parser.add_argument("--num-classes", type=int, default=21, help="torchvision's count, background included")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="detbench in NCHW like torchvision (default: its channels_last setting)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--save", action="store_true", help="write the report to benchmarks/results/")
     args = parser.parse_args()
@@ -113,12 +116,12 @@ def main() -> None:
     torch.manual_seed(0)
     reference = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
                                                           num_classes=args.num_classes).to(device)
-    ours = ssd300_from_torchvision(reference).to(device)
+    ours = ssd300_from_torchvision(reference, channels_last=not args.contiguous).to(device)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [f"detbench SSD300 vs torchvision ssd300_vgg16 ({args.num_classes} classes incl. background, random "
              f"seeded weights shared through detectors.ssd_convert)",
              f"device: {args.device} ({device_name}), torch {torch.__version__}, torchvision {torchvision.__version__}, "
-             f"threads {torch.get_num_threads()}, repeats {args.repeats} (median), inputs of mixed sizes, "
+             f"detbench channels_last {ours.channels_last}, threads {torch.get_num_threads()}, repeats {args.repeats} (median), inputs of mixed sizes, "
              f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
              ""]
 
@@ -177,7 +180,7 @@ def main() -> None:
 
     if args.save:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"ssd_vs_torchvision_{args.device}.txt"
+        path = RESULTS / f"ssd_vs_torchvision_{args.device}{'_contiguous' if args.contiguous else ''}.txt"
         path.write_text("\n".join(lines) + "\n")
         print(f"written to {path}")
 
