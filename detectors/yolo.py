@@ -19,8 +19,10 @@ conv channels and the 4096 alike (width 1/8: 6272 -> 512, 3.2M).
 each cell as 1x1 convolutions, weights shared across cells: what YOLO v2 did ("we remove the
 fully connected layers"). The grid is then the feature map, so the input must be 64*S
 (448 for S = 7). Everything else (98 boxes, one class set per cell, the loss, the decoding)
-is unchanged. Trained from scratch for minutes, the FC head has to learn, cell by cell, what
-the convolutions give the shared head for free, and learns far more slowly.
+is unchanged. Trained from scratch, the FC head has to learn, cell by cell, what the shared
+1x1 head gets from the convolutions for free: on the synthetic shapes (width 1/8, BatchNorm,
+448 input, no dropout, AdamW 2e-3, batch 16, the ``yolo`` augmentation) val AP50 after 300
+iterations was 0.002 with the FC head and 0.22 with the conv head.
 """
 from __future__ import annotations
 
