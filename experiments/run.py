@@ -48,6 +48,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
         metrics["params"] = sum(p.numel() for p in model.parameters())
+        metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
         if cfg.weights:
@@ -260,4 +261,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # Call the function through its importable module, not __main__, so that launchers which
+    # pickle it (submitit) pickle a reference instead of this whole module's globals.
+    from experiments.run import main as entry_point
+
+    entry_point()

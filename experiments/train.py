@@ -83,9 +83,12 @@ class Trainer:
             sampler = RandomSampler(self.dataset, generator=generator)
         else:
             sampler = None
+        # A last batch of one image would break BatchNorm on 1x1 maps: drop the remainder
+        # whenever the dataset holds more than one batch (it is reshuffled every epoch).
+        drop_last = len(self.dataset) > self.batch_size
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate,
-                          generator=generator, persistent_workers=False)
+                          generator=generator, persistent_workers=False, drop_last=drop_last)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:

@@ -31,7 +31,7 @@ def test_sweep_with_a_failing_job_still_reports_the_others(tmp_path):
     jobs = job_metrics(tmp_path)
     assert sorted(m["status"] for m in jobs.values()) == ["failed", "ok"], jobs
     failed = next(m for m in jobs.values() if m["status"] == "failed")
-    assert "not_a_width" in failed["error"]
+    assert "detectors.yolo.YOLO" in failed["error"] and "TypeError" in failed["error"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "failed" in report and "yolov1_cpu" in report
     assert "report:" in done.stdout
@@ -49,7 +49,9 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
 
 DDP_RUN = ["detector=yolov1_cpu", "detector.model.dropout=0.0", "detector.model.batch_norm=false",
            *TINY_RUN, "dataset.train.num_images=8", "train.epochs=1", "train.shuffle=false",
-           "train.grad_clip=0", "stages=[train,eval]", "deterministic=true"]
+           "train.grad_clip=0", "stages=[train,eval]", "deterministic=true",
+           # SGD: Adam's g / sqrt(v) turns float round-off in near-zero gradients into full steps
+           "train.optimizer._target_=torch.optim.SGD", "train.optimizer.lr=0.01"]
 
 
 def test_two_process_ddp_matches_one_process_with_the_combined_batch(tmp_path):
