@@ -34,11 +34,12 @@ def predict(model, dataset, batch_size: int, device: torch.device, max_images: i
                             target, tuple(image.shape[-2:])))
     model.train(was_training)
     if distributed:
-        gathered = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-        dist.gather_object(records, gathered, dst=0)
-        if dist.get_rank() != 0:
+        from experiments.evaluation import gather_to_rank0
+
+        gathered = gather_to_rank0(records)
+        if gathered is None:
             return [], [], []
-        unique = {r[0]: r for part in gathered for r in part}  # the sampler pads with repeats
+        unique = {r[0]: r for r in gathered}  # the sampler pads ranks with repeated images
         records = [unique[k] for k in sorted(unique)]
     return [r[1] for r in records], [r[2] for r in records], [r[3] for r in records]
 
