@@ -15,8 +15,10 @@ def make_target(boxes, labels=None, image_id=0) -> Target:
 
 
 def test_valid_and_empty_targets_pass():
-    validate_target(make_target([[0, 0, 10, 10], [5, 5, 50, 40]], [1, 2]), (40, 50), 2)
-    validate_target(empty_target(3), (10, 10), 2)
+    """validate_target raises on any breach, so returning None is the pass."""
+    assert validate_target(make_target([[0, 0, 10, 10], [5, 5, 50, 40]], [1, 2]), (40, 50), 2) is None
+    assert validate_target(make_target([[0, 0, 50, 40]]), (40, 50), 1) is None  # touching the edges
+    assert validate_target(empty_target(3), (10, 10), 2) is None
 
 
 @pytest.mark.parametrize("boxes, labels, message", [
