@@ -19,6 +19,17 @@ TINY_RUN = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def compose_config():
     """compose_config(overrides) -> DictConfig, as `detbench` would see it (no hydra node)."""

@@ -21,13 +21,7 @@ from experiments.data.yolo_txt import YoloTxtDetection
 NAMES = ["a", "b"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sample(boxes, labels=None, image_id=1, size=(40, 60)) -> tuple[torch.Tensor, Target]:

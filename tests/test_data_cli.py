@@ -20,17 +20,11 @@ from experiments.data.voc import VOCDetection
 from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.dataset_cli import describe_dataset, main
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.conftest import SHARED_DATA
 NAMES = ["cat", "dog"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def known_samples():

@@ -16,13 +16,7 @@ from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.data.yolo_txt import YoloTxtDetection
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Per-image tensor ops are small: intra-op threads only add contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fractional_sample(image_id: int) -> tuple[torch.Tensor, Target]:
