@@ -5,10 +5,11 @@
 
 - ``none``: no augmentation.
 - ``ssd`` (Liu et al. 2016, sec. 2.2 "Data augmentation"): photometric distortion
-  (brightness, contrast, saturation, hue, channel order), zoom-out "expansion" onto a canvas
-  up to 4x the image filled with the mean colour (p = 0.5), the minimum-IoU random crop
-  (min IoU drawn from {0.1, 0.3, 0.5, 0.7, 0.9} or no crop; boxes whose centre leaves the crop
-  are dropped), horizontal flip (p = 0.5).
+  (brightness, contrast, saturation, hue, channel order; the hue step is a YIQ rotation, see
+  ``photometric.py``), zoom-out "expansion" onto a canvas up to 4x the image filled with the
+  mean colour (p = 0.5), the minimum-IoU random crop (min IoU drawn from {0.1, 0.3, 0.5, 0.7,
+  0.9} or no crop; boxes whose centre leaves the crop are dropped), horizontal flip (p = 0.5).
+  With an ``output_size`` the zoom-out, crop and resize are fused (``expand_crop.py``).
 - ``yolo`` (Redmon et al. 2016, sec. 2.2): random scaling and translation of up to 20% of the
   image size, exposure (brightness) and saturation scaled by up to 1.5x either way, horizontal
   flip (p = 0.5). torchvision's saturation blends with the grey image rather than scaling HSV's
@@ -19,7 +20,8 @@ wide or high are removed together with their label, area, iscrowd and difficult 
 box stays valid (x2 > x1, y2 > y1) and inside the output image. ``area`` is rescaled by each
 box's change of box area (exact for box areas; proportional for COCO segment areas). The
 resize to the network's input belongs to the detector; ``output_size`` optionally resizes here
-(e.g. to keep zoom-out canvases small in a DataLoader).
+(training does, to the detector's input size: fixed-size images are cheaper to pass between
+DataLoader processes, and the ``ssd`` policy then never builds its zoom-out canvas).
 """
 from __future__ import annotations
 
@@ -28,10 +30,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
 from detectors.base import Target
+from experiments.data.expand_crop import SSD_IOU_OPTIONS, ExpandCropResize
+from experiments.data.iou_crop import BatchedIoUCrop
+from experiments.data.photometric import PhotometricDistort
+
+__all__ = ["POLICIES", "MEAN_RGB", "BatchedIoUCrop", "DetectionAugmentation", "build_policy",
+           "ssd_steps", "yolo_steps", "box_area", "per_box_tensors"]
 
 POLICIES = ("none", "ssd", "yolo")
 # The fill colour of zoom-out canvases and affine borders: ImageNet's mean RGB in [0, 1].
@@ -86,60 +93,20 @@ class DetectionAugmentation:
         return out["image"].as_subclass(Tensor), new_target
 
 
-class BatchedIoUCrop(v2.RandomIoUCrop):
-    """torchvision's ``RandomIoUCrop`` (the crop and its box handling are torchvision's) with
-    the search for a crop drawn ``trials`` candidates at a time instead of one by one.
-
-    The first valid candidate of a batch of i.i.d. draws has the same distribution as the
-    first valid one of the sequential loop; the loop cost ~3 ms per image in Python because
-    options such as min IoU 0.9 are rarely satisfiable for small objects and burn all trials.
-    An image without boxes is left uncropped (the only option that can succeed for it).
-    """
-
-    def make_params(self, flat_inputs: list) -> dict:
-        boxes = next(x for x in flat_inputs if isinstance(x, tv_tensors.BoundingBoxes))
-        orig_h, orig_w = boxes.canvas_size
-        xyxy = v2.functional.convert_bounding_box_format(
-            boxes.as_subclass(Tensor), boxes.format, tv_tensors.BoundingBoxFormat.XYXY)  # [N, 4]
-        if xyxy.shape[0] == 0:
-            return {}
-        cx = 0.5 * (xyxy[:, 0] + xyxy[:, 2])  # [N]
-        cy = 0.5 * (xyxy[:, 1] + xyxy[:, 3])
-        while True:
-            min_iou = self.options[int(torch.randint(len(self.options), (1,)))]
-            if min_iou >= 1.0:  # the "leave as is" option
-                return {}
-            scale = self.min_scale + (self.max_scale - self.min_scale) * torch.rand(self.trials, 2)
-            new_w = (orig_w * scale[:, 0]).int()  # [T]
-            new_h = (orig_h * scale[:, 1]).int()
-            aspect = new_w / new_h.clamp(min=1)
-            pos = torch.rand(self.trials, 2)
-            left = ((orig_w - new_w) * pos[:, 0]).int()  # [T]
-            top = ((orig_h - new_h) * pos[:, 1]).int()
-            right, bottom = left + new_w, top + new_h
-            ok = ((aspect >= self.min_aspect_ratio) & (aspect <= self.max_aspect_ratio)
-                  & (new_w > 0) & (new_h > 0))
-            within = ((left[:, None] < cx) & (cx < right[:, None])
-                      & (top[:, None] < cy) & (cy < bottom[:, None]))  # [T, N]
-            crops = torch.stack([left, top, right, bottom], dim=1).to(xyxy.dtype)  # [T, 4]
-            iou = box_iou(crops, xyxy).masked_fill(~within, -1.0)  # [T, N]
-            ok &= within.any(dim=1) & (iou.max(dim=1).values >= min_iou)
-            if ok.any():
-                i = int(ok.nonzero()[0])
-                return dict(top=int(top[i]), left=int(left[i]), height=int(new_h[i]),
-                            width=int(new_w[i]), is_within_crop_area=within[i])
-
-    _get_params = make_params  # the name in torchvision < 0.21
-
-
-def ssd_steps(max_zoom_out: float = 4.0, fill: Sequence[float] = MEAN_RGB) -> list[v2.Transform]:
+def ssd_steps(output_size: tuple[int, int] | None = None, max_zoom_out: float = 4.0,
+              fill: Sequence[float] = MEAN_RGB) -> list[v2.Transform]:
+    """SSD's steps. With an output_size (H, W), zoom-out, crop and resize are one fused
+    ``ExpandCropResize`` that never builds the zoom-out canvas; without, they are torchvision's
+    ``RandomZoomOut`` and the ``BatchedIoUCrop``, and the image keeps the crop's size."""
     # The flip comes before zoom-out and crop, not after as in the paper: the same distribution
     # (zoom-out offsets and crop positions are uniform, so mirror-symmetric), but it flips the
     # original image instead of an up to 4x canvas.
-    return [v2.RandomPhotometricDistort(p=0.5),
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomZoomOut(fill=list(fill), side_range=(1.0, max_zoom_out), p=0.5),
-            BatchedIoUCrop(sampler_options=[0.1, 0.3, 0.5, 0.7, 0.9, 1.0])]
+    steps = [PhotometricDistort(p=0.5), v2.RandomHorizontalFlip(p=0.5)]
+    if output_size is not None:
+        return steps + [ExpandCropResize(output_size, fill=fill, side_range=(1.0, max_zoom_out),
+                                         p=0.5, options=SSD_IOU_OPTIONS)]
+    return steps + [v2.RandomZoomOut(fill=list(fill), side_range=(1.0, max_zoom_out), p=0.5),
+                    BatchedIoUCrop(sampler_options=list(SSD_IOU_OPTIONS))]
 
 
 def yolo_steps(jitter: float = 0.2, exposure: float = 1.5, saturation: float = 1.5,
@@ -159,13 +126,14 @@ def build_policy(name: str, output_size: int | tuple[int, int] | None = None
     """
     if name is None or name == "none":
         return None
-    if name == "ssd":
-        steps = ssd_steps()
-    elif name == "yolo":
-        steps = yolo_steps()
-    else:
+    if name not in POLICIES:
         raise ValueError(f"unknown augmentation policy {name!r}; choose one of {POLICIES}")
+    size = None
     if output_size is not None:
         size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if name == "ssd":
+        return DetectionAugmentation(ssd_steps(size), name=name)  # resizes when size is given
+    steps = yolo_steps()
+    if size is not None:
         steps.append(v2.Resize(size, antialias=True))
     return DetectionAugmentation(steps, name=name)
