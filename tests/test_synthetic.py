@@ -2,7 +2,7 @@
 import torch
 
 from detectors.base import validate_target
-from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes, shape_mask
+from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes, bilinear_weights, shape_mask
 
 
 def test_same_seed_same_images_and_other_seed_differs():
@@ -54,3 +54,33 @@ def test_box_is_exactly_the_painted_extent():
     ds = SyntheticShapes(1, seed=5, min_objects=1, max_objects=1)
     _, target = ds[0]
     assert len(target["boxes"]) == 1
+
+
+def test_background_blotches_are_torch_bilinear_upsampling():
+    """The rank-6 background uses bilinear weights equal to F.interpolate's (align_corners=False)."""
+    g = torch.rand(3, 4, 4)
+    for h, w in [(300, 300), (7, 13), (4, 4), (1, 5), (512, 96)]:
+        ref = torch.nn.functional.interpolate(g[None], size=(h, w), mode="bilinear",
+                                              align_corners=False)[0]
+        ours = bilinear_weights(h, 4) @ g @ bilinear_weights(w, 4).T
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_every_object_keeps_min_visible_of_its_pixels():
+    """Repaint each image's masks in order: every object stays >= min_visible in view."""
+    ds = SyntheticShapes(30, image_size=160, seed=3, min_objects=4, max_objects=8, min_visible=0.6)
+    fractions = []
+    for i in range(len(ds)):
+        target = ds[i][1]
+        owner = torch.zeros(160, 160, dtype=torch.int64)
+        sizes = []
+        for k, (box, label) in enumerate(zip(target["boxes"].long().tolist(),
+                                             target["labels"].tolist()), start=1):
+            x1, y1, x2, y2 = box
+            mask = shape_mask(label, y2 - y1, x2 - x1)
+            owner[y1:y2, x1:x2][mask] = k
+            sizes.append(int(mask.sum()))
+        seen = torch.bincount(owner.flatten(), minlength=len(sizes) + 1)[1:]
+        fractions += (seen.float() / torch.tensor(sizes, dtype=torch.float32)).tolist()
+    assert min(fractions) >= 0.6
+    assert sum(f < 1.0 for f in fractions) > 0  # some objects are partly hidden
