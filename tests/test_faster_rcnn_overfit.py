@@ -27,7 +27,9 @@ def test_small_vgg16_faster_rcnn_overfits_four_synthetic_images():
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
         model.train()
         losses = []
-        for _ in range(60):
+        # At 60 steps AP50 swung between 0.89 and 0.99 with 4e-7 changes to the images; at 80
+        # it was 1.0 for seeds 0, 1 and 2.
+        for _ in range(80):
             loss = sum(model(images, targets).values())
             optimizer.zero_grad()
             loss.backward()
