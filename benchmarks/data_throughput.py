@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from experiments.data.base import collate
+from experiments.data.collate import collate
 from experiments.data.synthetic import SyntheticShapes
 from experiments.data.transforms import MEAN_RGB, DetectionAugmentation, build_policy
 

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from detectors.base import Detection, Target
-from experiments.data.base import collate
+from experiments.data.collate import collate
 
 
 @torch.inference_mode()

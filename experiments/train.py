@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from experiments.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from experiments.data.base import collate
+from experiments.data.collate import collate
 
 log = logging.getLogger(__name__)
 

@@ -59,9 +59,3 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         raise NotImplementedError
-
-
-def collate(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor], list[Target]]:
-    """DataLoader collate: images of any size stay a list; detectors batch them themselves."""
-    images, targets = zip(*batch)
-    return list(images), list(targets)

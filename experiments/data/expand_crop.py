@@ -152,7 +152,7 @@ class ExpandCropResize(v2.Transform):
         out = fill.to(image.dtype)[:, None, None].expand(-1, *self.output_size).clone()
         part = image[..., sy0:sy1, sx0:sx1]
         if part.shape[-2:] != (dy1 - dy0, dx1 - dx0):
-            lo, hi = part.aminmax()
+            lo, hi = (float(v) for v in part.aminmax())
             part = F.resize(part, [dy1 - dy0, dx1 - dx0], antialias=True)
             if part.is_floating_point():  # weights >= 0 summing to 1, up to float rounding
                 part = part.clamp_(lo, hi)
