@@ -10,17 +10,13 @@ from torchvision.transforms import v2
 
 from detectors.base import Target, validate_target
 from experiments.data.synthetic import SyntheticShapes
-from experiments.data.transforms import POLICIES, BatchedIoUCrop, box_area, build_policy
+from experiments.data.iou_crop import BatchedIoUCrop
+from experiments.data.transforms import POLICIES, box_area, build_policy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small per-image tensor ops: intra-op threads only add contention (30x slower on a busy
-    2-core machine), as in a DataLoader worker, which also runs on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Small per-image tensor ops, as in a DataLoader worker (one thread): extra threads only add
+# contention on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@ and resize images themselves), packed for the trip from a worker process.
 
 A DataLoader worker hands each tensor of a batch to the main process through its own
 shared-memory segment, each with a fixed cost (a file descriptor sent over a socket, a
-mapping made on each side) whatever the tensor's size. Measured on 2 CPU cores, a 300x300 image plus its four Target tensors cost 1.71 ms per image
-to pass, of which about 0.9 ms for the four tiny Target tensors. ``collate`` returns a list of
+mapping made on each side) whatever the tensor's size. Measured on 2 CPU cores, a 300x300
+image plus its four Target tensors cost 1.71 ms per image to pass, of which about 0.9 ms for
+the four tiny Target tensors. ``collate`` returns a list of
 Targets whose pickled form (only used between processes) is one tensor per per-box field for
 the whole batch; unpickling splits them back, so the main process receives plain Target
 dicts, as without workers: 0.77 ms per image in all. (Packing the images into one buffer as

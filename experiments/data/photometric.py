@@ -1,8 +1,8 @@
 """SSD's photometric distortion with a hue step that costs one 3x3 matrix per image.
 
-torchvision's ``adjust_hue`` converts every pixel to HSV and back: about 3.5 ms per 300x300
-image on one CPU thread, more than the synthetic image costs to generate. Here the hue shift
-is a rotation of the chroma plane of YIQ (the NTSC luma/chroma space; NVIDIA DALI's ``Hue``
+torchvision's ``adjust_hue`` converts every pixel to HSV and back: 3.5-4.6 ms per 300x300
+image on one CPU thread (two measurements), more than the synthetic image costs to generate.
+Here the hue shift is a rotation of the chroma plane of YIQ (the NTSC luma/chroma space; NVIDIA DALI's ``Hue``
 operator works the same way): ``RGB -> YIQ``, rotate (I, Q) by ``2π · hue_factor``, back to
 RGB. The three steps fold into one 3x3 matrix, so the whole step is one small matmul (about
 0.1 ms). It keeps luma exactly, turns hues in the same direction as HSV's hue shift, and for

@@ -37,9 +37,6 @@ from experiments.data.expand_crop import SSD_IOU_OPTIONS, ExpandCropResize
 from experiments.data.iou_crop import BatchedIoUCrop
 from experiments.data.photometric import PhotometricDistort
 
-__all__ = ["POLICIES", "MEAN_RGB", "BatchedIoUCrop", "DetectionAugmentation", "build_policy",
-           "ssd_steps", "yolo_steps", "box_area", "per_box_tensors"]
-
 POLICIES = ("none", "ssd", "yolo")
 # The fill colour of zoom-out canvases and affine borders: ImageNet's mean RGB in [0, 1].
 MEAN_RGB = (0.485, 0.456, 0.406)
