@@ -7,7 +7,8 @@ NVIDIA DALI's ``Hue`` operator works the same way): ``RGB -> YIQ``, rotate (I, Q
 ``2π · hue_factor``, back to RGB. The three steps fold into one 3x3 matrix, so the whole step
 is one small matmul (about 0.1 ms). It keeps luma exactly, turns hues in the same direction
 as HSV's hue shift, and for SSD's small factors (|hue_factor| <= 0.05, i.e. <= 18°) differs
-from it only slightly. Brightness, contrast, saturation and the channel permutation are torchvision's.
+from it only slightly. Brightness, contrast, saturation and the channel permutation are
+torchvision's.
 """
 from __future__ import annotations
 
