@@ -34,8 +34,6 @@ def predict(model, dataset, batch_size: int, device: torch.device, max_images: i
                             target, tuple(image.shape[-2:])))
     model.train(was_training)
     if distributed:
-        from experiments.evaluation import gather_to_rank0
-
         gathered = gather_to_rank0(records)
         if gathered is None:
             return [], [], []
@@ -54,3 +52,30 @@ def score(model, dataset, batch_size: int, device: torch.device, backend: str,
         return None
     return evaluate(detections, targets, dataset.class_names, sizes,
                     label_to_category_id=dataset.label_to_category_id, backend=backend)
+
+
+def gather_to_rank0(items: list) -> list | None:
+    """Concatenate every rank's ``items`` on rank 0 (rank order; tensors moved to the CPU first).
+
+    Returns the whole list on rank 0 and None elsewhere; ``items`` itself when torch.distributed
+    is not initialised. A DistributedSampler pads ranks with repeated images: drop repeated
+    image ids before ``evaluate``, which refuses them. With NCCL, set each rank's CUDA device.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(items)
+    rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    gathered = [None] * world_size if rank == 0 else None
+    torch.distributed.gather_object(_to_cpu(list(items)), gathered, dst=0)
+    if rank != 0:
+        return None
+    return [item for part in gathered for item in part]
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

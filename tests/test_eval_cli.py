@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.eval_cli import main
+from experiments.evaluation.cli import main
 from experiments.evaluation import METRICS, PER_CLASS_COLUMNS, evaluate, save_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_detbench_eval_empty_results_and_missing_file(tmp_path, capsys):
 
 def test_detbench_eval_runs_as_a_program(tmp_path):
     save_evaluation(small_run(), tmp_path)
-    done = subprocess.run([sys.executable, "-m", "experiments.eval_cli", "--gt", str(tmp_path / "ground_truth.json"),
+    done = subprocess.run([sys.executable, "-m", "experiments.evaluation.cli", "--gt", str(tmp_path / "ground_truth.json"),
                            "--dt", str(tmp_path / "detections.json"), "--backend", "pycocotools"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments.evaluation import evaluate
-from experiments.voc_ap import (FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, voc07_average_precision,
+from experiments.evaluation.voc_ap import (FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, voc07_average_precision,
                                 voc_area_average_precision, voc_average_precisions, voc_match)
 
 

@@ -14,9 +14,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from experiments.coco_format import tables_from_coco
-from experiments.evaluation import (BACKENDS, COCO_METRICS, METRICS, PER_CLASS_COLUMNS, _faster_coco_eval_standard,
-                                    evaluate, gather_to_rank0, score_tables)
+from experiments.evaluation.tables import tables_from_coco
+from experiments.evaluation import BACKENDS, COCO_METRICS, METRICS, PER_CLASS_COLUMNS, evaluate, score_tables
+from experiments.evaluation.coco_backends import _faster_coco_eval_standard
+from experiments.predict import gather_to_rank0
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HEIGHT, WIDTH = 480, 640

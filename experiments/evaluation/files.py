@@ -1,0 +1,29 @@
+"""The evaluator's run-folder files: detections.json, ground_truth.json, per_class.csv and
+pr_curves.npz (README, "What a run writes")."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from experiments.evaluation.coco_backends import AREA_NAMES, IOU_THRESHOLDS, MAX_DETECTIONS, RECALL_THRESHOLDS
+from experiments.evaluation.metrics import EvaluationResult
+
+
+def save_evaluation(result: EvaluationResult, folder: Path) -> None:
+    """Write detections.json, ground_truth.json, per_class.csv and pr_curves.npz into ``folder``
+    (the run-folder files in README's table)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "detections.json", "w") as f:
+        json.dump(result.coco_dt, f)
+    with open(folder / "ground_truth.json", "w") as f:
+        json.dump(result.coco_gt, f)
+    result.per_class.to_csv(folder / "per_class.csv", index=False)
+    np.savez_compressed(
+        folder / "pr_curves.npz", precision=result.precision, recall=result.recall,
+        iou_thresholds=IOU_THRESHOLDS, recall_thresholds=RECALL_THRESHOLDS,
+        class_names=np.array(result.per_class["class_name"].tolist(), dtype=str),
+        category_ids=result.per_class["category_id"].to_numpy(),
+        area_names=np.array(AREA_NAMES), max_detections=np.array(MAX_DETECTIONS))
