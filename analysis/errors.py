@@ -235,4 +235,4 @@ def run_errors(run_dir: Path) -> tuple[pd.DataFrame, pd.Series]:
         gt, dt = classify(ground_truth, detections)
         return _breakdown(gt, dt), _top_shares(gt, dt)
     except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise ValueError(f"{run_dir}: malformed ground_truth.json/detections.json ({exc!r})")
+        raise ValueError(f"{run_dir}: malformed ground_truth.json/detections.json ({exc!r})") from exc

@@ -80,7 +80,8 @@ def main() -> None:
     for name, policy in policies.items():
         rate = statistics.median(loader_rate(policy, args.images) for _ in range(args.repeats))
         ms = statistics.median(cpu_ms_per_image(policy, args.images // 4) for _ in range(args.repeats))
-        results[name] = {"repeats": args.repeats, "images_per_s_one_worker": round(rate, 1), "cpu_ms_per_image": round(ms, 2)}
+        results[name] = {"repeats": args.repeats, "images_per_s_one_worker": round(rate, 1),
+                         "cpu_ms_per_image": round(ms, 2)}
         print(f"{name:50s} {rate:17.1f} {ms:11.2f}")
     ours, ref = results[goal]["images_per_s_one_worker"], results[reference]["images_per_s_one_worker"]
     print(f"ssd policy at 300: detbench's / torchvision's steps = {ours / ref:.2f}x images/s, "

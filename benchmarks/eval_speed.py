@@ -92,14 +92,14 @@ def as_tensors(split: dict):
     gt_cut = np.cumsum(np.bincount(split["gt_image"], minlength=split["num_images"]))[:-1]
     dt_cut = np.cumsum(np.bincount(split["dt_image"], minlength=split["num_images"]))[:-1]
     pieces = lambda key, cut: np.split(split[key], cut)  # noqa: E731
-    targets = [{"boxes": torch.from_numpy(b.astype(np.float32)), "labels": torch.from_numpy(l),
+    targets = [{"boxes": torch.from_numpy(b.astype(np.float32)), "labels": torch.from_numpy(lab),
                 "image_id": i + 1, "area": torch.from_numpy(a.astype(np.float32)),
                 "iscrowd": torch.from_numpy(z.astype(np.int64))}
-               for i, (b, l, a, z) in enumerate(zip(pieces("gt_boxes", gt_cut), pieces("gt_labels", gt_cut),
+               for i, (b, lab, a, z) in enumerate(zip(pieces("gt_boxes", gt_cut), pieces("gt_labels", gt_cut),
                                                     pieces("gt_area", gt_cut), pieces("gt_crowd", gt_cut)))]
     detections = [{"boxes": torch.from_numpy(b.astype(np.float32)), "scores": torch.from_numpy(s),
-                   "labels": torch.from_numpy(l)}
-                  for b, s, l in zip(pieces("dt_boxes", dt_cut), pieces("dt_scores", dt_cut),
+                   "labels": torch.from_numpy(lab)}
+                  for b, s, lab in zip(pieces("dt_boxes", dt_cut), pieces("dt_scores", dt_cut),
                                      pieces("dt_labels", dt_cut))]
     return detections, targets, [(HEIGHT, WIDTH)] * split["num_images"]
 

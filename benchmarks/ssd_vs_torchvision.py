@@ -117,11 +117,14 @@ def main() -> None:
     reference = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
                                                           num_classes=args.num_classes).to(device)
     ours = ssd300_from_torchvision(reference, channels_last=not args.contiguous).to(device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else platform.processor() or platform.machine())
     lines = [f"detbench SSD300 vs torchvision ssd300_vgg16 ({args.num_classes} classes incl. background, random "
              f"seeded weights shared through detectors.ssd_convert)",
-             f"device: {args.device} ({device_name}), torch {torch.__version__}, torchvision {torchvision.__version__}, "
-             f"detbench channels_last {ours.channels_last}, threads {torch.get_num_threads()}, repeats {args.repeats} (median), inputs of mixed sizes, "
+             f"device: {args.device} ({device_name}), torch {torch.__version__}, "
+             f"torchvision {torchvision.__version__}, "
+             f"detbench channels_last {ours.channels_last}, threads {torch.get_num_threads()}, "
+             f"repeats {args.repeats} (median), inputs of mixed sizes, "
              f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
              ""]
 
@@ -138,20 +141,20 @@ def main() -> None:
             if mode == "inference":
                 reference.eval(), ours.eval()
 
-                def run_reference():
+                def run_reference(images=images):
                     with torch.no_grad():
                         reference(images)
 
-                def run_ours():
+                def run_ours(images=images):
                     with torch.no_grad():
                         ours(images)
             else:
                 reference.train(), ours.train()
 
-                def run_reference():
+                def run_reference(images=images, targets=targets):
                     sum(reference(images, targets).values()).backward()
 
-                def run_ours():
+                def run_ours(images=images, targets=targets):
                     sum(ours(images, targets).values()).backward()
             run_reference(), run_ours()                                  # warm-up
             times = {"tv": [], "ours": []}

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> str:
              f"{torch.get_num_threads()}, input {args.input_size}x{args.input_size}, width "
              f"{args.width}, {NUM_CLASSES} classes, random weights, fp32, warm-up "
              f"{args.warmup}, {args.iterations} timed batches, torch {torch.__version__}",
-             "machine load average (1 min) at the start: %.1f on %d CPUs (a shared machine "
-             "gives lower images/s; the ratios hold better)" % (os.getloadavg()[0], os.cpu_count()),
+             f"machine load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+             "(a shared machine gives lower images/s; the ratios hold better)",
              ""]
     header = (f"{'model':<10} {'params M':>9} {'GMACs':>7} {'img/s b1':>9} {'img/s b8':>9} "
               f"{'post % b1':>9} {'post % b8':>9} {'worst post % b1':>15} {'worst post % b8':>15}"

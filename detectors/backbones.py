@@ -185,7 +185,8 @@ MOBILENET_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)
                        (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int, groups: int = 1) -> list[nn.Module]:
+def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int,
+                  groups: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2,
                       groups=groups, bias=False),
             nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]

@@ -125,7 +125,7 @@ class FasterRCNN(Detector):
         boxes, scores, labels = self.roi_heads.postprocess_detections(
             outputs["class_logits"], outputs["box_regression"], outputs["proposals"],
             batch.input_sizes)
-        detections = [{"boxes": b, "scores": s, "labels": l} for b, s, l in zip(boxes, scores, labels)]
+        detections = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels)]
         detections = self.transform.postprocess(detections, batch.input_sizes, batch.original_sizes)
         return [Detection(boxes=d["boxes"].float(), scores=d["scores"].float(),
                           labels=d["labels"].long()) for d in detections]

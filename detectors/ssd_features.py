@@ -25,8 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.backbones import (MobileNetV1, fetch_vgg16_state, load_state_dict_file, load_vgg16_weights, pool_index,
-                                 subsampled_fc6_fc7, vgg16_trunk)
+from detectors.backbones import (
+    MobileNetV1,
+    fetch_vgg16_state,
+    load_state_dict_file,
+    load_vgg16_weights,
+    pool_index,
+    subsampled_fc6_fc7,
+    vgg16_trunk,
+)
 from detectors.base import scale_width
 
 #: [mid, out, kernel, stride, padding] of the extra layers (Caffe's SSD300 / SSD512 / MobileNet).

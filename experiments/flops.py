@@ -10,7 +10,8 @@ RoIAlign and NMS are not, which is also what the published figures leave out.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

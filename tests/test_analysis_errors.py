@@ -11,8 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.errors import (average_precision_50, breakdown, classify, run_errors,
-                             top_detection_shares)
+from analysis.errors import average_precision_50, breakdown, classify, run_errors, top_detection_shares
 
 
 def _gt(boxes_and_classes, image_id=1, crowd=()):

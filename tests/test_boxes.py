@@ -59,7 +59,8 @@ def test_forced_match_overrides_a_box_whose_best_ground_truth_is_another():
     gt = torch.tensor([[0.0, 0.0, 10.0, 12.0],                   # IoU 1.0 with prior 0, 0.83 with prior 1
                        [0.0, 0.0, 10.0, 8.0]])                   # IoU 0.67 with prior 0, 0.80 with prior 1 (its best)
     matched, iou = match(gt, priors, 0.5)
-    assert matched.tolist() == [0, 1]                            # prior 1 belongs to ground truth 1 although gt 0 overlaps it more
+    # prior 1 belongs to ground truth 1 although gt 0 overlaps it more
+    assert matched.tolist() == [0, 1]
     assert abs(iou[1].item() - 0.8) < 1e-6
 
 

@@ -19,8 +19,8 @@ from experiments.data.stats import dataset_stats, merge_stats
 from experiments.data.voc import VOCDetection
 from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.dataset_cli import describe_dataset, main
-
 from tests.conftest import SHARED_DATA
+
 NAMES = ["cat", "dog"]
 
 

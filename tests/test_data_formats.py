@@ -15,7 +15,6 @@ from experiments.data.voc import VOC_CLASSES, VOCDetection
 from experiments.data.writers import write_coco, write_voc, write_yolo_txt
 from experiments.data.yolo_txt import YoloTxtDetection
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -94,10 +94,10 @@ def test_fused_step_equals_pad_crop_resize(zoom, window):
     got_boxes = map_boxes(boxes, params["src"], params["dst"])
 
     padding = [left, top, canvas_w - w - left, canvas_h - h - top]
-    t, l, wh, ww = window
-    ref_image = F.resize(F.crop(F.pad(image, padding, fill=list(MEAN_RGB)), t, l, wh, ww),
+    crop_top, crop_left, wh, ww = window
+    ref_image = F.resize(F.crop(F.pad(image, padding, fill=list(MEAN_RGB)), crop_top, crop_left, wh, ww),
                          list(out_size), antialias=True)
-    ref_boxes = (boxes + torch.tensor([left - l, top - t] * 2)) * torch.tensor(
+    ref_boxes = (boxes + torch.tensor([left - crop_left, top - crop_top] * 2)) * torch.tensor(
         [out_size[1] / ww, out_size[0] / wh] * 2)
     assert got_image.shape == (3, *out_size)
     # the image's edges land at most half an output pixel off, so every box coordinate does

@@ -9,10 +9,9 @@ from torchvision.ops import box_iou
 from torchvision.transforms import v2
 
 from detectors.base import Target, validate_target
-from experiments.data.synthetic import SyntheticShapes
 from experiments.data.iou_crop import BatchedIoUCrop
+from experiments.data.synthetic import SyntheticShapes
 from experiments.data.transforms import POLICIES, box_area, build_policy
-
 
 # Small per-image tensor ops, as in a DataLoader worker (one thread): extra threads only add
 # contention on a busy 2-core machine.
@@ -102,9 +101,9 @@ def test_batched_iou_crop_meets_its_min_iou():
         crop = BatchedIoUCrop(sampler_options=[option])
         for _ in range(20):
             params = crop.make_params([image, boxes])
-            l, t, w, h = params["left"], params["top"], params["width"], params["height"]
-            assert 0 <= l and l + w <= 160 and 0 <= t and t + h <= 100
-            window = torch.tensor([[l, t, l + w, t + h]], dtype=torch.float32)
+            x, y, w, h = params["left"], params["top"], params["width"], params["height"]
+            assert 0 <= x and x + w <= 160 and 0 <= y and y + h <= 100
+            window = torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32)
             iou = box_iou(boxes.as_subclass(torch.Tensor), window)[:, 0]
             assert (iou[params["is_within_crop_area"]] >= option).any()
     no_boxes = tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(100, 160))

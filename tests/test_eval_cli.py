@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.evaluation.cli import main
 from experiments.evaluation import METRICS, PER_CLASS_COLUMNS, evaluate, save_evaluation
+from experiments.evaluation.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,8 @@ def test_save_evaluation_writes_the_run_folder_files(tmp_path):
     result = small_run()
     save_evaluation(result, tmp_path)
     results = json.loads((tmp_path / "detections.json").read_text())
-    assert results[0] == {"image_id": 4, "category_id": 5, "bbox": [12.0, 11.0, 38.0, 47.0], "score": pytest.approx(0.9)}
+    assert results[0] == {"image_id": 4, "category_id": 5, "bbox": [12.0, 11.0, 38.0, 47.0],
+                          "score": pytest.approx(0.9)}
     assert {r["category_id"] for r in results} == {5, 2}
     gt = json.loads((tmp_path / "ground_truth.json").read_text())
     assert [im["id"] for im in gt["images"]] == [4, 9, 11] and gt["images"][2]["height"] == 200
@@ -91,7 +92,8 @@ def test_detbench_eval_rescores_a_run_folder_exactly(tmp_path, capsys, backend):
     (lambda gt, dt: dt[3].update(bbox=[1, 2, -3, 4]), r"results\[3\]: bbox is inverted"),
     (lambda gt, dt: dt[3].update(bbox=[1, 2, float("nan"), 4]), r"results\[3\]: bbox has NaN"),
     (lambda gt, dt: dt[0].pop("score"), r"results\[0\]: missing 'score'"),
-    (lambda gt, dt: gt["annotations"][0].update(image_id=5), r"annotations\[0\]: image_id 5 is not in the ground truth"),
+    (lambda gt, dt: gt["annotations"][0].update(image_id=5),
+     r"annotations\[0\]: image_id 5 is not in the ground truth"),
     (lambda gt, dt: gt.pop("categories"), r"ground truth: missing 'categories'"),
 ])
 def test_detbench_eval_names_the_bad_entry(tmp_path, capsys, edit, message):
@@ -117,7 +119,8 @@ def test_detbench_eval_empty_results_and_missing_file(tmp_path, capsys):
 
 def test_detbench_eval_runs_as_a_program(tmp_path):
     save_evaluation(small_run(), tmp_path)
-    done = subprocess.run([sys.executable, "-m", "experiments.evaluation.cli", "--gt", str(tmp_path / "ground_truth.json"),
+    done = subprocess.run([sys.executable, "-m", "experiments.evaluation.cli",
+                           "--gt", str(tmp_path / "ground_truth.json"),
                            "--dt", str(tmp_path / "detections.json"), "--backend", "pycocotools"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

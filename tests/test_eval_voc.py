@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from experiments.evaluation import evaluate
-from experiments.evaluation.voc_ap import (FALSE_POSITIVE, IGNORED, TRUE_POSITIVE, voc07_average_precision,
-                                voc_area_average_precision, voc_average_precisions, voc_match)
+from experiments.evaluation.voc_ap import (
+    FALSE_POSITIVE,
+    IGNORED,
+    TRUE_POSITIVE,
+    voc07_average_precision,
+    voc_area_average_precision,
+    voc_average_precisions,
+    voc_match,
+)
 
 
 def target(image_id, boxes, labels, difficult=None, iscrowd=None):

@@ -14,9 +14,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from experiments.evaluation.tables import tables_from_coco
 from experiments.evaluation import BACKENDS, COCO_METRICS, METRICS, PER_CLASS_COLUMNS, evaluate, score_tables
 from experiments.evaluation.coco_backends import _faster_coco_eval_standard
+from experiments.evaluation.tables import tables_from_coco
 from experiments.predict import gather_to_rank0
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -251,7 +251,8 @@ def test_no_images_gives_undefined_metrics():
     ("scores_shape", r"detections\[2\] \(image_id 19\): scores must be \[2\]"),
     ("too_few_sizes", r"4 detections, 4 targets and 3 image sizes"),
     ("missing_image_id", r"targets\[0\]: image_id must be an int, got None"),
-    ("inverted_target", r"targets\[1\] \(image_id 12\): box 0 is inverted \(x2 < x1 or y2 < y1\): x1 y1 x2 y2 = \[1.0, 2.0, 0.5, 40.0\]"),
+    ("inverted_target", r"targets\[1\] \(image_id 12\): box 0 is inverted \(x2 < x1 or y2 < y1\): "
+                        r"x1 y1 x2 y2 = \[1.0, 2.0, 0.5, 40.0\]"),
 ])
 def test_bad_input_names_the_entry(breakage, message):
     targets, detections, sizes, _, _ = make_split(7, num_images=4)

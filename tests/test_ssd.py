@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from detectors.base import empty_target, validate_target
 from detectors.ssd import SSD

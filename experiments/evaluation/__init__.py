@@ -9,9 +9,19 @@
 * ``cli``: ``detbench-eval``.
 """
 from experiments.evaluation.files import save_evaluation
-from experiments.evaluation.metrics import (AREA_NAMES, BACKENDS, COCO_METRICS, IOU_THRESHOLDS, MAX_DETECTIONS,
-                                            METRICS, PER_CLASS_COLUMNS, RECALL_THRESHOLDS, EvaluationResult,
-                                            evaluate, score_tables)
+from experiments.evaluation.metrics import (
+                                            AREA_NAMES,
+                                            BACKENDS,
+                                            COCO_METRICS,
+                                            IOU_THRESHOLDS,
+                                            MAX_DETECTIONS,
+                                            METRICS,
+                                            PER_CLASS_COLUMNS,
+                                            RECALL_THRESHOLDS,
+                                            EvaluationResult,
+                                            evaluate,
+                                            score_tables,
+)
 
 __all__ = ["AREA_NAMES", "BACKENDS", "COCO_METRICS", "IOU_THRESHOLDS", "MAX_DETECTIONS", "METRICS",
            "PER_CLASS_COLUMNS", "RECALL_THRESHOLDS", "EvaluationResult", "evaluate", "save_evaluation",

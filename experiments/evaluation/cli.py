@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from experiments.evaluation.tables import tables_from_coco
 from experiments.evaluation.metrics import BACKENDS, score_tables
+from experiments.evaluation.tables import tables_from_coco
 
 
 def _load_json(path: Path, what: str):

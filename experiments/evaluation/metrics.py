@@ -28,10 +28,22 @@ import numpy as np
 import pandas as pd
 
 from detectors.base import Detection, Target
-from experiments.evaluation.coco_backends import (AREA_NAMES, BACKENDS, IOU_THRESHOLDS, MAX_DETECTIONS,
-                                                  RECALL_THRESHOLDS, coco_evaluate)
-from experiments.evaluation.tables import (DetectionTable, GroundTruthTable, coco_ground_truth, coco_results,
-                                           tables_from_tensors, xywh_to_xyxy)
+from experiments.evaluation.coco_backends import (
+    AREA_NAMES,
+    BACKENDS,
+    IOU_THRESHOLDS,
+    MAX_DETECTIONS,
+    RECALL_THRESHOLDS,
+    coco_evaluate,
+)
+from experiments.evaluation.tables import (
+    DetectionTable,
+    GroundTruthTable,
+    coco_ground_truth,
+    coco_results,
+    tables_from_tensors,
+    xywh_to_xyxy,
+)
 from experiments.evaluation.voc_ap import voc_average_precisions, voc_match
 
 log = logging.getLogger(__name__)
