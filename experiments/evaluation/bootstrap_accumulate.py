@@ -10,13 +10,15 @@ of float summation, < 1e-12). One limit, stated: when two detections of one imag
 tie on score and differ in outcome, a duplicated image orders them copy by copy here, image by
 image in COCOeval; the identity replicate is never affected.
 
-Per class and per chunk of replicates, everything is a numpy array op on [b, A*T, points]:
-points are the true positives of each (area range, IoU threshold), where the precision envelope
-can change. With R = 101 recall thresholds, COCOeval's interpolated precision summed over the
+Per class and per chunk of replicates, everything is a numpy array op on [b, points]: points
+are the true positives of each (area range, IoU threshold), where the precision envelope can
+change. With R = 101 recall thresholds, COCOeval's interpolated precision summed over the
 thresholds is sum_m env_m * (j_m - j_(m-1)), j_m the number of thresholds <= recall_m and env_m
 the best precision from point m on.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -27,94 +29,148 @@ VOC07_THRESHOLDS = np.arange(0.0, 1.1, 0.1)  # the devkit's 0:0.1:1
 EPS = np.spacing(1)
 
 
-def _thresholds_reached(recall: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Number of thresholds <= recall, elementwise (exact float comparisons)."""
-    return np.searchsorted(thresholds, recall.ravel(), side="right").reshape(recall.shape)
+def running_sum(x: np.ndarray, block: int = 64) -> np.ndarray:
+    """np.cumsum(x, axis=0) for float32 [n, b] holding integers (exact below 2**24), by blocks:
+    a lower-triangular matmul within each block of rows, then the block totals' running sum."""
+    n = len(x)
+    if n <= block:
+        return np.cumsum(x, axis=0)
+    pad = (-n) % block
+    blocks = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]).reshape(-1, block, x.shape[1])
+    inner = np.matmul(np.tril(np.ones((block, block), x.dtype)), blocks)
+    totals = inner[:, -1]
+    inner += (np.cumsum(totals, axis=0) - totals)[:, None]
+    return inner.reshape(-1, x.shape[1])[:n]
 
 
-def _envelope_sum(precision: np.ndarray, reached: np.ndarray) -> np.ndarray:
-    """sum_m env_m * (j_m - j_(m-1)) along the last axis; env = best precision from m on."""
-    envelope = np.flip(np.maximum.accumulate(np.flip(precision, -1), axis=-1), -1)
-    steps = np.diff(reached, axis=-1, prepend=0)
-    return np.sum(envelope * steps, axis=-1)
+class SumsUpTo:
+    """Sum of weights over ``rows`` (sorted) up to each of ``positions`` (sorted, unique):
+    segment sums by reduceat, then a running sum over the few segments."""
+
+    def __init__(self, rows: np.ndarray, positions: np.ndarray):
+        counts = np.searchsorted(rows, positions, side="right")
+        starts = np.r_[0, counts[:-1]]
+        self.nonempty = np.flatnonzero(counts > starts)
+        self.rows = rows[:counts[-1] if len(counts) else 0]
+        self.starts, self.size = starts[self.nonempty], len(positions)
+
+    def __call__(self, w: np.ndarray) -> np.ndarray:
+        """w float32 [D, b] -> [len(positions), b]."""
+        out = np.zeros((self.size, w.shape[1]), w.dtype)
+        if len(self.nonempty):
+            out[self.nonempty] = np.add.reduceat(w[self.rows], self.starts, axis=0)
+        return np.cumsum(out, axis=0)
+
+
+def thresholds_reached(recall: np.ndarray, thresholds: np.ndarray, steps: int) -> np.ndarray:
+    """Number of ``thresholds`` <= recall, elementwise, for thresholds ~ i / steps (i = 0..steps):
+    floor(recall * steps) of them certainly are; the next two are compared exactly."""
+    base = np.clip(np.floor(recall * steps), 0, steps).astype(np.int64)
+    padded = np.r_[thresholds, np.inf, np.inf]
+    return base + (padded[base] <= recall) + (padded[base + 1] <= recall)
 
 
 class CocoAccumulator:
-    """COCO's 12 numbers per replicate from ``CocoMatches``: ``__call__(weights [b, I])``."""
+    """COCO's 12 numbers per replicate from ``CocoMatches``: ``__call__(weights [b, I])``.
+
+    Per class, the true-positive points of all Q = A * T (area range, IoU threshold) groups lie
+    in one flat list [P]; sums within a group are differences of one cumulative sum (exact:
+    integer counts in float32 stay below 2**24), and the best precision from a point on is a
+    reverse running maximum over the list with 2 * (Q - 1 - q) added to group q, so no maximum
+    leaks across groups (the shift costs at most 1.5e-14 of precision).
+    """
 
     def __init__(self, matches: CocoMatches):
         self.m = matches
-        num_areas, num_thr = matches.matched.shape[:2]
-        self.num_areas, self.num_thr = num_areas, num_thr
+        self.num_areas, self.num_thr = matches.matched.shape[:2]
         self.classes = [self._prepare(k) for k in range(len(matches.category_ids))]
 
-    def _prepare(self, k: int) -> dict:
-        """Index arrays of class k: true-positive points per (a, t) padded to [Q, n], and the
-        sparse corrections Y that turn 'in-range detections so far' into 'counted so far'."""
+    def _prepare(self, k: int) -> dict | None:
         m = self.m
         lo, hi = m.class_start[k], m.class_start[k + 1]
-        if hi == lo:
-            return {"image": m.image[lo:hi]}  # no detection: AP 0 and recall 0 where defined
+        num_q = self.num_areas * self.num_thr
+        tp = m.true_positive[:, :, lo:hi].reshape(num_q, hi - lo)  # [Q, D_k]
+        if not tp.any():
+            return None  # no true positive: AP 0 and recall 0 wherever defined
         in_range = m.in_range[:, lo:hi]
-        q = self.num_areas * self.num_thr
-        tp = m.true_positive[:, :, lo:hi].reshape(q, hi - lo)  # [Q, D_k]
-        matched = m.matched[:, :, lo:hi].reshape(q, hi - lo)
+        matched = m.matched[:, :, lo:hi].reshape(num_q, hi - lo)
         area_of_q = np.repeat(np.arange(self.num_areas), self.num_thr)
         wide_range = in_range[area_of_q]  # [Q, D_k]
-        # counted(p) = in_range(p) + (tp & ~in_range)(p) - (matched & ~tp & in_range)(p)
+        # counted so far = in range so far + (tp & ~in_range) so far - (matched & ~tp & in_range) so far
         plus, minus = tp & ~wide_range, matched & ~tp & wide_range
-        points = [np.flatnonzero(row) for row in tp]
-        fixes = [np.flatnonzero(p | n) for p, n in zip(plus, minus)]
-        n_pts = max(1, max(len(p) for p in points))
-        n_fix = max(1, max(len(f) for f in fixes))
-        pos = np.zeros((q, n_pts), dtype=np.int64)
-        mask = np.zeros((q, n_pts), dtype=bool)
-        fix_pos = np.zeros((q, n_fix), dtype=np.int64)
-        fix_sign = np.zeros((q, n_fix), dtype=np.float32)
-        fix_index = np.zeros((q, n_pts), dtype=np.int64)
-        for i, (p, f) in enumerate(zip(points, fixes)):
-            pos[i, :len(p)], mask[i, :len(p)] = p, True
-            fix_pos[i, :len(f)] = f
-            fix_sign[i, :len(f)] = np.where(plus[i, f], 1.0, -1.0)
-            fix_index[i, :len(p)] = np.searchsorted(f, p, side="right")
+        tp_any = tp.reshape(self.num_areas, self.num_thr, -1).any(axis=1)  # [A, D_k]
+        in_sums = [SumsUpTo(np.flatnonzero(in_range[a]), np.flatnonzero(tp_any[a])) for a in range(self.num_areas)]
+        in_base = np.cumsum([0] + [s.size for s in in_sums])[:-1]  # offsets in the concatenated sums
+        point_rows = [np.flatnonzero(tp_any[a]) for a in range(self.num_areas)]
+        points, groups, in_index, fix_rows, fix_sign, fix_index = [], [], [], [], [], []
+        fix_base = 0
+        for q in range(num_q):
+            p = np.flatnonzero(tp[q])
+            f = np.flatnonzero(plus[q] | minus[q])
+            points.append(p)
+            groups.append(np.full(len(p), q))
+            in_index.append(in_base[area_of_q[q]] + np.searchsorted(point_rows[area_of_q[q]], p))
+            fix_rows.append(f)
+            fix_sign.append(np.where(plus[q, f], 1.0, -1.0))
+            fix_index.append(np.stack([np.full(len(p), fix_base), fix_base + np.searchsorted(f, p, side="right")]))
+            fix_base += len(f)
+        pos, group = np.concatenate(points), np.concatenate(groups)
+        counts = np.array([len(p) for p in points])
+        nonempty = np.flatnonzero(counts)
+        starts = (np.cumsum(counts) - counts)[nonempty]
         rank = m.rank[lo:hi][pos]
-        return {"image": m.image[lo:hi], "in_range": in_range.astype(np.float32), "pos": pos, "mask": mask,
-                "area_of_q": area_of_q, "fix_pos": fix_pos, "fix_sign": fix_sign, "fix_index": fix_index,
-                "top1": mask & (rank < 1), "top10": mask & (rank < 10)}
+        return {"image": m.image[lo:hi], "in_sums": in_sums, "pos": pos, "group": group,
+                "area_of_point": area_of_q[group], "in_index": np.concatenate(in_index),
+                "fix_rows": np.concatenate(fix_rows), "fix_sign": np.concatenate(fix_sign).astype(np.float32),
+                "fix_index": np.concatenate(fix_index, axis=1), "nonempty": nonempty, "starts": starts,
+                "group_start": np.repeat(starts, counts[nonempty]), "first": np.isin(np.arange(len(pos)), starts),
+                "shift": 2.0 * (num_q - 1 - group), "top1": (rank < 1).astype(np.float32),
+                "top10": (rank < 10).astype(np.float32)}
 
     def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """weights float [b, I] (copies of each image) -> COCO_METRICS name -> float64 [b], NaN
-        where undefined (no object in any class of that area range)."""
+        where undefined (no object in any class of that area range). Arrays are laid out
+        [points, b] so that gathers copy rows and running sums add rows."""
         m, b = self.m, len(weights)
         num_cats, num_areas, num_thr = len(m.category_ids), self.num_areas, self.num_thr
-        num_rec = len(RECALL_THRESHOLDS)
-        weights32 = weights.astype(np.float32)
-        objects = (weights.astype(np.float64) @ m.num_objects.reshape(len(m.image_ids), -1)).reshape(
-            b, num_cats, num_areas)  # [b, K, A] non-ignored objects per replicate
-        precision_sum = np.zeros((b, num_cats, num_areas, num_thr))
-        recall = np.zeros((b, num_cats, num_areas, num_thr, 3))  # maxDets 1, 10, 100
+        num_rec, num_q = len(RECALL_THRESHOLDS), num_areas * num_thr
+        w_images = np.ascontiguousarray(weights.T, dtype=np.float32)  # [I, b]
+        objects = (m.num_objects.reshape(len(m.image_ids), -1).T.astype(np.float64) @ weights.T.astype(np.float64)
+                   ).reshape(num_cats, num_areas, b)  # [K, A, b] non-ignored objects per replicate
+        precision_sum = np.zeros((num_cats, num_q, b))
+        recall = np.zeros((num_cats, num_q, 3, b))  # maxDets 1, 10, 100
+        zero = np.zeros((1, b), np.float32)
         for k, c in enumerate(self.classes):
-            if len(c["image"]) == 0:
+            if c is None:
                 continue
-            w = weights32[:, c["image"]]  # [b, D_k]
-            in_range_so_far = np.cumsum(w[:, None, :] * c["in_range"][None], axis=2)  # [b, A, D_k]
-            w_pts = w[:, c["pos"]] * c["mask"]  # [b, Q, n]
-            tp = np.cumsum(w_pts, axis=-1)
-            fixes = np.cumsum(w[:, c["fix_pos"]] * c["fix_sign"], axis=-1)
-            fixes = np.concatenate([np.zeros((b, fixes.shape[1], 1), np.float32), fixes], axis=-1)
-            counted = in_range_so_far[:, c["area_of_q"][:, None], c["pos"]] \
-                + np.take_along_axis(fixes, np.broadcast_to(c["fix_index"], (b, *c["fix_index"].shape)), -1)
-            tp, counted = tp.astype(np.float64), counted.astype(np.float64)
-            npig = objects[:, k, c["area_of_q"]][..., None]  # [b, Q, 1]
+            w = w_images[c["image"]]  # [D_k, b]
+            in_so_far = np.concatenate([sums(w) for sums in c["in_sums"]])
+            fixes = np.concatenate([zero, np.cumsum(w[c["fix_rows"]] * c["fix_sign"][:, None], axis=0)])
+            w_pts = w[c["pos"]]  # [P, b]
+            tp_so_far = np.concatenate([zero, running_sum(w_pts)])
+            tp = (tp_so_far[1:] - tp_so_far[c["group_start"]]).astype(np.float64)
+            counted = (in_so_far[c["in_index"]] + fixes[c["fix_index"][1]]
+                       - fixes[c["fix_index"][0]]).astype(np.float64)
+            npig = objects[k][c["area_of_point"]]  # [P, b]
             with np.errstate(divide="ignore", invalid="ignore"):
-                rc = tp / npig
-                pr = np.where(c["mask"], tp / (counted + EPS), 0.0)
-                reached = _thresholds_reached(np.where(npig > 0, rc, 0.0), RECALL_THRESHOLDS)
-                sums = _envelope_sum(pr, reached)  # [b, Q]
-                rec = np.stack([np.sum(w_pts * c["top1"], -1), np.sum(w_pts * c["top10"], -1), tp[..., -1]],
-                               axis=-1) / npig
-            precision_sum[:, k] = sums.reshape(b, num_areas, num_thr)
-            recall[:, k] = rec.reshape(b, num_areas, num_thr, 3)
+                rc = np.where(npig > 0, tp / npig, 0.0)
+                pr = tp / (counted + EPS)
+            reached = thresholds_reached(rc, RECALL_THRESHOLDS, 100)
+            steps = np.where(c["first"][:, None], reached, np.diff(reached, axis=0, prepend=0))
+            shift = c["shift"][:, None]
+            envelope = np.flip(np.maximum.accumulate(np.flip(pr + shift, 0), axis=0), 0) - shift
+            precision_sum[k, c["nonempty"]] = np.add.reduceat(envelope * steps, c["starts"], axis=0)
+            ends = np.r_[c["starts"][1:], len(c["pos"])]
+            found = np.stack([np.add.reduceat(w_pts * c["top1"][:, None], c["starts"], axis=0),
+                              np.add.reduceat(w_pts * c["top10"][:, None], c["starts"], axis=0),
+                              tp_so_far[ends] - tp_so_far[c["starts"]]], axis=1)  # [G, 3, b]
+            area = np.repeat(np.arange(num_areas), num_thr)[c["nonempty"]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                recall[k, c["nonempty"]] = found / objects[k][area][:, None]
+        precision_sum, recall = precision_sum.transpose(2, 0, 1), recall.transpose(3, 0, 1, 2)
+        objects = objects.transpose(2, 0, 1)
+        precision_sum = precision_sum.reshape(b, num_cats, num_areas, num_thr)
+        recall = recall.reshape(b, num_cats, num_areas, num_thr, 3)
         defined = objects > 0  # [b, K, A]
         num_defined = defined.sum(axis=1)  # [b, A]
         precision_sum = np.where(defined[..., None], precision_sum, 0.0)
@@ -136,32 +192,32 @@ class VocAccumulator:
 
     def __init__(self, matches: VocMatches):
         self.m = matches
+        self.points = [np.flatnonzero(matches.true_positive[lo:hi])
+                       for lo, hi in zip(matches.class_start[:-1], matches.class_start[1:])]
+        self.counted = [SumsUpTo(np.flatnonzero(matches.counted[lo:hi]), points)
+                        for lo, hi, points in zip(matches.class_start[:-1], matches.class_start[1:], self.points)]
 
     def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
         """weights float [b, I] -> {"voc07_map", "voc_map"}: float64 [b], mean over classes with positives."""
         m, b = self.m, len(weights)
         num_cats = len(m.category_ids)
-        positives = weights.astype(np.float64) @ m.num_objects  # [b, K]
-        ap07, ap = np.full((b, num_cats), np.nan), np.full((b, num_cats), np.nan)
-        weights32 = weights.astype(np.float32)
-        for k in range(num_cats):
+        positives = m.num_objects.T.astype(np.float64) @ weights.T.astype(np.float64)  # [K, b]
+        ap07, ap = np.full((num_cats, b), np.nan), np.full((num_cats, b), np.nan)
+        w_images = np.ascontiguousarray(weights.T, dtype=np.float32)  # [I, b]
+        for k, points in enumerate(self.points):
             lo, hi = m.class_start[k], m.class_start[k + 1]
-            points = np.flatnonzero(m.true_positive[lo:hi])
-            w = weights32[:, m.image[lo:hi]]
-            counted = np.cumsum(w * m.counted[lo:hi], axis=1)[:, points].astype(np.float64)  # [b, n]
-            tp = np.cumsum(w[:, points], axis=1).astype(np.float64)
-            npos = positives[:, k:k + 1]
+            w = w_images[m.image[lo:hi]]  # [D_k, b]
+            counted = self.counted[k](w).astype(np.float64)  # [n, b]
+            tp = running_sum(w[points]).astype(np.float64)
+            npos = positives[k]
             with np.errstate(divide="ignore", invalid="ignore"):
                 rc = np.where(npos > 0, tp / npos, 0.0)
                 pr = np.where(counted > 0, tp / counted, 0.0)
-            ap07[:, k] = _envelope_sum(pr, _thresholds_reached(rc, VOC07_THRESHOLDS)) / 11.0
-            envelope = np.flip(np.maximum.accumulate(np.flip(pr, -1), axis=-1), -1)
-            ap[:, k] = np.sum(np.diff(rc, axis=1, prepend=0.0) * envelope, axis=1)
-            undefined = positives[:, k] == 0
-            ap07[undefined, k], ap[undefined, k] = np.nan, np.nan
-        with np.errstate(invalid="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no positive at all: NaN
-                return {"voc07_map": np.nanmean(ap07, axis=1), "voc_map": np.nanmean(ap, axis=1)}
+            envelope = np.flip(np.maximum.accumulate(np.flip(pr, 0), axis=0), 0)
+            steps = np.diff(thresholds_reached(rc, VOC07_THRESHOLDS, 10), axis=0, prepend=0)
+            ap07[k] = np.sum(envelope * steps, axis=0) / 11.0
+            ap[k] = np.sum(np.diff(rc, axis=0, prepend=0.0) * envelope, axis=0)
+            ap07[k, npos == 0], ap[k, npos == 0] = np.nan, np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no positive at all: NaN
+            return {"voc07_map": np.nanmean(ap07, axis=0), "voc_map": np.nanmean(ap, axis=0)}
