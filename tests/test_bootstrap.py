@@ -142,3 +142,64 @@ def test_different_images_are_named():
         check_same_images([1, 2, 3], [1, 2, 4, 5], [1], [1])
     with pytest.raises(ValueError, match="category ids"):
         check_same_images([1], [1], [1, 2], [1])
+
+
+def _write(tmp_path, gt_json, results, name="dt.json"):
+    import json
+
+    (tmp_path / "gt.json").write_text(json.dumps(gt_json))
+    (tmp_path / name).write_text(json.dumps(results))
+
+
+def test_cli_intervals_pair_and_replicates_file(tmp_path, capsys):
+    import json
+
+    from experiments.evaluation.cli import main
+
+    gt_json, results, gt, dt, category_ids = split_tables(10, num_images=20, distinct_scores=True)
+    _write(tmp_path, gt_json, results)
+    _write(tmp_path, gt_json, results, "same.json")
+    code = main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--dt2",
+                 str(tmp_path / "same.json"), "--bootstrap", "50", "--seed", "3", "--out", str(tmp_path / "m.json"),
+                 "--save-replicates", str(tmp_path / "r.npz")])
+    assert code == 0, capsys.readouterr().err
+    out = json.loads((tmp_path / "m.json").read_text())
+    assert out["map_ci_low"] <= out["map"] <= out["map_ci_high"]
+    assert out["delta_map"] == 0 and out["p_map"] == 1.0 and out["delta_map_50_ci_high"] == 0
+    saved = np.load(tmp_path / "r.npz")
+    assert saved["image_ids"].shape == (50, 20) and saved["map"].shape == (50,)
+    # replicate 0 re-scored by pycocotools from the saved image ids
+    new_gt, new_dt = replicate_dataset(gt_json, results, saved["image_ids"][0])
+    g, d, cats = tables_from_coco(new_gt, new_dt)
+    reference = score_tables(g, d, cats, "pycocotools").metrics
+    assert abs(reference["map"] - saved["map"][0]) <= 1e-12
+
+
+@pytest.mark.parametrize("args, message", [(["--bootstrap", "0"], "replicates must be an integer >= 1"),
+                                           (["--bootstrap", "5", "--seed", "0.5"], "invalid int value"),
+                                           (["--dt2", "x.json"], "--dt2 needs --bootstrap")])
+def test_cli_bad_bootstrap_arguments(tmp_path, capsys, args, message):
+    from experiments.evaluation.cli import main
+
+    gt_json, results, *_ = split_tables(11, num_images=5)
+    _write(tmp_path, gt_json, results)
+    try:
+        code = main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_nan_score_and_unknown_category_are_named(tmp_path, capsys):
+    from experiments.evaluation.cli import main
+
+    gt_json, results, *_ = split_tables(12, num_images=5)
+    for edit, message in [(lambda r: r[1].update(score=float("nan")), "results[1] has score nan"),
+                          (lambda r: r[0].update(bbox=[0, 0, float("inf"), 3]), "results[0]: bbox has NaN or inf"),
+                          (lambda r: r[2].update(category_id=999), "results[2]: category_id 999"),
+                          (lambda r: r[0].update(image_id=-4), "results[0]: image_id -4")]:
+        broken = copy.deepcopy(results)
+        edit(broken)
+        _write(tmp_path, gt_json, broken)
+        assert main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"), "--bootstrap", "5"]) == 2
+        assert message in capsys.readouterr().err
