@@ -151,6 +151,7 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
 
 def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
     from experiments.evaluation import save_evaluation
+    from experiments.evaluation.bootstrap import bootstrap_evaluation
     from experiments.predict import score
 
     start = time.perf_counter()
@@ -160,10 +161,11 @@ def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
         return {}
     save_evaluation(result, out)
     save_samples(val_set, out / "samples", cfg.eval.samples)
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, out)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
-    return {**result.metrics, "eval_time_s": time.perf_counter() - start}
+    return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
 
 
 def save_samples(dataset, folder: Path, count: int) -> None:

@@ -40,6 +40,8 @@ class EvalSchema:
     batch_size: int = 8
     max_images: int = 0         # 0: the whole validation split
     samples: int = 4            # validation images saved for the report's detection grid
+    bootstrap: int = 1000       # image-bootstrap replicates for the metrics' intervals (0: off)
+    bootstrap_seed: int = 0
 
 
 @dataclass

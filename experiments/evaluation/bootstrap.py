@@ -206,3 +206,17 @@ def paired_bootstrap(gt: GroundTruthTable, dt_a: DetectionTable, dt_b: Detection
     a = bootstrap(gt, dt_a, category_ids, replicates, seed, level, method, threads)
     b = bootstrap(gt, dt_b, category_ids, replicates, seed, level, method, threads)
     return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level)
+
+
+def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None = None,
+                         level: float = 0.95) -> dict:
+    """A run's intervals: the bootstrap of an ``EvaluationResult``'s tables -> metrics.json keys,
+    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``). replicates 0:
+    off ({}); negative, or a bad seed: ValueError."""
+    if isinstance(replicates, numbers.Integral) and not isinstance(replicates, bool) and replicates == 0:
+        return {}
+    category_ids = [c for c, _ in result.categories]
+    out = bootstrap(result.ground_truth, result.detections, category_ids, replicates, seed, level)
+    if folder is not None:
+        out.save(Path(folder) / "bootstrap.npz")
+    return out.as_metrics()
