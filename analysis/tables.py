@@ -52,6 +52,19 @@ def mean_std(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
 
 
+def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
+    """' [low, high]': the runs' image-bootstrap interval (``<key>_ci_low/_ci_high``, averaged
+    over seeds) into ``row`` and as text; '' when no run holds one."""
+    if f"{key}_ci_low" not in ok:
+        return ""
+    low = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce").mean()
+    high = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce").mean()
+    row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
+
+
 def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table:
     """Mean and std over seeds of each metric in ``columns`` (key -> (label, scale,
     decimals)), one row per (group, dataset); metrics no run holds are left out."""
@@ -71,7 +84,7 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
             row[f"{key}_n"] = len(values)
             label, scale, decimals = columns[key]
             pretty[label] = mean_std(row[f"{key}_mean"] * scale, row[f"{key}_std"] * scale,
-                                     decimals)
+                                     decimals) + _interval(ok, key, row, scale, decimals)
         rows.append(row)
         shown.append(pretty)
     data, shown = pd.DataFrame(rows), pd.DataFrame(shown)
@@ -85,7 +98,7 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
 def accuracy_table(runs: pd.DataFrame) -> Table:
     return summarise(runs, ACCURACY_COLUMNS, "accuracy",
                      "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
-                     "mean ± std over seeds)")
+                     "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
 
 
 def speed_table(runs: pd.DataFrame) -> Table:
