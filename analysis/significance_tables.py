@@ -61,6 +61,9 @@ def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
         which = "seed-to-seed variance dominates" if seed_std > image_std else "image-sampling variance dominates"
         out.append(f"{group} ({dataset}): AP std over {len(values)} seeds {100 * seed_std:.2f} points, "
                    f"image-bootstrap std {100 * image_std:.2f} points: {which}.")
+    if not out:
+        out.append("One seed per setting: only the image-sampling variance (the bootstrap intervals) is "
+                   "measured; seed-to-seed variance needs seeds (experiment=compare seeds=3).")
     return out
 
 

@@ -103,3 +103,16 @@ def test_report_shows_intervals_pairwise_and_claims(tmp_path):
     assert "## Pairwise" in text and "## Claims" in text
     assert "30.0 [" in text  # AP with its interval
     assert "supported" in text and "(significant)" in text
+
+
+def test_variance_sentence_says_which_dominates(tmp_path):
+    from analysis.significance_tables import variance_sentences
+
+    rng = np.random.default_rng(2)
+    common = {name: np.zeros(B) for name in METRICS}
+    for seed, ap in enumerate((0.20, 0.30, 0.25)):  # seeds far apart, narrow intervals
+        _fabricate(tmp_path / str(seed), "ssd300_cpu", seed, _ap(ap, 0.1, 0.3), 0.002, 50.0, rng, common)
+    runs = load_runs(tmp_path)
+    runs["group"] = runs["detector"]
+    (sentence,) = variance_sentences(runs)
+    assert "3 seeds" in sentence and "seed-to-seed variance dominates" in sentence

@@ -20,6 +20,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -124,16 +125,14 @@ def interval(values: np.ndarray, level: float = 0.95, method: str = "percentile"
         return math.nan, math.nan
     alpha = np.array([(1 - level) / 2, (1 + level) / 2])
     if method == "bca" and point is not None and jackknife is not None and not np.isnan(point):
-        from scipy.stats import norm
-
+        norm = NormalDist()
         below = np.mean(values < point) + 0.5 * np.mean(values == point)
-        z0 = norm.ppf(np.clip(below, 1e-12, 1 - 1e-12))
+        z0 = norm.inv_cdf(float(np.clip(below, 1e-12, 1 - 1e-12)))
         jack = jackknife[~np.isnan(jackknife)]
         d = jack.mean() - jack
         denom = 6 * np.sum(d ** 2) ** 1.5
         accel = np.sum(d ** 3) / denom if denom > 0 else 0.0
-        z = norm.ppf(alpha)
-        alpha = norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+        alpha = np.array([norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z))) for z in map(norm.inv_cdf, alpha)])
     low, high = np.quantile(values, alpha)
     return float(low), float(high)
 
