@@ -14,6 +14,7 @@ delta 0, [0, 0] and p = 1.
 """
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import warnings
@@ -28,6 +29,8 @@ from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccu
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
 from experiments.evaluation.tables import DetectionTable, GroundTruthTable
+
+log = logging.getLogger(__name__)
 
 DEFAULT_REPLICATES = 1000
 CHUNK = 32  # replicates per array op: [32, 40, points] float64 per class
@@ -216,6 +219,11 @@ def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None
         return {}
     category_ids = [c for c, _ in result.categories]
     out = bootstrap(result.ground_truth, result.detections, category_ids, replicates, seed, level)
+    gaps = [0.0 if math.isnan(v) and math.isnan(out.point[k]) else
+            abs(out.point[k] - v) if not (math.isnan(v) or math.isnan(out.point[k])) else math.inf
+            for k, v in result.metrics.items()]
+    if max(gaps, default=0.0) > 1e-9:  # the identity replicate is the evaluator's numbers; say so if not
+        log.warning("bootstrap: the identity replicate differs from the evaluation by %.3g", max(gaps))
     if folder is not None:
         out.save(Path(folder) / "bootstrap.npz")
     return out.as_metrics()
