@@ -61,7 +61,10 @@ def _speed(latency: dict, dataset: str, a: str, b: str) -> dict:
     """a faster than b? median latency difference b - a (ms) with interval; side +1: a faster."""
     if (dataset, a) not in latency or (dataset, b) not in latency:
         return {"problem": "no latency samples (bench stage)", "side": 0}
-    diff, low, high = sig.latency_difference(latency[(dataset, b)], latency[(dataset, a)])
+    first, second = sorted((a, b))  # one resampling per pair, whichever way it is asked
+    diff, low, high = sig.latency_difference(latency[(dataset, second)], latency[(dataset, first)])
+    if first != a:
+        diff, low, high = -diff, -high, -low
     side = 1 if low > 0 else -1 if high < 0 else 0
     return {"diff": diff, "low": low, "high": high, "side": side}
 
