@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -291,14 +290,19 @@ def test_ctrl_c_keeps_what_was_written(tiny_run, video, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "predict_stats.json").read_text())["interrupted"]
 
 
-def test_the_console_entry_point(tiny_run, coco_data, tmp_path):
+def test_the_hydra_entry_point(tiny_run, coco_data, tmp_path, monkeypatch):
+    """``detbench-predict`` as the console script calls it (in-process: torch imports slowly)."""
+    from experiments.inference.cli import main
+
     image = sorted((coco_data / "val").glob("*.png"))[0]
-    done = subprocess.run([sys.executable, "-m", "experiments.inference.cli", f"weights={tiny_run}",
-                           f"source={image}", "device=cpu", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "images" / image.name).is_file() and (tmp_path / "predict_stats.json").is_file()
-    missing = subprocess.run([sys.executable, "-m", "experiments.inference.cli", f"weights={tiny_run}",
-                              f"source={tmp_path / 'nothing.jpg'}", f"hydra.run.dir={tmp_path / 'x'}"],
-                             capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
-    assert missing.returncode == 1 and "nothing.jpg does not exist" in missing.stderr
+
+    def command_line(*arguments: str) -> None:
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", ["detbench-predict", f"weights={tiny_run}", "device=cpu", *arguments])
+        main()
+
+    command_line(f"source={image}", f"hydra.run.dir={tmp_path / 'ok'}", "progress=false")
+    assert (tmp_path / "ok/images" / image.name).is_file() and (tmp_path / "ok/predict_stats.json").is_file()
+    with pytest.raises(SystemExit, match="detbench-predict: error: .*nothing.jpg does not exist"):
+        command_line(f"source={tmp_path / 'nothing.jpg'}", f"hydra.run.dir={tmp_path / 'bad'}")
+    GlobalHydra.instance().clear()
