@@ -152,7 +152,6 @@ def test_predictions_rescore_to_the_runs_own_evaluation(tiny_run, coco_data, tmp
     check_rescored_equals_run(tiny_run, coco_data, tmp_path)
 
 
-@pytest.mark.slow
 def test_a_trained_run_rescores_to_its_own_nonzero_ap(coco_data, tmp_path):
     own = make_run(tmp_path / "trained", coco_data, epochs=5)
     own = check_rescored_equals_run(tmp_path / "trained", coco_data, tmp_path)
@@ -207,6 +206,8 @@ def test_classes_subset_keeps_only_those_classes(tiny_run, coco_data, tmp_path):
 def test_unknown_class_names_are_an_error_listing_the_checkpoints_classes(tiny_run, coco_data, tmp_path):
     with pytest.raises(WeightsError, match=r"\['person'\] not among the classes .*circle"):
         predict_with(tmp_path, f"weights={tiny_run}", f"source={coco_data / 'val'}", "classes=[circle,person]")
+    with pytest.raises(WeightsError, match="selects no class"):
+        predict_with(tmp_path, f"weights={tiny_run}", f"source={coco_data / 'val'}", "classes=[]")
 
 
 def test_folder_recursion_glob_odd_modes_and_a_corrupt_image(tiny_run, coco_data, tmp_path):

@@ -114,7 +114,10 @@ class Predictor:
         self.writer = None
         if isinstance(self.source, VideoSource) and options.save_video:
             fps = self.source.fps / options.every_nth_frame
-            self.writer = VideoWriter(self.out / f"{self.source.path.stem}.mp4", fps, options.video_codec)
+            path = self.out / f"{self.source.path.stem}.mp4"
+            if path.resolve() == self.source.path.resolve():  # never overwrite the source
+                path = path.with_name(f"{path.stem}_annotated.mp4")
+            self.writer = VideoWriter(path, fps, options.video_codec)
 
     def run(self) -> dict:
         opts = self.options

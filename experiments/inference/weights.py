@@ -63,6 +63,8 @@ class LoadedDetector:
         listing this checkpoint's classes."""
         if names is None:
             return None
+        if not names:
+            raise WeightsError("classes=[] selects no class: give class names, or null for all")
         unknown = [n for n in names if n not in self.class_names]
         if unknown:
             raise WeightsError(f"classes={list(names)}: {unknown} not among the classes of {self.checkpoint} "
@@ -144,7 +146,10 @@ def load_detector(weights: str | Path, device) -> LoadedDetector:
     for key in _BACKBONE_WEIGHT_KEYS:
         if key in model_cfg:
             model_cfg[key] = None
-    model = instantiate(model_cfg, num_classes=len(class_names))
+    try:
+        model = instantiate(model_cfg, num_classes=len(class_names))
+    except Exception as error:  # e.g. a config saved by another version of detbench
+        raise WeightsError(f"the detector of {run_dir / SAVED_CONFIG} cannot be rebuilt: {error}") from error
     state = load_checkpoint(checkpoint)["model"]
     try:
         model.load_state_dict(state)
