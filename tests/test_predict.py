@@ -109,10 +109,13 @@ def write_video(path: Path, frames: list[torch.Tensor], codec: str = "libx264", 
     return path
 
 
-def read_video(path: Path) -> tuple[list[np.ndarray], Fraction]:
+def read_video(path: Path, times: bool = False):
+    """(frames uint8 [H, W, 3], average rate), and each frame's time in seconds if ``times``."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)], stream.average_rate
+        decoded = [(f.to_ndarray(format="rgb24"), f.time) for f in container.decode(stream)]
+        frames = [f for f, _ in decoded]
+        return (frames, stream.average_rate, [t for _, t in decoded]) if times else (frames, stream.average_rate)
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +163,9 @@ def test_a_trained_run_rescores_to_its_own_nonzero_ap(coco_data, tmp_path):
 
 def test_video_keeps_frame_count_size_and_fps(tiny_run, video, tmp_path):
     stats = predict_with(tmp_path, f"weights={tiny_run / 'checkpoints/last.pt'}", f"source={video}", "score_thresh=0")
-    frames, fps = read_video(tmp_path / "clip.mp4")
-    source, source_fps = read_video(video)
+    frames, fps, times = read_video(tmp_path / "clip.mp4", times=True)
+    source, source_fps, source_times = read_video(video, times=True)
+    assert times == pytest.approx(source_times) and times == pytest.approx([i / 25 for i in range(5)])
     assert len(frames) == len(source) == stats["frames"] == stats["video_frames"] == 5
     assert frames[0].shape == source[0].shape == (*FRAME_SIZE, 3) and fps == source_fps == 25
     assert any(np.abs(a.astype(int) - b.astype(int)).max() > 100 for a, b in zip(frames, source)), "boxes drawn"
@@ -176,8 +180,9 @@ def test_video_keeps_frame_count_size_and_fps(tiny_run, video, tmp_path):
 
 def test_every_nth_frame_and_max_frames(tiny_run, video, tmp_path):
     stats = predict_with(tmp_path / "nth", f"weights={tiny_run}", f"source={video}", "every_nth_frame=2")
-    frames, fps = read_video(tmp_path / "nth/clip.mp4")
+    frames, fps, times = read_video(tmp_path / "nth/clip.mp4", times=True)
     assert len(frames) == stats["frames"] == 3 and fps == Fraction(25, 2)
+    assert times == pytest.approx([0, 0.08, 0.16]), "source frames 0, 2, 4 keep their times"
     records = json.loads((tmp_path / "nth/predictions.json").read_text())
     assert {r["frame_index"] for r in records} <= {0, 2, 4}
     stats = predict_with(tmp_path / "max", f"weights={tiny_run}", f"source={video}", "max_frames=2")
@@ -307,3 +312,19 @@ def test_the_hydra_entry_point(tiny_run, coco_data, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="detbench-predict: error: .*nothing.jpg does not exist"):
         command_line(f"source={tmp_path / 'nothing.jpg'}", f"hydra.run.dir={tmp_path / 'bad'}")
     GlobalHydra.instance().clear()
+
+
+def test_video_writer_keeps_times_past_the_encoders_lookahead(tmp_path):
+    """x264 holds back ~40 frames before its first packet; the muxer then changes the stream's
+    time base (mp4: 1/12800), which must not change the frames' times."""
+    from experiments.inference.outputs import VideoWriter
+
+    writer = VideoWriter(tmp_path / "long.mp4", Fraction(25, 2))
+    generator = torch.Generator().manual_seed(0)
+    positions = [k for k in range(120) if k != 50]  # position 50 missing: a skipped frame
+    for k in positions:
+        writer.write(torch.randint(0, 256, (3, 33, 47), generator=generator, dtype=torch.uint8), k)
+    writer.close()
+    frames, _, times = read_video(tmp_path / "long.mp4", times=True)
+    assert len(frames) == len(positions) and frames[0].shape == (33, 47, 3)  # odd size: 4:4:4
+    assert times == pytest.approx([k * 2 / 25 for k in positions])

@@ -25,6 +25,7 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: Fraction, codec: str = "libx264"):
         self.path, self.fps, self.codec = Path(path), Fraction(fps), codec
+        self.time_base = 1 / self.fps  # frames' pts count frames: position k is shown at k / fps
         self.container = self.stream = None
         self.frames = 0
 
@@ -37,7 +38,7 @@ class VideoWriter:
         self.stream.width, self.stream.height = width, height
         odd = width % 2 or height % 2
         self.stream.pix_fmt = "yuv444p" if odd and self.codec == "libx264" else "yuv420p"
-        self.stream.time_base = 1 / self.fps
+        self.stream.time_base = self.time_base  # a request: the muxer may pick a finer one (mp4: 1/12800)
 
     def write(self, image: Tensor, position: int) -> None:
         """Add ``image`` (uint8 [3, H, W]) shown from ``position`` / fps seconds on."""
@@ -47,7 +48,7 @@ class VideoWriter:
             self._open(int(image.shape[1]), int(image.shape[2]))
         frame = av.VideoFrame.from_ndarray(image.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
         frame.pts = position
-        frame.time_base = self.stream.time_base
+        frame.time_base = self.time_base
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
         self.frames += 1

@@ -150,9 +150,11 @@ class Predictor:
             bar.close()
             frames.close()
             self.seconds["decode_wait"] = frames.wait_s
-            if self.writer is not None:
-                self.writer.close()
-            stats = self._write(wall, interrupted)
+            try:
+                if self.writer is not None:
+                    self.writer.close()
+            finally:  # the JSON files are written whatever happened to the video
+                stats = self._write(wall, interrupted)
         if self.frames == 0 and self.skips and not interrupted:
             raise SourceError(f"source: none of the {self.skips} frames or images could be decoded "
                               f"(first: {self.skip_examples[0]['error']}); see {self.out / 'predict_stats.json'}")
