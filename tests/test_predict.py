@@ -19,7 +19,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -33,6 +32,7 @@ from experiments.inference.drawing import to_uint8
 from experiments.inference.sources import SourceError
 from experiments.inference.weights import WeightsError
 from experiments.run import run
+from experiments.weights import build_detector
 
 CATEGORY_IDS = [3, 7, 11, 13, 20]
 FRAME_SIZE = (96, 128)  # H, W
@@ -76,7 +76,7 @@ def make_run(folder: Path, data: Path, epochs: int = 0) -> dict:
         cfg = _compose("config", [*overrides, f"train.epochs={epochs}", "stages=[train,eval]"])
     else:
         torch.manual_seed(0)
-        model = instantiate(_compose("config", overrides).detector.model, num_classes=len(CLASS_NAMES))
+        model = build_detector(_compose("config", overrides).detector.model, num_classes=len(CLASS_NAMES))
         save_checkpoint(folder / "checkpoints/last.pt",
                         {"model": model.state_dict(), "optimizer": {}, "epoch": 0, "iteration": 0})
         cfg = _compose("config", [*overrides, "stages=[eval]", f"weights={folder / 'checkpoints/last.pt'}"])
@@ -328,3 +328,16 @@ def test_video_writer_keeps_times_past_the_encoders_lookahead(tmp_path):
     frames, _, times = read_video(tmp_path / "long.mp4", times=True)
     assert len(frames) == len(positions) and frames[0].shape == (33, 47, 3)  # odd size: 4:4:4
     assert times == pytest.approx([k * 2 / 25 for k in positions])
+
+
+def test_rebuilding_keeps_the_normalisation_the_backbone_weights_chose_without_fetching_them():
+    from experiments.inference.weights import rebuild_detector
+
+    cfg = _compose("config", ["detector=ssd300_cpu", "detector.model.width=0.0625", "detector.model.batch_norm=false",
+                              "detector.model.backbone_weights=IMAGENET1K_FEATURES"])
+    model = rebuild_detector(cfg.detector.model, len(CLASS_NAMES))  # no download: the offline machine would fail
+    member = model.backbone_weights_enum()["IMAGENET1K_FEATURES"]
+    mean, std = member.transforms().mean, member.transforms().std
+    torch.testing.assert_close(model.image_mean.flatten(), torch.tensor(mean))
+    torch.testing.assert_close(model.image_std.flatten(), torch.tensor(std))
+    assert model.weights_source == "random"

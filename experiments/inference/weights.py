@@ -3,7 +3,7 @@
 A run folder is what ``detbench`` writes: ``.hydra/config.yaml`` (the composed config Hydra
 saved), ``checkpoints/last.pt``, ``metrics.json`` (with ``status``) and, after an eval stage,
 ``per_class.csv``. The detector is rebuilt from the saved ``detector.model`` exactly as the run
-built it (``hydra.utils.instantiate(..., num_classes=C)``) and its weights loaded strictly, so
+built it (``experiments.weights.build_detector(detector.model, C)``) and its weights loaded strictly, so
 the user never repeats the detector's settings.
 
 Class names and their category ids (for predictions.json) come, in this order, from
@@ -11,9 +11,11 @@ Class names and their category ids (for predictions.json) come, in this order, f
 1. the run's ``per_class.csv`` (label, class_name, category_id: written by the eval stage);
 2. else the run's validation dataset, rebuilt from the saved ``dataset.val`` (needs its files).
 
-Pretrained-backbone options of the saved model (``weights``, ``weights_path``,
-``backbone_weights``) are set to null before building: the checkpoint replaces every parameter,
-and predicting must never download a backbone only to overwrite it.
+The saved model's ``backbone_weights`` and ``weights`` are not loaded: the checkpoint replaces
+every parameter, and predicting must never download a backbone only to overwrite it. What they
+decide besides the parameters is kept: with ``image_mean``/``image_std`` null, a torchvision
+weights name sets the input normalisation (``experiments.weights.build_detector``), which is not
+part of a checkpoint; it is read from the weights enum's metadata, without fetching anything.
 """
 from __future__ import annotations
 
@@ -27,12 +29,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectors.base import Detector
+from experiments.weights import build_detector, check_renamed_options, load_run_weights, normalization_of
 
 log = logging.getLogger(__name__)
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
-_BACKBONE_WEIGHT_KEYS = ("weights", "weights_path", "backbone_weights")
 
 
 class WeightsError(ValueError):
@@ -132,28 +134,39 @@ def class_names_of_run(run_dir: Path, cfg: DictConfig) -> tuple[list[str], dict[
     return list(dataset.class_names), dict(dataset.label_to_category_id)
 
 
+def rebuild_detector(model_cfg: DictConfig, num_classes: int) -> Detector:
+    """The run's detector with random parameters and the run's input normalisation (module
+    docstring); nothing is read or downloaded."""
+    check_renamed_options(model_cfg)
+    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    backbone_weights = spec.get("backbone_weights")
+    spec["backbone_weights"], spec["weights"] = None, None
+    model = build_detector(OmegaConf.create(spec), num_classes)
+    if backbone_weights and not Path(str(backbone_weights)).expanduser().is_file() \
+            and spec.get("image_mean") is None and spec.get("image_std") is None:
+        enum = model.backbone_weights_enum()
+        if enum is not None and str(backbone_weights) in enum.__members__:
+            normalization = normalization_of(enum[str(backbone_weights)])
+            if normalization:
+                model.set_normalization(*normalization)
+    return model
+
+
 def load_detector(weights: str | Path, device) -> LoadedDetector:
     """Rebuild the run's detector, load the checkpoint's weights (strict), eval mode on ``device``."""
-    from experiments.checkpoint import load_checkpoint
-
     run_dir, checkpoint = find_run(weights)
     status = run_status(run_dir)
     cfg = OmegaConf.load(run_dir / SAVED_CONFIG)
     if OmegaConf.select(cfg, "detector.model") is None:
         raise WeightsError(f"{run_dir / SAVED_CONFIG} has no detector.model")
     class_names, label_to_category_id = class_names_of_run(run_dir, cfg)
-    model_cfg = cfg.detector.model.copy()
-    for key in _BACKBONE_WEIGHT_KEYS:
-        if key in model_cfg:
-            model_cfg[key] = None
     try:
-        model = instantiate(model_cfg, num_classes=len(class_names))
+        model = rebuild_detector(cfg.detector.model, len(class_names))
     except Exception as error:  # e.g. a config saved by another version of detbench
         raise WeightsError(f"the detector of {run_dir / SAVED_CONFIG} cannot be rebuilt: {error}") from error
-    state = load_checkpoint(checkpoint)["model"]
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
+        load_run_weights(model, checkpoint)
+    except ValueError as error:
         raise WeightsError(f"checkpoint {checkpoint} does not fit the detector of {run_dir / SAVED_CONFIG} "
                            f"with {len(class_names)} classes: {error}") from error
     model.eval().to(device)
