@@ -28,6 +28,7 @@ class TrainSchema:
     max_time_s: float = 0.0     # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = None  # None: the detector's own policy
     shuffle: bool = True
+    freeze_batch_norm: bool = False   # BatchNorm layers keep eval mode (experiments.preflight)
     warmup_iterations: int = 0
     warmup_factor: float = 0.1
     optimizer: Any = None
@@ -40,6 +41,7 @@ class EvalSchema:
     batch_size: int = 8
     max_images: int = 0         # 0: the whole validation split
     samples: int = 4            # validation images saved for the report's detection grid
+    check_images: bool = True   # decode the scored images before training (experiments.preflight)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunSchema:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False     # delete a previous run in the folder first (experiments.run_folder)
     deterministic: bool = False
     weights: Optional[str] = None
 
