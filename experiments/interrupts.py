@@ -109,7 +109,7 @@ def interrupted_record(stop: KeyboardInterrupt, out: Path, overrides: list[str])
     iteration = getattr(stop, "iteration", None)
     command = resume_command(out, overrides)
     where = (f"at iteration {iteration} (checkpoint saved)" if iteration is not None
-             else "outside the training loop (the last checkpoint written, if any, is kept)")
+             else "before this iteration's checkpoint (a resume starts from the last one written)")
     return {"status": "interrupted", "interrupt_signal": signal.Signals(signum).name,
             "interrupted_iteration": iteration, "resume_command": command,
             "exit_code": 128 + int(signum),
