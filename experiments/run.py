@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import preflight
 from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
-from experiments.run_folder import RunFolder, describe_error
+from experiments.run_folder import RunFolder, decide, describe_error
 from experiments.settings import check_config
 
 log = logging.getLogger("detbench")
@@ -45,16 +45,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     metrics = identity(cfg)
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
-    verdict = folder.prepare(cfg)
+    is_main = setup_distributed(cfg)   # first: rank 0 decides about the folder for all ranks
+    verdict = decide(folder, cfg, is_main)
     if verdict:   # refused or already finished: nothing in the folder is touched
         (log.info if verdict.startswith("finished") else log.error)("%s", verdict)
         return {**metrics, "status": verdict.split(":")[0], "error": verdict}
-    is_main, failure, guard = True, None, InterruptGuard()
+    failure, guard = None, InterruptGuard()
     try:
         guard.__enter__()
         check_config(cfg)
         preflight.preflight(cfg, out)
-        is_main = setup_distributed(cfg)
         device = resolve_device(cfg.device)
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
@@ -71,8 +71,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
                                        int(os.environ.get("WORLD_SIZE", 1)),
                                        bool(cfg.train.get("freeze_batch_norm")))
-        if cfg.eval.get("check_images", True) and "eval" in cfg.stages:
-            preflight.check_images(val_set, cfg.eval.max_images, "validation split")
+        if cfg.eval.get("check_images", True) and ("eval" in cfg.stages or train_set is not None
+                                                    and cfg.train.val_every):
+            scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
+            preflight.check_images(val_set, scored, "validation split")
         if "train" in cfg.stages:
             metrics.update(train_stage(cfg, model, train_set, val_set, device, out, guard))
             write_metrics(out, metrics, is_main and not folder.protected)
@@ -326,7 +328,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"detbench: {metrics['error']}", file=sys.stderr)
     elif status != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
         where = f" (see {metrics['error_file']})" if "error_file" in metrics else ""
-        sys.exit(f"detbench: the job {status}: {metrics['error']}{where}")
+        what = "the job failed: " if status == "failed" else ""
+        sys.exit(f"detbench: {what}{metrics['error']}{where}")
     return metrics.get("map_50")
 
 

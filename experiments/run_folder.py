@@ -38,6 +38,7 @@ RUN_FILES = (*PREVIOUS_RUN_FILES, "metrics.json.tmp", "resume_error.txt", "detec
              "ground_truth.json", "per_class.csv", "pr_curves.npz")
 RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
 STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
+MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
 
 
 class RunFolder:
@@ -114,15 +115,30 @@ class RunFolder:
         return path
 
 
+def decide(folder: RunFolder, cfg: DictConfig, is_main: bool) -> str | None:
+    """``folder.prepare`` on rank 0 alone (it may delete files), its verdict shared by all ranks."""
+    import torch.distributed as dist
+
+    verdict = folder.prepare(cfg) if is_main else None
+    if dist.is_available() and dist.is_initialized():
+        shared = [verdict, folder.protected]
+        dist.broadcast_object_list(shared, src=0)
+        verdict, folder.protected = shared
+    return verdict
+
+
 def describe_error(error: BaseException) -> str:
     """One line: the root cause (the innermost ``__cause__``'s type and message), then the
-    wrappers it was raised through, e.g. ``TypeError: ... [raised as InstantiationException:
+    wrappers it was raised through (the root message is cut at MESSAGE_CHARS; error.txt has the
+    whole traceback), e.g. ``TypeError: ... [raised as InstantiationException:
     Error in call to target 'detectors.yolo.YOLO']``."""
     chain = [error]
     while chain[-1].__cause__ is not None and len(chain) < 20:
         chain.append(chain[-1].__cause__)
     inner = chain[-1]
-    text = f"{type(inner).__name__}: {' '.join(str(inner).split())}".rstrip(": ")
+    message = " ".join(str(inner).split())
+    message = message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
+    text = f"{type(inner).__name__}: {message}".rstrip(": ")
     wrappers = []
     for outer in chain[:-1]:
         lines = str(outer).strip().splitlines()
