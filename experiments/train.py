@@ -195,6 +195,8 @@ class Trainer:
                     break
                 if self._stop_agreed():
                     self.save()
+                    if writer is not None:
+                        writer.close()
                     raise TrainingInterrupted(self.iteration)
             self.epoch, self.epoch_step = self.epoch + 1, 0
             if (self.validate is not None and self.val_every and self.is_main
