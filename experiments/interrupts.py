@@ -90,26 +90,32 @@ class InterruptGuard:
             previous(self.signum, None)
 
 
-def resume_command(out: Path, overrides: list[str]) -> str:
+def resume_command(out: Path, overrides: list[str], start_over: bool = False) -> str:
     """The shell command that continues this run in ``out`` from its last checkpoint: the job's
-    own overrides (without resume/overwrite/hydra.run.dir), run from the same working folder."""
+    own overrides (without resume/overwrite/hydra.run.dir), run from the same working folder.
+    ``start_over`` (no checkpoint was written yet): the command that starts it again instead."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in
             ("resume", "overwrite", "hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")]
     program = "detbench" if Path(sys.argv[0]).name == "detbench" else f"{sys.executable} -m experiments.run"
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and "SLURM_JOB_ID" not in os.environ:
         program = f"torchrun --nproc_per_node={world} -m experiments.run"
-    args = shlex.join([*kept, f"hydra.run.dir={Path(out).resolve()}", "resume=true"])
+    args = shlex.join([*kept, f"hydra.run.dir={Path(out).resolve()}",
+                       "overwrite=true" if start_over else "resume=true"])
     return f"cd {shlex.quote(os.getcwd())} && {program} {args}"
 
 
 def interrupted_record(stop: KeyboardInterrupt, out: Path, overrides: list[str]) -> dict:
-    """metrics.json's keys for an interrupted run."""
+    """metrics.json's keys for an interrupted run (``resume_command`` starts over with
+    ``overwrite=true`` when no checkpoint exists yet)."""
     signum = getattr(stop, "signum", signal.SIGINT)
     iteration = getattr(stop, "iteration", None)
-    command = resume_command(out, overrides)
+    start_over = not (Path(out) / "checkpoints" / "last.pt").is_file()
+    command = resume_command(out, overrides, start_over)
     where = (f"at iteration {iteration} (checkpoint saved)" if iteration is not None
              else "before this iteration's checkpoint (a resume starts from the last one written)")
+    if start_over:
+        where = "before any checkpoint was written; nothing to resume, start again"
     return {"status": "interrupted", "interrupt_signal": signal.Signals(signum).name,
             "interrupted_iteration": iteration, "resume_command": command,
             "exit_code": 128 + int(signum),

@@ -169,6 +169,22 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_bit_exact(compose_config, tmp
     assert resumed["final_loss"] == straight["final_loss"]
 
 
+def test_ctrl_c_before_training_says_to_start_over(compose_config, tmp_path, monkeypatch):
+    from experiments import run as run_module
+
+    original = run_module.build_train_set
+
+    def build_then_ctrl_c(*args):
+        os.kill(os.getpid(), signal.SIGINT)   # outside the training loop: stops at once
+        return original(*args)
+
+    monkeypatch.setattr(run_module, "build_train_set", build_then_ctrl_c)
+    cut = run(compose_config(TRAIN), tmp_path)
+    assert cut["status"] == "interrupted" and cut["exit_code"] == 130
+    assert cut["interrupted_iteration"] is None and "overwrite=true" in cut["resume_command"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+
+
 def test_submitit_preemption_takes_the_same_path_then_hands_over(compose_config, tmp_path,
                                                                  monkeypatch):
     calls = []
