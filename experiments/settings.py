@@ -33,6 +33,7 @@ class TrainSchema:
     max_time_s: float = MISSING  # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = MISSING  # None: the detector's own policy
     shuffle: bool = MISSING
+    freeze_batch_norm: bool = MISSING  # BatchNorm layers keep eval mode (experiments.preflight)
     warmup_iterations: int = MISSING
     warmup_factor: float = MISSING
     optimizer: Any = MISSING
@@ -46,6 +47,7 @@ class EvalSchema:
     batch_size: int = MISSING
     max_images: int = MISSING   # 0: the whole validation split
     samples: int = MISSING      # validation images saved for the report's detection grid
+    check_images: bool = MISSING  # decode the scored images before training (experiments.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
 
@@ -57,6 +59,7 @@ class RunSchema:
     seed: int = MISSING
     device: str = MISSING
     resume: bool = MISSING
+    overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.run_folder)
     deterministic: bool = MISSING
     weights: Optional[str] = MISSING
 
