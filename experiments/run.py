@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.robustness import robustness_stage, robustness_weights
 from experiments.settings import check_config
 
 log = logging.getLogger("detbench")
@@ -51,13 +52,17 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
-        if cfg.weights:
-            load_weights(model, Path(cfg.weights))
+        weights = robustness_weights(cfg)   # cfg.weights, or robustness.source's checkpoint
+        if weights:
+            load_weights(model, Path(weights))
         if "train" in cfg.stages:
             metrics.update(train_stage(cfg, model, train_set, val_set, device, out))
             write_metrics(out, metrics, is_main)
         if "eval" in cfg.stages:
             metrics.update(eval_stage(cfg, model, val_set, device, out, is_main))
+            write_metrics(out, metrics, is_main)
+        if "robustness" in cfg.stages:
+            metrics.update(robustness_stage(cfg, model, val_set, device, out, is_main))
             write_metrics(out, metrics, is_main)
         if "bench" in cfg.stages and is_main:
             from experiments.benchmark import benchmark

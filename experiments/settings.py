@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-STAGES = ("train", "eval", "bench")
+STAGES = ("train", "eval", "robustness", "bench")
+DEFAULT_STAGES = ("train", "eval", "bench")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -43,8 +44,17 @@ class EvalSchema:
 
 
 @dataclass
+class RobustnessSchema:
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    images: int = 0             # 0: the whole validation split
+    num_workers: int = 0        # DataLoader workers that corrupt the images
+    source: Optional[str] = None  # a sweep folder whose runs' checkpoints to load
+
+
+@dataclass
 class RunSchema:
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     seed: int = 0
     device: str = "auto"
     resume: bool = False
@@ -59,6 +69,11 @@ def check_config(cfg: DictConfig) -> None:
     OmegaConf.merge(OmegaConf.structured(TrainSchema), cfg.train)
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     OmegaConf.merge(OmegaConf.structured(EvalSchema), eval_part)
+    if "robustness" in cfg:
+        OmegaConf.merge(OmegaConf.structured(RobustnessSchema), cfg.robustness)
+        from experiments.data.corrupted import check_corruptions
+
+        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
