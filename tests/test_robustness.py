@@ -230,6 +230,7 @@ def test_weights_from_sweep(tmp_path):
         weights_from_sweep(tmp_path, "ssd300_cpu")
 
 
+@pytest.mark.slow   # 20-45 s on a loaded 2-core machine (building YOLO v1, 5 evaluations)
 def test_run_with_the_robustness_stage_writes_its_metrics(compose_config, tmp_path):
     from experiments.run import run
 
