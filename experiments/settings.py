@@ -16,7 +16,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from experiments.weights import check_renamed_options
 
 STAGES = ("train", "eval", "robustness", "bench")
-DEFAULT_STAGES = ("train", "eval", "bench")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,23 +52,16 @@ class EvalSchema:
 
 @dataclass
 class RobustnessSchema:
-    corruptions: list[str] = field(default_factory=list)
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    images: int = 0             # 0: the whole validation split
-    num_workers: int = 0        # DataLoader workers that corrupt the images
-    source: Optional[str] = None  # a sweep folder whose runs' checkpoints to load
+    """Types of ``robustness.*``; values in conf/robustness/default.yaml."""
+    corruptions: list[str] = MISSING
+    severities: list[int] = MISSING
+    images: int = MISSING             # 0: the whole validation split
+    num_workers: int = MISSING        # DataLoader workers that corrupt the images
+    source: Optional[str] = MISSING   # a sweep folder whose runs' checkpoints to load
 
 
 @dataclass
 class RunSchema:
-<<<<<<< HEAD
-    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    deterministic: bool = False
-    weights: Optional[str] = None
-=======
     """Types of the run-level keys; values in conf/config.yaml."""
     stages: list[str] = MISSING
     seed: int = MISSING
@@ -87,7 +79,6 @@ def _checked(schema: type, values, where: str) -> None:
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise ValueError(f"{where}: no value for {missing} (set them in the config)")
->>>>>>> main
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -96,16 +87,12 @@ def check_config(cfg: DictConfig) -> None:
     _checked(RunSchema, run_part, "config")
     _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
-<<<<<<< HEAD
-    OmegaConf.merge(OmegaConf.structured(EvalSchema), eval_part)
+    _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:
-        OmegaConf.merge(OmegaConf.structured(RobustnessSchema), cfg.robustness)
+        _checked(RobustnessSchema, cfg.robustness, "robustness")
         from experiments.data.corrupted import check_corruptions
 
         check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
-=======
-    _checked(EvalSchema, eval_part, "eval")
->>>>>>> main
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
