@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plot_runs, plots, significance_tables, tables
+from analysis import plot_runs, plots, robustness, significance_tables, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -142,13 +142,15 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
                   tables.error_table(errors), tables.published_table()]
+    robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
+    all_tables[-1:-1] = robust_tables   # before the published figures
     significance = significance_tables.report_tables(labelled, problems)
     all_tables += significance
     for table in all_tables:
         tables.write_table(table, out / "tables")
     summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
                                   suffixes=("", "_speed")) if len(accuracy.data) else accuracy.data
-    images = _plots(runs, summary, errors, out / "plots", problems)
+    images = _plots(runs, summary, errors, out / "plots", problems) + robust_images
     n_bad = int((runs["status"] != "ok").sum())
     devices = sorted(set(ok_runs(runs)["device"].dropna().astype(str))) if "device" in runs else []
     blocks = [("p", f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish "

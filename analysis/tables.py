@@ -31,7 +31,8 @@ SPEED_COLUMNS = {
 }
 # Papers give AP in %, speeds as they are; our value is scaled to match.
 PAPER_SCALE = {k: v[1] for k, v in ACCURACY_COLUMNS.items()} | {
-    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1}
+    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1} | {
+    f"robust_{k}": 100 for k in ("p", "mpc", "rpc", "p_50", "mpc_50", "rpc_50")}
 MISSING = "–"
 
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments import preflight
 from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
+from experiments.robustness import robustness_stage, robustness_weights
 from experiments.run_folder import RunFolder, decide, describe_error
 from experiments.settings import check_config
 from experiments.weights import build_detector, load_run_weights
@@ -65,9 +66,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["params"] = sum(p.numel() for p in model.parameters())
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
-        if cfg.weights:
-            load_run_weights(model, cfg.weights)
-            log.info("loaded weights from %s", cfg.weights)
+        weights = robustness_weights(cfg)   # cfg.weights, or robustness.source's checkpoint
+        if weights:
+            load_run_weights(model, weights)
+            log.info("loaded weights from %s", weights)
         metrics["weights_source"] = model.weights_source
         if train_set is not None:
             preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
@@ -82,6 +84,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             write_metrics(out, metrics, is_main and not folder.protected)
         if "eval" in cfg.stages:
             metrics.update(eval_stage(cfg, model, val_set, device, out, is_main))
+            write_metrics(out, metrics, is_main and not folder.protected)
+        if "robustness" in cfg.stages:
+            metrics.update(robustness_stage(cfg, model, val_set, device, out, is_main))
             write_metrics(out, metrics, is_main and not folder.protected)
         if "bench" in cfg.stages and is_main:
             from experiments.benchmark import benchmark

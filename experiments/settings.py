@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.weights import check_renamed_options
 
-STAGES = ("train", "eval", "bench")
+STAGES = ("train", "eval", "robustness", "bench")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -53,6 +53,16 @@ class EvalSchema:
 
 
 @dataclass
+class RobustnessSchema:
+    """Types of ``robustness.*``; values in conf/robustness/default.yaml."""
+    corruptions: list[str] = MISSING
+    severities: list[int] = MISSING
+    images: int = MISSING             # 0: the whole validation split
+    num_workers: int = MISSING        # DataLoader workers that corrupt the images
+    source: Optional[str] = MISSING   # a sweep folder whose runs' checkpoints to load
+
+
+@dataclass
 class RunSchema:
     """Types of the run-level keys; values in conf/config.yaml."""
     stages: list[str] = MISSING
@@ -80,6 +90,11 @@ def check_config(cfg: DictConfig) -> None:
     _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
+    if "robustness" in cfg:
+        _checked(RobustnessSchema, cfg.robustness, "robustness")
+        from experiments.data.corrupted import check_corruptions
+
+        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
