@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -66,16 +66,24 @@ def pil_to_tensor01(im: Image.Image) -> Tensor:
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_image(path: str | Path) -> Tensor:
-    """Decode ``path`` to float32 [3, H, W] RGB in [0, 1] (see the module docstring)."""
+def load_image(path: str | Path, repair: bool = False) -> Tensor:
+    """Decode ``path`` to float32 [3, H, W] RGB in [0, 1] (see the module docstring).
+
+    repair: decode a truncated file as far as it goes (Pillow's ``LOAD_TRUNCATED_IMAGES``;
+    the missing rows are grey for JPEG, black for PNG) instead of raising.
+    """
     path = Path(path)
     _check_exists(path)
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = repair
         with Image.open(path) as im:
             im.load()  # decodes everything now: a truncated file raises here, not later
             return pil_to_tensor01(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageFileError(f"image file {path} is corrupt or truncated: {err}") from err
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def save_image(image: Tensor, path: str | Path) -> None:

@@ -22,7 +22,7 @@ import yaml
 
 from experiments.data.annotated import AnnotatedImages
 from experiments.data.box_policy import AnnotationError, reject_unknown_class
-from experiments.data.images import IMAGE_SUFFIXES, image_size
+from experiments.data.images import IMAGE_SUFFIXES
 
 
 def read_data_yaml(path: Path) -> dict:
@@ -36,9 +36,14 @@ def read_data_yaml(path: Path) -> dict:
         raise AnnotationError(f"{path}: expected a mapping with 'names' (and the splits)")
     names = data["names"]
     if isinstance(names, dict):
-        if sorted(int(k) for k in names) != list(range(len(names))):
-            raise AnnotationError(f"{path}: 'names' keys must be 0..{len(names) - 1}")
-        names = [names[k] for k in sorted(names, key=int)]
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names) \
+                or sorted(names) != list(range(len(names))):
+            raise AnnotationError(f"{path}: 'names' as a mapping must have the int keys "
+                                  f"0..{len(names) - 1}, got {list(names)}")
+        names = [names[k] for k in sorted(names)]
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        raise AnnotationError(f"{path}: 'names' must be a list of class names or a map "
+                              f"{{0: name, 1: name, ...}}, got {names!r}")
     data["names"] = [str(n) for n in names]
     return data
 
@@ -102,13 +107,14 @@ class YoloTxtDetection(AnnotatedImages):
         root: the folder holding ``data_yaml`` (and, by default, the dataset).
         split: the data YAML key to read: "train", "val" or "test".
         data_yaml: the data YAML's file name inside ``root`` (or an absolute path).
-        box_policy, missing_images, transforms: see ``AnnotatedImages``. A class index outside
-            ``names`` is an ``unknown_class`` box.
+        box_policy, bad_images, missing_images, transforms: see ``AnnotatedImages``. A class
+            index outside ``names`` is an ``unknown_class`` box.
     """
 
     def __init__(self, root, split: str = "train", data_yaml: str = "data.yaml",
-                 box_policy: str = "clip", missing_images: str = "error", transforms=None) -> None:
-        super().__init__(box_policy, missing_images, transforms)
+                 box_policy: str = "clip", bad_images: str = "error",
+                 missing_images: str | None = None, transforms=None) -> None:
+        super().__init__(box_policy, bad_images, transforms, missing_images=missing_images)
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"YOLO txt root {root.resolve()} does not exist (set dataset.root)")
@@ -124,6 +130,9 @@ class YoloTxtDetection(AnnotatedImages):
         images = [p for e in entries for p in list_images(base, str(e), yaml_path)]
         for image_path in images:
             self._read_labels(image_path)
+        self.split_info = {"split": split, "entries": [str(e) for e in entries],
+                           "ids": [str(r.path) for r in self.records]}
+        self.skips.log_summary(f"YOLO {split} ({len(self.records)} images)")
 
     def _read_labels(self, image_path: Path) -> None:
         labels_file = label_path(image_path)
@@ -131,10 +140,14 @@ class YoloTxtDetection(AnnotatedImages):
         if not image_path.is_file():
             self.add_image(image_path, len(self.records) + 1, (1, 1), np.zeros((0, 4)), [], where)
             return  # add_image raised or counted the missing image
-        h, w = image_size(image_path)
+        size = self.header_size(image_path, str(image_path))
+        if size is None:
+            return
+        h, w = size
         if labels_file.is_file():
             classes, cxcywh = parse_label_file(labels_file)
         else:
+            self.skips.add("fixed_no_label_file", str(image_path), f"no {labels_file.name}: no objects")
             classes, cxcywh = np.zeros(0, np.int64), np.zeros((0, 4))
         known = (classes >= 0) & (classes < len(self.class_names))
         for c in classes[~known]:
