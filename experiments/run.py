@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.data.prepare import NoObjectsError, decode_failures, prepare_datasets
 from experiments.settings import check_config
 
 log = logging.getLogger("detbench")
@@ -47,6 +48,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         val_set = build_val_set(cfg)
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
+        metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
         metrics["params"] = sum(p.numel() for p in model.parameters())
         metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
@@ -66,11 +68,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             metrics.update(benchmark(model, device=device, **bench))
         metrics["status"] = "ok"
     except Exception as error:  # a failed job is recorded, never silently lost
-        metrics["status"] = "failed"
+        metrics["status"] = "no_objects" if isinstance(error, NoObjectsError) else "failed"
         metrics["error"] = f"{type(error).__name__}: {error}"
         if is_main:
             (out / "error.txt").write_text(traceback.format_exc())
         log.error("job failed: %s", metrics["error"])
+    metrics.update(decode_failures(out))
     write_metrics(out, metrics, is_main)
     return metrics
 
@@ -121,7 +124,7 @@ def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
 
 def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
     from experiments.predict import score
-    from experiments.train import Trainer, warmup_then
+    from experiments.train import Trainer, epochs_for, warmup_then
 
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     scheduler_factory = instantiate(cfg.train.scheduler) if cfg.train.scheduler else None
@@ -134,7 +137,8 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
         return result.metrics if result is not None else {}
 
     trainer = Trainer(model, train_set, optimizer, scheduler, device=device,
-                      epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, out_dir=out,
+                      epochs=epochs_for(cfg.train.epochs, cfg.train.get("iterations", 0), len(train_set),
+                                        cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=out,
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,

@@ -18,6 +18,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class TrainSchema:
     epochs: int = 1
+    iterations: int = 0         # > 0: train for this many iterations, as whole epochs (rounded up)
     batch_size: int = 8
     num_workers: int = 0
     amp: bool = False
