@@ -19,7 +19,7 @@ from torch import Tensor
 from detectors.base import Target, validate_target
 from experiments.data.base import DetectionDataset
 from experiments.data.box_policy import apply_box_policy, check_policy
-from experiments.data.images import ImageFileError, image_size, load_image
+from experiments.data.images import ImageFileError, exif_orientation, image_size, load_image
 
 BAD_IMAGE_POLICIES = ("error", "skip", "repair")
 log = logging.getLogger(__name__)
@@ -149,6 +149,9 @@ class AnnotatedImages(DetectionDataset):
     def _load(self, index: int) -> Tensor:
         r = self.records[index]
         image = load_image(r.path, repair=self.bad_images == "repair")  # [3, H, W] in [0, 1]
+        if tuple(image.shape[-2:]) == tuple(r.size)[::-1] and exif_orientation(r.path) in (5, 6, 7, 8):
+            # annotated as displayed (rotated by its EXIF tag): see experiments.data.images
+            image = load_image(r.path, repair=self.bad_images == "repair", exif=True)
         if tuple(image.shape[-2:]) != tuple(r.size):
             raise ImageFileError(
                 f"image file {r.path} is {image.shape[-1]}x{image.shape[-2]} (WxH) but its "
