@@ -163,7 +163,7 @@ def test_inferred_classes_come_from_every_split(tmp_path):
 # ---- COCO: one label map for both splits ---------------------------------------------------
 def test_coco_category_missing_from_train_keeps_the_same_labels(tmp_path):
     train_path = write_coco(tmp_path, [sample(1, [1, 3])], NAMES, "annotations/train.json", "train")
-    val_path = write_coco(tmp_path, [sample(2, [1, 2, 3])], NAMES, "annotations/val.json", "val")
+    write_coco(tmp_path, [sample(2, [1, 2, 3])], NAMES, "annotations/val.json", "val")
     data = json.loads(train_path.read_text())
     data["categories"] = [c for c in data["categories"] if c["name"] != "dog"]  # train lacks 'dog'
     train_path.write_text(json.dumps(data))
