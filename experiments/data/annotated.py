@@ -145,6 +145,9 @@ class AnnotatedImages(DetectionDataset):
         if keep_ids is not None and len(keep_ids) == len(self.records):
             self.image_ids = [i for i, r in zip(keep_ids, self.records) if r.path not in paths]
         self.records = kept
+        info = getattr(self, "split_info", None)
+        if isinstance(info, dict) and "ids" in info:  # split.json lists what is used
+            info["ids"] = list(self.image_ids) if keep_ids is not None else [str(r.path) for r in kept]
 
     def _load(self, index: int) -> Tensor:
         r = self.records[index]

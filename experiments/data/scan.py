@@ -28,6 +28,7 @@ REASONS = ("missing", "zero_byte", "undecodable", "truncated", "wrong_extension"
 REPAIRABLE = ("truncated", "wrong_extension")
 _FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
                      ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 _TAIL = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
 
 
@@ -58,6 +59,10 @@ def scan_file(path: Path) -> tuple[str | None, str, str | None]:
         with Image.open(path) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head.startswith(_MAGIC):  # a JPEG / PNG cut inside its header
+            return "truncated", f"cut inside its header ({size} bytes): {err}", None
         return "undecodable", f"Pillow cannot read it: {err}", None
     if w <= 0 or h <= 0:
         return "undecodable", f"header says {w}x{h}", mode
