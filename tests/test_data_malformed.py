@@ -41,7 +41,8 @@ def coco(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["annotations"][0].update(bbox=["1", "2", "3", "4"]), r"annotation 0 .*'bbox' must be \[x, y, w, h\] numbers"),
+    (lambda d: d["annotations"][0].update(bbox=["1", "2", "3", "4"]),
+     r"annotation 0 .*'bbox' must be \[x, y, w, h\] numbers"),
     (lambda d: d["categories"][0].pop("name"), "category 1 has no 'name'"),
     (lambda d: d["categories"][0].update(id="one"), "category 0 has no int 'id'"),
     (lambda d: d["images"][0].pop("id"), r"images\[0\] has no 'id'"),

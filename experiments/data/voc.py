@@ -17,6 +17,7 @@ them (``keep_difficult=False`` leaves them out instead).
 """
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from experiments.data.annotated import AnnotatedImages
-from experiments.data.base import log
 from experiments.data.box_policy import AnnotationError, reject_unknown_class
 from experiments.data.splits import stratified_split
 from experiments.data.voc_layout import LAYOUTS, detect_layout, find_image, split_folder, xml_folder
 
+log = logging.getLogger(__name__)
 VOC_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor"]
