@@ -179,3 +179,14 @@ def test_run_on_loose_data_with_a_bad_image_and_a_split_without_objects(compose_
     cfg = compose_config([*RUN, f"dataset.root={empty}", "dataset.class_names=[cell]", "stages=[eval]"])
     metrics = run(cfg, tmp_path / "eval_only")
     assert metrics["status"] == "no_objects" and "no object to evaluate" in metrics["error"]
+
+
+def test_sample_grid_draws_a_bad_image_as_unreadable(tmp_path):
+    from experiments.data.stats import draw_sample_grid
+
+    root = flat_voc(tmp_path / "data", 4)
+    (root / "a001.jpg").write_bytes(b"garbage")
+    ds = VOCDetection(root, class_names=["cell"], split="train", val_fraction=0.25)
+    assert "a001.jpg" in {r.path.name for r in ds.records}
+    assert draw_sample_grid(ds, tmp_path / "grid.png", num_images=4) == list(range(len(ds)))
+    assert (tmp_path / "grid.png").stat().st_size > 0
