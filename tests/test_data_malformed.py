@@ -113,3 +113,14 @@ def test_yolo_int_keyed_names_and_missing_label_files_counted(tmp_path):
     assert ds.class_names == NAMES
     assert ds.skips.counts == {"fixed_no_label_file": 2}
     assert [len(ds.get_target(i)["boxes"]) for i in range(3)] == [0, 1, 0]
+
+
+def test_yolo_without_val_is_split_by_val_fraction(tmp_path):
+    write_yolo_txt(tmp_path, [sample(i, n=1) for i in range(1, 11)], NAMES)
+    text = (tmp_path / "data.yaml").read_text()
+    (tmp_path / "data.yaml").write_text("\n".join(ln for ln in text.splitlines() if not ln.startswith("val")))
+    assert len(YoloTxtDetection(tmp_path, "train")) == 10  # no val_fraction: the whole train entry
+    train, val = (YoloTxtDetection(tmp_path, s, val_fraction=0.2) for s in ("train", "val"))
+    assert (len(train), len(val)) == (8, 2)
+    assert not set(train.split_info["ids"]) & set(val.split_info["ids"])
+    assert "val_fraction 0.2" in val.split_info["source"]
