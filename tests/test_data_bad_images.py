@@ -190,3 +190,20 @@ def test_sample_grid_draws_a_bad_image_as_unreadable(tmp_path):
     assert "a001.jpg" in {r.path.name for r in ds.records}
     assert draw_sample_grid(ds, tmp_path / "grid.png", num_images=4) == list(range(len(ds)))
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_runs_table_shows_the_data_columns_when_runs_have_them():
+    import pandas as pd
+
+    from analysis.tables import runs_table
+
+    runs = pd.DataFrame([{"run": "0-a", "detector": "a", "dataset": "voc", "variant": "", "seed": 0,
+                          "status": "ok", "error": None, "classes": "cell", "split_id": "c110908f22bc",
+                          "train_images": 292, "val_images": 72, "data_skipped": "image_truncated 1"},
+                         {"run": "1-b", "detector": "b", "dataset": "voc", "variant": "", "seed": 0,
+                          "status": "no_objects", "error": "NoObjectsError: the validation split"}])
+    table = runs_table(runs)
+    assert {"classes", "split_id", "train_images", "data_skipped"} <= set(table.shown.columns)
+    assert "data_dropped" not in table.shown.columns  # absent everywhere: not shown
+    assert table.shown.loc[0, "data_skipped"] == "image_truncated 1"
+    assert "1 not ok" in table.title
