@@ -145,8 +145,9 @@ class VOCDetection(AnnotatedImages):
         self.class_names = names
         self.label_to_category_id = {i + 1: i + 1 for i in range(len(names))}
         self.image_ids: list[str] = []  # the id (XML path relative to its root, no suffix) of each record
-        self.split_info = {"split": split, "layout": sources, "val_fraction": val_fraction,
-                           "split_seed": split_seed}
+        self.split_info = {"split": split, "layout": sources}
+        if any("val_fraction" in source for source in sources):
+            self.split_info.update(val_fraction=val_fraction, split_seed=split_seed)
         label_of = {name: i + 1 for i, name in enumerate(names)}
         found_names: set[str] = set()
         for xml_path, image_path, key in self._claim_images(entries):
