@@ -3,7 +3,11 @@ one dataset and writes everything into its own folder (see README, "What a run w
 
 ``run(cfg, output_dir)`` is a plain function the tests call; ``main`` is a thin
 ``@hydra.main`` around it. A failing job writes ``status: failed`` and its error into its
-``metrics.json`` (and ``error.txt``), so a sweep and its report go on without it.
+``metrics.json`` (and ``error.txt``), so a sweep and its report go on without it. Before
+anything trains, ``experiments.run_folder`` decides what the job may do to its folder (refuse a
+rerun, say a resumed run is finished, protect finished results) and ``experiments.preflight``
+checks settings, folders and images; ``experiments.interrupts`` turns SIGINT / SIGTERM into a
+checkpoint and ``status: interrupted`` with the command that resumes.
 """
 from __future__ import annotations
 
@@ -26,8 +30,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import preflight
 from experiments.data.prepare import NoObjectsError, decode_failures, prepare_datasets
+from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
+from experiments.run_folder import RunFolder, decide, describe_error
 from experiments.settings import check_config
+from experiments.weights import build_detector, load_run_weights
 
 log = logging.getLogger("detbench")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -38,44 +46,96 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = identity(cfg)
-    is_main = True
+    folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
+    is_main = setup_distributed(cfg)   # first: rank 0 decides about the folder for all ranks
+    verdict = decide(folder, cfg, is_main)
+    if verdict:   # refused or already finished: nothing in the folder is touched
+        (log.info if verdict.startswith("finished") else log.error)("%s", verdict)
+        return {**metrics, "status": verdict.split(":")[0], "error": verdict}
+    failure, guard = None, InterruptGuard()
     try:
+        guard.__enter__()
         check_config(cfg)
-        is_main = setup_distributed(cfg)
+        preflight.preflight(cfg, out)
         device = resolve_device(cfg.device)
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
         val_set = build_val_set(cfg)
-        model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
+        model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
         metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
         metrics["params"] = sum(p.numel() for p in model.parameters())
-        metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
         if cfg.weights:
-            load_weights(model, Path(cfg.weights))
+            load_run_weights(model, cfg.weights)
+            log.info("loaded weights from %s", cfg.weights)
+        metrics["weights_source"] = model.weights_source
+        if train_set is not None:
+            preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
+                                       int(os.environ.get("WORLD_SIZE", 1)),
+                                       bool(cfg.train.get("freeze_batch_norm")))
+        # under dataset.bad_images=skip|repair a failing decode is skipped and counted instead
+        if cfg.eval.get("check_images", True) and getattr(val_set, "bad_images", "error") == "error" \
+                and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
+            scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
+            preflight.check_images(val_set, scored, "validation split")
         if "train" in cfg.stages:
-            metrics.update(train_stage(cfg, model, train_set, val_set, device, out))
-            write_metrics(out, metrics, is_main)
+            metrics.update(train_stage(cfg, model, train_set, val_set, device, out, guard))
+            write_metrics(out, metrics, is_main and not folder.protected)
         if "eval" in cfg.stages:
             metrics.update(eval_stage(cfg, model, val_set, device, out, is_main))
-            write_metrics(out, metrics, is_main)
+            write_metrics(out, metrics, is_main and not folder.protected)
         if "bench" in cfg.stages and is_main:
             from experiments.benchmark import benchmark
 
             bench = OmegaConf.to_container(cfg.bench, resolve=True)
             metrics.update(benchmark(model, device=device, **bench))
         metrics["status"] = "ok"
+    except KeyboardInterrupt as stop:  # RunInterrupted, TrainingInterrupted or a bare Ctrl-C
+        if not isinstance(stop, RunInterrupted):
+            stop = RunInterrupted(guard.signum or 2, getattr(stop, "iteration", None))
+        metrics.update(interrupted_record(stop, out, metrics["overrides"]))
+        failure = metrics["error"] if folder.protected else None
+        log.warning("%s", metrics["error"])
     except Exception as error:  # a failed job is recorded, never silently lost
         metrics["status"] = "no_objects" if isinstance(error, NoObjectsError) else "failed"
-        metrics["error"] = f"{type(error).__name__}: {error}"
-        if is_main:
-            (out / "error.txt").write_text(traceback.format_exc())
+        metrics["error"] = describe_error(error)
+        failure = traceback.format_exc()
         log.error("job failed: %s", metrics["error"])
+    finally:
+        guard.__exit__(None, None, None)
     metrics.update(decode_failures(out))
-    write_metrics(out, metrics, is_main)
+    finish(folder, metrics, failure, is_main)
+    guard.hand_over()
     return metrics
+
+
+def finish(folder: RunFolder, metrics: dict, failure: str | None, is_main: bool) -> None:
+    """Write the job's record: metrics.json (+ error.txt), or, when this job must not replace a
+    finished run's results, resume_error.txt alone. A folder that refuses writes is logged."""
+    if not is_main:
+        return
+    try:
+        if failure is not None:
+            metrics["error_file"] = str(folder.write_failure(failure))
+        if folder.protected and metrics["status"] != "ok":
+            log.error("the finished run's results in %s are kept unchanged; this resume's "
+                      "failure is in %s", folder.out, metrics["error_file"])
+        else:
+            write_metrics(folder.out, metrics, True)
+    except OSError as error:
+        log.error("could not write the results into %s: %s: %s", folder.out,
+                  type(error).__name__, error)
+
+
+def _hydra_log(out: Path) -> Path | None:
+    """The Hydra job's log file when it lives in ``out`` (emptied by overwrite=true)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"
+    return path if path.parent.resolve() == out.resolve() else None
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -122,7 +182,7 @@ def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
     return train_set
 
 
-def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
+def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -> dict:
     from experiments.predict import score
     from experiments.train import Trainer, epochs_for, warmup_then
 
@@ -142,10 +202,20 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
-                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle)
+                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
+                      stop_requested=guard.requested if guard else None)
+    if cfg.train.get("freeze_batch_norm"):
+        log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
+                 preflight.freeze_batch_norm(model))
     if cfg.resume:
         trainer.resume()
-    result = trainer.fit()
+    if guard is not None:
+        guard.deferring = True   # a signal now stops at the next iteration boundary
+    try:
+        result = trainer.fit()
+    finally:
+        if guard is not None:
+            guard.deferring = False
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
@@ -178,13 +248,6 @@ def save_samples(dataset, folder: Path, count: int) -> None:
     for i in range(min(count, len(dataset))):
         image, target = dataset[i]
         save_image(image, folder / f"{target['image_id']}.png")
-
-
-def load_weights(model, path: Path) -> None:
-    from experiments.checkpoint import load_checkpoint
-
-    model.load_state_dict(load_checkpoint(path)["model"])
-    log.info("loaded weights from %s", path)
 
 
 def write_metrics(out: Path, metrics: dict, is_main: bool) -> None:
@@ -258,9 +321,16 @@ def _tv_version() -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
-    if metrics["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        sys.exit(f"detbench: the job failed: {metrics['error']} "
-                 f"(see {HydraConfig.get().runtime.output_dir}/error.txt)")
+    status = metrics["status"]
+    if status == "interrupted":   # stops a sweep too: the user asked to stop
+        print(f"detbench: {metrics['error']}", file=sys.stderr)
+        sys.exit(metrics["exit_code"])
+    if status == "finished":
+        print(f"detbench: {metrics['error']}", file=sys.stderr)
+    elif status != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        where = f" (see {metrics['error_file']})" if "error_file" in metrics else ""
+        what = "the job failed: " if status == "failed" else ""
+        sys.exit(f"detbench: {what}{metrics['error']}{where}")
     return metrics.get("map_50")
 
 

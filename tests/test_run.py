@@ -59,8 +59,8 @@ def test_interrupted_run_resumes_to_the_same_weights(compose_config, tmp_path, m
             raise KeyboardInterrupt("killed after epoch 2's checkpoint")
 
     monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(compose_config(RESUME_RUN), tmp_path / "cut")
+    cut = run(compose_config(RESUME_RUN), tmp_path / "cut")
+    assert cut["status"] == "interrupted" and "resume=true" in cut["resume_command"]
     monkeypatch.setattr(train_module.Trainer, "save", original_save)
     assert _weights(tmp_path / "cut/checkpoints/last.pt") and calls == [1, 2]
 
