@@ -113,9 +113,16 @@ def speed_table(runs: pd.DataFrame) -> Table:
     return table
 
 
+DATA_COLUMNS = ["classes", "split_id", "train_images", "val_images", "val_objects", "data_dropped",
+                "data_skipped", "data_fixed", "decode_failures"]
+
+
 def runs_table(runs: pd.DataFrame) -> Table:
     """Every run with its status; failed runs' errors in full in the CSV, cut in the view."""
     data = runs[["run", "detector", "dataset", "variant", "seed", "status", "error"]].copy()
+    for key in DATA_COLUMNS:  # what the run's data was (experiments/data/prepare.py), when known
+        if key in runs and runs[key].notna().any():
+            data[key] = runs[key]
     shown = data.copy()
     shown["seed"] = shown["seed"].astype(object).where(shown["seed"].notna(), MISSING)
     shown["error"] = [error_summary(e) if s != "ok" else ""

@@ -11,7 +11,9 @@ Reads only ``cfg.dataset`` (its ``train`` / ``val`` nodes, built with
 - ``grid``: how many sample images to draw (default 16; 0 = none);
 - ``check_images``: decode every image and count unreadable ones (default true).
 
-Prints images, boxes, boxes per class and per COCO size bucket, dropped boxes and why; writes
+Prints images, boxes, boxes per class and per COCO size bucket, dropped boxes and why, what was
+fixed (``fixed_*``: a size read from the image, a ``<filename>`` that did not match), the
+classes, and the pre-flight image scan (``experiments.data.scan``); writes
 ``dataset_stats.json`` and ``dataset_samples.png`` into Hydra's output folder.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.data.scan import scan_images
 from experiments.data.stats import dataset_stats, draw_sample_grid, format_stats, merge_stats
 
 log = logging.getLogger(__name__)
@@ -43,13 +46,24 @@ def describe_dataset(dataset_cfg: DictConfig, split: str, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts, datasets = [], []
+    scans = {}
     for name in SPLITS[split]:
         dataset = instantiate(dataset_cfg[name])
         datasets.append(dataset)
         parts.append(dataset_stats(dataset, decode_images=decode_images))
+        scans[name] = scan_images(dataset).as_dict()
     stats = parts[0] if len(parts) == 1 else merge_stats(parts)
-    stats = {"dataset": str(dataset_cfg.get("name", "?")), "split": split, **stats}
+    stats = {"dataset": str(dataset_cfg.get("name", "?")), "split": split, **stats,
+             "classes": list(datasets[0].class_names), "image_scan": scans,
+             "layout": {n: getattr(d, "split_info", {}).get("layout") for n, d in zip(SPLITS[split], datasets)}}
     print(format_stats(stats, f"dataset {stats['dataset']} (split {split})"))
+    print(f"classes ({len(stats['classes'])}): {', '.join(stats['classes'])}")
+    for name, scan in scans.items():
+        print(f"image scan ({name}): {scan['images']} files, bad: "
+              f"{', '.join(f'{k} {v}' for k, v in scan['bad_by_reason'].items()) or 'none'}, "
+              f"modes: {', '.join(f'{k} {v}' for k, v in scan['modes'].items()) or 'none'}")
+        for line in scan["bad_files"][:5]:
+            print(f"  {line}")
     (out_dir / "dataset_stats.json").write_text(json.dumps(stats, indent=2))
     if grid > 0 and len(datasets[0]) > 0:
         draw_sample_grid(datasets[0], out_dir / "dataset_samples.png", num_images=grid)

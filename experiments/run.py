@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import preflight
+from experiments.data.prepare import NoObjectsError, decode_failures, prepare_datasets
 from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.robustness import robustness_stage, robustness_weights
 from experiments.run_folder import RunFolder, decide, describe_error
@@ -63,6 +64,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         val_set = build_val_set(cfg)
         model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
+        metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
         metrics["params"] = sum(p.numel() for p in model.parameters())
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
@@ -75,8 +77,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
                                        int(os.environ.get("WORLD_SIZE", 1)),
                                        bool(cfg.train.get("freeze_batch_norm")))
-        if cfg.eval.get("check_images", True) and ("eval" in cfg.stages or train_set is not None
-                                                    and cfg.train.val_every):
+        # under dataset.bad_images=skip|repair a failing decode is skipped and counted instead
+        if cfg.eval.get("check_images", True) and getattr(val_set, "bad_images", "error") == "error" \
+                and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
             scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
             preflight.check_images(val_set, scored, "validation split")
         if "train" in cfg.stages:
@@ -101,11 +104,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         failure = metrics["error"] if folder.protected else None
         log.warning("%s", metrics["error"])
     except Exception as error:  # a failed job is recorded, never silently lost
-        metrics["status"], metrics["error"] = "failed", describe_error(error)
+        metrics["status"] = "no_objects" if isinstance(error, NoObjectsError) else "failed"
+        metrics["error"] = describe_error(error)
         failure = traceback.format_exc()
         log.error("job failed: %s", metrics["error"])
     finally:
         guard.__exit__(None, None, None)
+    metrics.update(decode_failures(out))
     finish(folder, metrics, failure, is_main)
     guard.hand_over()
     return metrics
@@ -184,7 +189,7 @@ def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
 
 def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -> dict:
     from experiments.predict import score
-    from experiments.train import Trainer, warmup_then
+    from experiments.train import Trainer, epochs_for, warmup_then
 
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
     scheduler_factory = instantiate(cfg.train.scheduler) if cfg.train.scheduler else None
@@ -197,7 +202,8 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -
         return result.metrics if result is not None else {}
 
     trainer = Trainer(model, train_set, optimizer, scheduler, device=device,
-                      epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, out_dir=out,
+                      epochs=epochs_for(cfg.train.epochs, cfg.train.get("iterations", 0), len(train_set),
+                                        cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=out,
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,

@@ -23,6 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainSchema:
     """Types of ``train.*``; the values live in conf/train/*.yaml only (no defaults here)."""
     epochs: int = MISSING
+    iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.train.epochs_for)
     batch_size: int = MISSING
     num_workers: int = MISSING
     amp: bool = MISSING

@@ -275,6 +275,18 @@ def _append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def epochs_for(epochs: int, iterations: int, num_images: int, batch_size: int) -> int:
+    """``epochs``, or with ``iterations`` > 0 the whole epochs of ``num_images`` at
+    ``batch_size`` that reach that many iterations (so a schedule given in iterations means the
+    same training on a dataset of any size; the last epoch may overshoot by up to one epoch).
+    An epoch is ``num_images // batch_size`` iterations, as the loader drops the last partial
+    batch when there is more than one batch."""
+    if iterations <= 0:
+        return epochs
+    per_epoch = num_images // batch_size if num_images > batch_size else 1
+    return max(1, math.ceil(iterations / per_epoch))
+
+
 def warmup_then(scheduler_factory, optimizer, warmup_iterations: int, warmup_factor: float):
     """Linear warm-up from ``warmup_factor`` x lr over ``warmup_iterations``, then the given
     scheduler (YOLO's warm-up from 1e-3 to 1e-2 is warmup_factor 0.1). None factory: constant."""

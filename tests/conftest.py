@@ -1,13 +1,16 @@
 """Shared fixtures: composing detbench's Hydra config in-process, and locating shared data."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the project; DETBENCH_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("DETBENCH_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 # A few synthetic images, a couple of iterations, a tiny benchmark: a full run in seconds.
 TINY_RUN = [

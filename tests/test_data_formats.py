@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from detectors.base import Target, validate_target
+from experiments.data.box_policy import AnnotationError
 from experiments.data.coco import COCODetection
 from experiments.data.synthetic import SyntheticShapes
 from experiments.data.voc import VOC_CLASSES, VOCDetection
@@ -62,13 +63,21 @@ def test_voc_round_trip_keeps_boxes_and_difficult(tmp_path, samples, class_names
     assert ds.image_ids[0] == f"{samples[0][1]['image_id']:06d}"
 
 
-def test_voc_default_classes_and_unknown_names_are_dropped(tmp_path, samples, class_names):
+def test_voc_inferred_classes_voc_list_and_names_matching_nothing(tmp_path, samples, class_names):
     write_voc(tmp_path / "voc", samples[:2], class_names)
-    ds = VOCDetection(tmp_path / "voc", "trainval")  # the 20 VOC classes: shapes are unknown
-    assert ds.class_names == VOC_CLASSES and ds.num_classes == 20
-    n = sum(len(t["boxes"]) for _, t in samples[:2])
-    assert sum(len(ds.get_target(i)["boxes"]) for i in range(len(ds))) == 0
-    assert ds.skips.counts["unknown_class"] == n
+    inferred = VOCDetection(tmp_path / "voc", "trainval")  # class_names=None: from the XML, sorted
+    present = sorted({class_names[int(label) - 1] for _, t in samples[:2] for label in t["labels"]})
+    assert inferred.class_names == present and not inferred.skips.counts
+    assert [inferred.class_names[int(label) - 1] for label in inferred.get_target(0)["labels"]] == \
+        [class_names[int(label) - 1] for label in samples[0][1]["labels"]]
+    # The 20 VOC classes match none of the shapes: an error listing the classes found.
+    with pytest.raises(AnnotationError, match=r"none of the class names .*classes found are \['circle'"):
+        VOCDetection(tmp_path / "voc", "trainval", "voc")
+    assert VOC_CLASSES == sorted(VOC_CLASSES)  # so inference on Pascal VOC gives VOC's order
+    some = VOCDetection(tmp_path / "voc", "trainval", [present[0], "aeroplane"])
+    dropped = sum(len(t["boxes"]) for _, t in samples[:2]) - sum(
+        len(some.get_target(i)["boxes"]) for i in range(len(some)))
+    assert dropped > 0 and some.skips.counts["unknown_class"] == dropped
 
 
 def test_voc_several_roots_years_and_image_sets(tmp_path, samples, class_names):

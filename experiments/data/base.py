@@ -32,7 +32,12 @@ class SkipLog:
         shown = self.examples.setdefault(reason, [])
         if len(shown) < self.max_examples:
             shown.append(f"{where}: {detail}" if detail else where)
-        log.warning("%s: %s %s", where, reason, detail)
+        log.debug("%s: %s %s", where, reason, detail)
+
+    def log_summary(self, what: str) -> None:
+        """One line per reason (count and first example), instead of one warning per box."""
+        for reason, n in sorted(self.counts.items()):
+            log.warning("%s: %d x %s (e.g. %s)", what, n, reason, self.examples[reason][0])
 
     def total(self, prefix: str = "") -> int:
         return sum(v for k, v in self.counts.items() if k.startswith(prefix))

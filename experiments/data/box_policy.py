@@ -14,8 +14,8 @@ A box whose class name / index is not in the class list is dropped as ``unknown_
 rounding in annotation tools) are clipped silently under every policy.
 
 Every drop or clip is counted in the dataset's ``SkipLog`` (``dataset.skips``) with the file
-it came from, so ``detbench-dataset`` can show it; reasons starting with ``clipped`` are
-changes, not drops.
+it came from, so ``detbench-dataset`` can show it; reasons starting with ``clipped`` or
+``fixed_`` are changes, not drops.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from experiments.data.base import SkipLog
 
 BOX_POLICIES = ("drop", "clip", "error")
 TOLERANCE_PX = 0.01
-CHANGED_REASONS = ("clipped",)
+CHANGED_REASONS = ("clipped", "fixed_")
 
 
 class AnnotationError(ValueError):

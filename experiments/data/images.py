@@ -10,8 +10,13 @@ cases the same way:
 - missing file: ``FileNotFoundError`` naming the file;
 - corrupt or truncated file: :class:`ImageFileError` naming the file and what Pillow said.
 
-EXIF orientation is NOT applied: annotations of VOC, COCO and YOLO sets are in the stored
-pixel frame.
+EXIF orientation: images are read in their stored pixel frame (EXIF orientation NOT applied),
+the convention of pycocotools, torchvision's ``decode_image`` and the VOC devkit, in which
+COCO, VOC and most exported sets are annotated (Roboflow's exports are re-encoded upright).
+An annotation tool that shows the image rotated by its EXIF tag (and so records the rotated
+size) is recognised per image: when the file's EXIF orientation is 5..8 (a quarter turn) and
+the annotation's size is the stored size transposed, ``AnnotatedImages`` decodes it with
+``exif=True`` (``PIL.ImageOps.exif_transpose``), so boxes and pixels agree in both cases.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -66,16 +71,34 @@ def pil_to_tensor01(im: Image.Image) -> Tensor:
     return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def load_image(path: str | Path) -> Tensor:
-    """Decode ``path`` to float32 [3, H, W] RGB in [0, 1] (see the module docstring)."""
-    path = Path(path)
-    _check_exists(path)
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of an image file (1 = upright; 1 when absent or unreadable)."""
     try:
         with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 1
+
+
+def load_image(path: str | Path, repair: bool = False, exif: bool = False) -> Tensor:
+    """Decode ``path`` to float32 [3, H, W] RGB in [0, 1] (see the module docstring).
+
+    repair: decode a truncated file as far as it goes (Pillow's ``LOAD_TRUNCATED_IMAGES``;
+    the missing rows are grey for JPEG, black for PNG) instead of raising.
+    exif: apply the EXIF orientation (``PIL.ImageOps.exif_transpose``) after decoding.
+    """
+    path = Path(path)
+    _check_exists(path)
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = repair
+        with Image.open(path) as im:
             im.load()  # decodes everything now: a truncated file raises here, not later
-            return pil_to_tensor01(im)
+            return pil_to_tensor01(ImageOps.exif_transpose(im) if exif else im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageFileError(f"image file {path} is corrupt or truncated: {err}") from err
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def save_image(image: Tensor, path: str | Path) -> None:

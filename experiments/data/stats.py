@@ -81,6 +81,7 @@ def dataset_stats(dataset: DetectionDataset, decode_images: bool = False) -> dic
         "clipped_boxes": int(skips.get("clipped", 0)), "crowd": crowd, "difficult": difficult,
         "per_class": dict(per_class), "per_size": dict(per_size),
         "skipped_images": {k: v for k, v in sorted(skips.items()) if k.startswith("image_")},
+        "fixed": {k: v for k, v in sorted(skips.items()) if k.startswith("fixed_")},
         "image_errors": {},
         "examples": {k: list(v) for k, v in sorted(dataset.skips.examples.items())},
     }
@@ -118,6 +119,7 @@ def format_stats(stats: dict, title: str) -> str:
              f"boxes per class (non-crowd): {counts(stats['per_class'])}",
              f"boxes per size (COCO area, non-crowd): {counts(stats['per_size'])}",
              f"skipped images: {counts(stats['skipped_images'])}",
+             f"fixed: {counts(stats.get('fixed', {}))}",
              f"unreadable images: {counts(stats['image_errors'])}"]
     for reason, shown in stats["examples"].items():
         lines.extend(f"  {reason}: {s}" for s in shown)
@@ -141,7 +143,12 @@ def draw_sample_grid(dataset: DetectionDataset, path: str | Path, num_images: in
     for ax in axes.flat:
         ax.axis("off")
     for ax, index in zip(axes.flat, indices):
-        image, target = dataset[index]
+        try:
+            image, target = dataset[index]
+        except (ValueError, OSError) as err:  # a bad image: say so in its panel, draw the rest
+            ax.set_title(f"#{index}: unreadable", fontsize=8)
+            ax.text(0.02, 0.5, str(err)[:120], fontsize=5, wrap=True, transform=ax.transAxes)
+            continue
         ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(f"#{index} id {target['image_id']}: {len(target['boxes'])} boxes", fontsize=8)
         for box, label, crowd in zip(target["boxes"].tolist(), target["labels"].tolist(),

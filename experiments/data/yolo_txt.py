@@ -22,7 +22,7 @@ import yaml
 
 from experiments.data.annotated import AnnotatedImages
 from experiments.data.box_policy import AnnotationError, reject_unknown_class
-from experiments.data.images import IMAGE_SUFFIXES, image_size
+from experiments.data.images import IMAGE_SUFFIXES
 
 
 def read_data_yaml(path: Path) -> dict:
@@ -36,9 +36,14 @@ def read_data_yaml(path: Path) -> dict:
         raise AnnotationError(f"{path}: expected a mapping with 'names' (and the splits)")
     names = data["names"]
     if isinstance(names, dict):
-        if sorted(int(k) for k in names) != list(range(len(names))):
-            raise AnnotationError(f"{path}: 'names' keys must be 0..{len(names) - 1}")
-        names = [names[k] for k in sorted(names, key=int)]
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names) \
+                or sorted(names) != list(range(len(names))):
+            raise AnnotationError(f"{path}: 'names' as a mapping must have the int keys "
+                                  f"0..{len(names) - 1}, got {list(names)}")
+        names = [names[k] for k in sorted(names)]
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) for n in names):
+        raise AnnotationError(f"{path}: 'names' must be a list of class names or a map "
+                              f"{{0: name, 1: name, ...}}, got {names!r}")
     data["names"] = [str(n) for n in names]
     return data
 
@@ -102,13 +107,18 @@ class YoloTxtDetection(AnnotatedImages):
         root: the folder holding ``data_yaml`` (and, by default, the dataset).
         split: the data YAML key to read: "train", "val" or "test".
         data_yaml: the data YAML's file name inside ``root`` (or an absolute path).
-        box_policy, missing_images, transforms: see ``AnnotatedImages``. A class index outside
-            ``names`` is an ``unknown_class`` box.
+        val_fraction, split_seed: when given (the config gives 0.2) and the YAML has no ``val``
+            (or it is null), "train" and "val" are the two parts of a seeded split of
+            ``train``'s images, stratified by class (``experiments.data.splits``).
+        box_policy, bad_images, missing_images, transforms: see ``AnnotatedImages``. A class
+            index outside ``names`` is an ``unknown_class`` box.
     """
 
     def __init__(self, root, split: str = "train", data_yaml: str = "data.yaml",
-                 box_policy: str = "clip", missing_images: str = "error", transforms=None) -> None:
-        super().__init__(box_policy, missing_images, transforms)
+                 val_fraction: float | None = None, split_seed: int = 0,
+                 box_policy: str = "clip", bad_images: str = "error",
+                 missing_images: str | None = None, transforms=None) -> None:
+        super().__init__(box_policy, bad_images, transforms, missing_images=missing_images)
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"YOLO txt root {root.resolve()} does not exist (set dataset.root)")
@@ -118,12 +128,31 @@ class YoloTxtDetection(AnnotatedImages):
         self.label_to_category_id = {i + 1: i + 1 for i in range(len(self.class_names))}
         base = Path(data.get("path") or ".")
         base = base if base.is_absolute() else yaml_path.parent / base
-        if split not in data or data[split] is None:
+        divide = (val_fraction is not None and split in ("train", "val") and data.get("val") is None
+                  and data.get("train") is not None)
+        key = "train" if divide else split
+        if key not in data or data[key] is None:
             raise AnnotationError(f"{yaml_path}: no split {split!r} (has {sorted(data)})")
-        entries = data[split] if isinstance(data[split], list) else [data[split]]
+        entries = data[key] if isinstance(data[key], list) else [data[key]]
         images = [p for e in entries for p in list_images(base, str(e), yaml_path)]
+        self.split_info = {"split": split, "entries": [str(e) for e in entries]}
+        if divide:
+            from experiments.data.splits import stratified_split
+
+            def classes_of(image_path: Path) -> set[str]:
+                labels = label_path(image_path)
+                return {ln.split()[0] for ln in labels.read_text().splitlines() if ln.split()} \
+                    if labels.is_file() else set()
+
+            keys = [str(p) for p in images]
+            train, val = stratified_split(keys, [classes_of(p) for p in images], val_fraction, split_seed)
+            chosen = set(train if split == "train" else val)
+            images = [p for p in images if str(p) in chosen]
+            self.split_info.update(source=f"split of {key} by val_fraction {val_fraction} (seed {split_seed})")
         for image_path in images:
             self._read_labels(image_path)
+        self.split_info["ids"] = [str(r.path) for r in self.records]
+        self.skips.log_summary(f"YOLO {split} ({len(self.records)} images)")
 
     def _read_labels(self, image_path: Path) -> None:
         labels_file = label_path(image_path)
@@ -131,10 +160,14 @@ class YoloTxtDetection(AnnotatedImages):
         if not image_path.is_file():
             self.add_image(image_path, len(self.records) + 1, (1, 1), np.zeros((0, 4)), [], where)
             return  # add_image raised or counted the missing image
-        h, w = image_size(image_path)
+        size = self.header_size(image_path, str(image_path))
+        if size is None:
+            return
+        h, w = size
         if labels_file.is_file():
             classes, cxcywh = parse_label_file(labels_file)
         else:
+            self.skips.add("fixed_no_label_file", str(image_path), f"no {labels_file.name}: no objects")
             classes, cxcywh = np.zeros(0, np.int64), np.zeros((0, 4))
         known = (classes >= 0) & (classes < len(self.class_names))
         for c in classes[~known]:
