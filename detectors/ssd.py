@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_convert, nms
 
+from detectors.assignment import ObjectAssignment
 from detectors.base import Batch, Detection, Detector, Target
 from detectors.boxes import decode
 from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
@@ -157,14 +158,27 @@ class SSD(Detector):
         x = batch.images.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.images
         return self.head(self.features(x))
 
+    def loss_targets(self, batch: Batch) -> tuple[list[Tensor], list[Tensor]]:
+        """The ground truth the loss learns: per image boxes [G, 4] xyxy in fractions of the
+        input and labels [G]."""
+        h, w = self.input_size
+        to_fraction = self.priors.new_tensor([w, h, w, h])
+        gt_boxes = [t["boxes"].to(self.priors.device) / to_fraction for t in batch.targets]
+        return gt_boxes, [t["labels"].to(self.priors.device) for t in batch.targets]
+
     def loss(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, Tensor]:
         loc, conf = outputs
-        h, w = self.input_size
-        to_fraction = loc.new_tensor([w, h, w, h])
-        gt_boxes = [t["boxes"].to(loc.device) / to_fraction for t in batch.targets]       # fractions, xyxy
-        gt_labels = [t["labels"].to(loc.device) for t in batch.targets]
+        gt_boxes, gt_labels = self.loss_targets(batch)
         class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes, gt_labels)
         return self.multibox_loss(loc, conf, class_targets, offset_targets)
+
+    @torch.no_grad()
+    def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
+        """Per image, {"default_boxes": what the loss's matching gives each ground truth}
+        (``MultiBoxLoss.match``, the code ``loss`` runs); batch from ``preprocess(.., targets)``."""
+        return [{"default_boxes": self.multibox_loss.per_object(self.multibox_loss.match(boxes, self.priors_xyxy),
+                                                                len(boxes))}
+                for boxes in self.loss_targets(batch)[0]]
 
     @torch.no_grad()
     def postprocess(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> list[Detection]:

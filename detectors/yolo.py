@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detectors import darknet
+from detectors.assignment import LOST_COLLISION, MATCHED, ObjectAssignment
 from detectors.base import Batch, Detection, Detector, Target, scale_width
-from detectors.yolo_grid import decode_boxes
+from detectors.yolo_grid import assign_objects_to_cells, decode_boxes
 from detectors.yolo_loss import YOLOLoss
 
 
@@ -173,16 +174,37 @@ class YOLO(Detector):
         return self.head(features).view(-1, self.grid_size, self.grid_size,
                                         self.outputs_per_cell)
 
-    def loss(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
-        """The four parts of ``YOLOLoss``; crowd boxes are not learned."""
+    def loss_targets(self, batch: Batch, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+        """What the loss learns: per image boxes [n_i, 4] x1 y1 x2 y2 normalised to the input
+        and labels [n_i]; crowd boxes are left out (never learned)."""
         height, width = self.input_size
-        scale = torch.tensor([width, height, width, height], device=outputs.device)
+        scale = torch.tensor([width, height, width, height], device=device)
         boxes, labels = [], []
         for target in batch.targets:
             keep = target["iscrowd"] == 0
-            boxes.append(target["boxes"][keep].to(outputs.device).float() / scale)
-            labels.append(target["labels"][keep].to(outputs.device))
+            boxes.append(target["boxes"][keep].to(device).float() / scale)
+            labels.append(target["labels"][keep].to(device))
+        return boxes, labels
+
+    def loss(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """The four parts of ``YOLOLoss``; crowd boxes are not learned."""
+        boxes, labels = self.loss_targets(batch, outputs.device)
         return self.criterion(outputs, boxes, labels)
+
+    @torch.no_grad()
+    def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
+        """Per image, {"grid_cells": the responsible-cell rule (``assign_objects_to_cells``,
+        what the loss runs)}: an object that wins the cell of its centre has 1 positive (the
+        responsible one of the cell's B predictors, chosen at training time by prediction);
+        one whose cell went to a larger object is lost (``lost_collision``). Crowd objects are
+        not learned and not listed. best_iou is NaN: YOLO v1 has no prior boxes."""
+        boxes, labels = self.loss_targets(batch, torch.device("cpu"))
+        cells = assign_objects_to_cells(boxes, labels, self.grid_size)
+        learned = cells["object_learned"].split([len(b) for b in boxes])
+        return [{"grid_cells": ObjectAssignment(
+            positives=won.long(), best_iou=torch.full((len(won),), float("nan")),
+            status=torch.where(won, MATCHED, LOST_COLLISION).long(), threshold=float("nan"))}
+            for won in learned]
 
     @torch.no_grad()
     def postprocess(self, outputs: Tensor, batch: Batch) -> list[Detection]:
