@@ -36,7 +36,7 @@ from torchvision.ops import batched_nms
 from detectors import darknet
 from detectors.assignment import LOST_COLLISION, MATCHED, ObjectAssignment
 from detectors.base import Batch, Detection, Detector, Target, scale_width
-from detectors.yolo_grid import assign_objects_to_cells, decode_boxes
+from detectors.yolo_grid import decode_boxes
 from detectors.yolo_loss import YOLOLoss
 
 
@@ -193,13 +193,13 @@ class YOLO(Detector):
 
     @torch.no_grad()
     def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
-        """Per image, {"grid_cells": the responsible-cell rule (``assign_objects_to_cells``,
+        """Per image, {"grid_cells": the responsible-cell rule (``YOLOLoss.assign_cells``,
         what the loss runs)}: an object that wins the cell of its centre has 1 positive (the
         responsible one of the cell's B predictors, chosen at training time by prediction);
         one whose cell went to a larger object is lost (``lost_collision``). Crowd objects are
         not learned and not listed. best_iou is NaN: YOLO v1 has no prior boxes."""
         boxes, labels = self.loss_targets(batch, torch.device("cpu"))
-        cells = assign_objects_to_cells(boxes, labels, self.grid_size)
+        cells = self.criterion.assign_cells(boxes, labels)
         learned = cells["object_learned"].split([len(b) for b in boxes])
         return [{"grid_cells": ObjectAssignment(
             positives=won.long(), best_iou=torch.full((len(won),), float("nan")),

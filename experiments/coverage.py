@@ -171,3 +171,23 @@ def to_json(summary: pd.DataFrame, **identity) -> dict:
             "statuses": list(STATUSES),
             **{k: None if np.isnan(v) else v for k, v in headline(summary).items()},
             "rows": clean.to_dict(orient="records")}
+
+
+def run_coverage(detector, dataset, out_dir, max_images: int = 0, where: str = "val split") -> dict:
+    """What every run adds to metrics.json: ``coverage`` and ``coverage_small/medium/large``
+    of the first ``max_images`` images (0: all; ``coverage_images`` says how many), and
+    ``coverage.json`` / ``coverage.csv`` in ``out_dir``. Never raises for a detector without a
+    rule or a split without objects: ``coverage_note`` says why there are no numbers."""
+    import json
+    from pathlib import Path
+
+    try:
+        _, summary = coverage_of(detector, dataset, max_images, where)
+    except ValueError as error:   # CoverageNotDefined, or no objects
+        log.warning("coverage: %s", error)
+        return {"coverage_note": "coverage not defined" if isinstance(error, CoverageNotDefined) else str(error)}
+    images = len(dataset) if not max_images else min(max_images, len(dataset))
+    out_dir = Path(out_dir)
+    summary.to_csv(out_dir / "coverage.csv", index=False)
+    (out_dir / "coverage.json").write_text(json.dumps({"images": images, **to_json(summary)}, indent=2))
+    return {**headline(summary), "coverage_images": images}

@@ -51,6 +51,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
+        if is_main:   # the recall ceiling of training (experiments/coverage.py); no training needed
+            from experiments.coverage import run_coverage
+            metrics.update(run_coverage(model, val_set, out, cfg.eval.get("coverage_images", 500)))
         if cfg.weights:
             load_weights(model, Path(cfg.weights))
         if "train" in cfg.stages:

@@ -40,6 +40,7 @@ class EvalSchema:
     batch_size: int = 8
     max_images: int = 0         # 0: the whole validation split
     samples: int = 4            # validation images saved for the report's detection grid
+    coverage_images: int = 500  # val images whose targets the assignment coverage counts (0: all)
 
 
 @dataclass
