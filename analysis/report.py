@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plot_runs, plots, tables
+from analysis import coverage, plot_runs, plots, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -79,6 +79,8 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
             {g: dirs[0] for g, dirs in by_group.items()}, out)),
         ("error breakdown", lambda: plots.plot_error_breakdown(error_data, out)),
         ("top detections", lambda: plots.plot_top_detections(_top_shares(runs), out)),
+        ("coverage vs size", lambda: coverage.plot_coverage_vs_size(
+            coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out)),
     ]
     written = []
     for what, draw in jobs:
@@ -141,7 +143,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     accuracy, speed = tables.accuracy_table(labelled), tables.speed_table(labelled)
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
-                  tables.error_table(errors), tables.published_table()]
+                  tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table()]
     for table in all_tables:
         tables.write_table(table, out / "tables")
     summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
