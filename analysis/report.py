@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, plot_runs, plots, tables
+from analysis import coverage, plot_runs, plots, sweeps, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -81,6 +81,8 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
         ("top detections", lambda: plots.plot_top_detections(_top_shares(runs), out)),
         ("coverage vs size", lambda: coverage.plot_coverage_vs_size(
             coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out)),
+        ("resolution sweep", lambda: sweeps.plot_resolution(runs, out) or None),
+        ("box budget", lambda: sweeps.plot_box_budget(runs, out) or None),
     ]
     written = []
     for what, draw in jobs:
@@ -89,6 +91,8 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
         except Exception as exc:   # one plot never stops the report; say why in it
             problems.append(f"plot '{what}' not drawn: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
+            continue
+        if paths is None:      # a sweep plot with no such sweep in the folder: nothing to say
             continue
         if not paths:
             problems.append(f"plot '{what}' not drawn: no run holds the numbers it needs")

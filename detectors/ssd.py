@@ -34,6 +34,28 @@ def one_nms_call_per_image(scores: Tensor) -> bool:
     return scores.is_cuda
 
 
+def check_geometry(input_size: tuple[int, int], map_sizes: list[tuple[int, int]], steps, backbone: str) -> None:
+    """A clear error when ``input_size`` (H, W) breaks SSD's geometry: a source map of 0 cells
+    (the extra layers shrink below 1x1), or ``steps`` that put default-box centres outside the
+    image: a map of w cells at step s starts its last cell at (w - 1) s pixels, which must lie
+    inside the image (Caffe's SSD300 itself centres its 10x10 map's last boxes at 304 px of 300:
+    a little overhang is the paper's geometry)."""
+    empty = [k for k, (h, w) in enumerate(map_sizes) if h < 1 or w < 1]
+    if empty:
+        raise ValueError(f"SSD ({backbone}) input {input_size[0]}x{input_size[1]}: source map {empty[0] + 1} of "
+                         f"{len(map_sizes)} would be {map_sizes[empty[0]][0]}x{map_sizes[empty[0]][1]} (maps "
+                         f"{map_sizes}); every map needs at least 1x1 cell: give a larger input_size or other "
+                         f"extra_layers")
+    if steps is None:
+        return
+    for k, ((h, w), step) in enumerate(zip(map_sizes, steps)):
+        if (w - 1) * step > input_size[1] or (h - 1) * step > input_size[0]:
+            raise ValueError(f"SSD input {input_size[0]}x{input_size[1]}: map {k + 1} has {h}x{w} cells at step "
+                             f"{step:g} px, so its last cell starts at {(max(h, w) - 1) * step:.0f} px, outside the "
+                             f"image: steps {list(steps)} fit another input size; scale them with "
+                             f"the input or give steps=null (each map tiles the image)")
+
+
 class SSDHead(nn.Module):
     """One 3x3 convolution per source map for the class logits and one for the offsets.
 
@@ -107,6 +129,7 @@ class SSD(Detector):
         self.weights_source = self.features.weights_source
         log.info("SSD %s width %s: base network weights %s", backbone, width, self.weights_source)
         map_sizes = self.features.map_sizes(self.input_size)
+        check_geometry(self.input_size, map_sizes, steps, backbone)
         self.aspect_ratios = [list(r) for r in aspect_ratios]
         if len(self.aspect_ratios) != len(map_sizes):
             raise ValueError(f"{backbone} at {self.input_size} has {len(map_sizes)} source maps {map_sizes}, "

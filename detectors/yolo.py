@@ -44,7 +44,8 @@ class YOLO(Detector):
     """YOLO v1 (``architecture="yolo"``, 24 conv layers) or Fast YOLO (``"fast_yolo"``, 9).
 
     num_classes:       foreground classes C (labels 1..C).
-    grid_size:         S, cells per side (paper 7).
+    grid_size:         S, cells per side (paper 7); None with head "conv": the feature map's
+                       size, input / 64 (a resolution sweep keeps 64 px per cell).
     boxes_per_cell:    B (paper 2); ``num_candidates`` = S*S*B.
     width:             channel multiplier for every conv and the hidden FC (paper 1.0).
     batch_norm:        BatchNorm after every conv (paper False; needed to train from scratch fast).
@@ -62,7 +63,7 @@ class YOLO(Detector):
                        conv layers the paper pretrains on ImageNet; Fast YOLO: its 9), or None.
     """
 
-    def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int = 7,
+    def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int | None = 7,
                  boxes_per_cell: int = 2, width: float = 1.0, batch_norm: bool = False,
                  input_size: int | Sequence[int] = 448, hidden_features: int = 4096,
                  dropout: float = 0.5, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
@@ -73,7 +74,7 @@ class YOLO(Detector):
         if architecture not in darknet.ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(darknet.ARCHITECTURES)}, "
                              f"got {architecture!r}")
-        if num_classes < 1 or grid_size < 1 or boxes_per_cell < 1:
+        if num_classes < 1 or (grid_size is not None and grid_size < 1) or boxes_per_cell < 1:
             raise ValueError("num_classes, grid_size and boxes_per_cell must be >= 1")
         self.num_classes = num_classes
         self.architecture = architecture
@@ -91,6 +92,11 @@ class YOLO(Detector):
                                                              batch_norm)
         feature_h, feature_w = darknet.output_size(backbone_specs + detection_specs,
                                                    self.input_size)
+        if grid_size is None:   # the conv head's grid is its feature map: input / 64 cells per side
+            if head != "conv" or feature_h != feature_w:
+                raise ValueError(f"grid_size=null needs head='conv' and a square feature map; input "
+                                 f"{self.input_size} gives {feature_h}x{feature_w} with head={head!r}")
+            grid_size = self.grid_size = feature_h
         hidden = scale_width(hidden_features, width)
         self.outputs_per_cell = boxes_per_cell * 5 + num_classes
         self.head_kind = head

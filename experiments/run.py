@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.budgets import detector_facts
 from experiments.settings import check_config
 
 log = logging.getLogger("detbench")
@@ -51,6 +52,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
+        metrics.update(detector_facts(model))   # input size and box budgets, for the sweeps' plots
         if is_main:   # the recall ceiling of training (experiments/coverage.py); no training needed
             from experiments.coverage import run_coverage
             metrics.update(run_coverage(model, val_set, out, cfg.eval.get("coverage_images", 500)))
