@@ -80,7 +80,7 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
         ("error breakdown", lambda: plots.plot_error_breakdown(error_data, out)),
         ("top detections", lambda: plots.plot_top_detections(_top_shares(runs), out)),
         ("coverage vs size", lambda: coverage.plot_coverage_vs_size(
-            coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out)),
+            coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out) or None),
         ("resolution sweep", lambda: sweeps.plot_resolution(runs, out) or None),
         ("box budget", lambda: sweeps.plot_box_budget(runs, out) or None),
     ]
@@ -92,7 +92,7 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
             problems.append(f"plot '{what}' not drawn: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
             continue
-        if paths is None:      # a sweep plot with no such sweep in the folder: nothing to say
+        if paths is None:      # no run has coverage / no such sweep in the folder: nothing to say
             continue
         if not paths:
             problems.append(f"plot '{what}' not drawn: no run holds the numbers it needs")
