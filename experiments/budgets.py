@@ -3,9 +3,9 @@ that sweeps over input size and box budgets can be plotted whatever a config cal
 
 ``detector_facts(model)`` -> metrics.json's ``family`` (the model class), ``input_h``,
 ``input_w``, and where the detector has them ``max_detections`` (kept per image after NMS),
-``candidates_before_nms`` (SSD: the best boxes per class that enter NMS) and ``proposals``
-(Faster R-CNN: the RPN's test-time post-NMS top-n, the boxes its second stage scores).
-Attribute names old and new (issue 13's renames) are both read.
+``candidates_before_nms`` (SSD, YOLO: the best boxes per class that enter NMS) and
+``proposals`` (Faster R-CNN: the RPN's test-time post-NMS top-n, the boxes its second stage
+scores, what its ``candidates_before_nms`` argument sets).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ def detector_facts(model) -> dict:
     if size is not None:
         facts["input_h"], facts["input_w"] = int(size[0]), int(size[1])
     heads = getattr(model, "roi_heads", None)
-    detections = _first(model, "max_detections", "top_k") or (heads and heads.detections_per_img)
+    detections = _first(model, "max_detections") or (heads and heads.detections_per_img)
     if detections is not None:
         facts["max_detections"] = int(detections)
-    candidates = _first(model, "candidates_before_nms", "candidates_per_class")
+    candidates = _first(model, "candidates_before_nms")
     if candidates is not None:
         facts["candidates_before_nms"] = int(candidates)
     rpn = getattr(model, "rpn", None)

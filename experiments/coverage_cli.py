@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.coverage import CoverageNotDefined, coverage_of, format_table, to_json
+from experiments.weights import build_detector
 
 SPLITS = ("train", "val")
 
@@ -39,7 +40,7 @@ def describe_coverage(cfg: DictConfig, split: str, out_dir: str | Path, max_imag
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = instantiate(cfg.dataset[split])
-    model = instantiate(cfg.detector.model, num_classes=dataset.num_classes)
+    model = build_detector(cfg.detector.model, dataset.num_classes)   # as a run builds it
     identity = {"detector": str(cfg.detector.name), "dataset": str(cfg.dataset.name), "split": split,
                 "input_size": list(model.input_size), "images": len(dataset) if not max_images
                 else min(max_images, len(dataset))}

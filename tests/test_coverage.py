@@ -11,7 +11,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_iou
 
 from detectors.base import Target
-from detectors.faster_rcnn import faster_rcnn_vgg16
+from detectors.faster_rcnn_builders import faster_rcnn_vgg16
 from detectors.ssd import SSD
 from detectors.yolo import YOLO
 from experiments.coverage import CoverageNotDefined, coverage_of, headline, object_records, run_coverage
@@ -142,7 +142,7 @@ def test_yolo_two_objects_in_one_cell_lose_the_smaller(monkeypatch, one_torch_th
 
 def test_faster_rcnn_low_quality_matches_keep_a_small_object(one_torch_thread):
     model = faster_rcnn_vgg16(num_classes=2, width=0.125, min_size=300, max_size=300,
-                              anchor_sizes=(32, 64, 128))
+                              rpn={"anchor_sizes": (32, 64, 128)})
     tiny = [240.0, 240.0, 250.0, 250.0]       # 10 x 10 px: best anchor (32 px) IoU about 0.1
     snug = [96.0, 96.0, 160.0, 160.0]         # 64 x 64 px at stride 16: an anchor fits exactly
     inside = [120.0, 120.0, 130.0, 130.0]     # 10 x 10 px inside snug: its best anchors go to snug

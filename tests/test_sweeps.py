@@ -6,7 +6,7 @@ import pytest
 
 from analysis import sweeps
 from analysis.runs import load_runs
-from detectors.faster_rcnn import faster_rcnn_vgg16
+from detectors.faster_rcnn_builders import faster_rcnn_vgg16
 from detectors.ssd import SSD
 from detectors.yolo import YOLO
 from experiments.budgets import detector_facts
@@ -30,11 +30,13 @@ def test_yolo_conv_head_grid_follows_the_input():
 
 
 def test_detector_facts_read_the_built_models():
-    assert detector_facts(SSD(num_classes=2, width=0.125, candidates_per_class=50, top_k=20)) == {
+    assert detector_facts(SSD(num_classes=2, width=0.125, candidates_before_nms=50, max_detections=20)) == {
         "family": "SSD", "input_h": 300, "input_w": 300, "max_detections": 20, "candidates_before_nms": 50}
-    assert detector_facts(YOLO(num_classes=2, width=0.125, head="conv", max_detections=7))["max_detections"] == 7
+    assert detector_facts(YOLO(num_classes=2, width=0.125, head="conv", max_detections=7,
+                               candidates_before_nms=30)) == {
+        "family": "YOLO", "input_h": 448, "input_w": 448, "max_detections": 7, "candidates_before_nms": 30}
     frcnn = faster_rcnn_vgg16(num_classes=2, width=0.125, min_size=300, max_size=300,
-                              rpn_post_nms_top_n=(500, 50), box_detections_per_img=30)
+                              candidates_before_nms=50, max_detections=30)
     assert detector_facts(frcnn) == {"family": "FasterRCNN", "input_h": 600, "input_w": 1000,
                                      "max_detections": 30, "proposals": 50}
 
