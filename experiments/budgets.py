@@ -1,7 +1,7 @@
 """What a detector was asked to score and keep, read from the built model (not the config), so
 that sweeps over input size and box budgets can be plotted whatever a config calls its knobs.
 
-``detector_facts(model)`` -> metrics.json's ``family`` (the model class), ``input_h``,
+``detector_facts(model)`` -> metrics.json's ``family`` (SSD, YOLO, FasterRCNN, TorchvisionSingleShot, ...), ``input_h``,
 ``input_w``, and where the detector has them ``max_detections`` (kept per image after NMS),
 ``candidates_before_nms`` (SSD, YOLO: the best boxes per class that enter NMS) and
 ``proposals`` (Faster R-CNN: the RPN's test-time post-NMS top-n, the boxes its second stage
@@ -18,8 +18,16 @@ def _first(obj, *names):
     return None
 
 
+def family_of(model) -> str:
+    """The detector family: the class just below ``Detector`` (VGG16FasterRCNN -> FasterRCNN)."""
+    from detectors.base import Detector
+
+    mro = type(model).__mro__
+    return next((mro[i - 1].__name__ for i, c in enumerate(mro) if c is Detector and i > 0), type(model).__name__)
+
+
 def detector_facts(model) -> dict:
-    facts = {"family": type(model).__name__}
+    facts = {"family": family_of(model)}
     size = getattr(model, "input_size", None)
     if size is not None:
         facts["input_h"], facts["input_w"] = int(size[0]), int(size[1])

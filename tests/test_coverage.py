@@ -161,9 +161,9 @@ def test_bad_inputs(ssd, tmp_path, one_torch_thread):
     with pytest.raises(ValueError, match="no \\(non-crowd\\) objects"):
         coverage_of(ssd, Boxes([[], [[0.0, 0.0, 50.0, 50.0]]], crowd=[[], [1]]), where="empty split")
     assert "no (non-crowd) objects" in run_coverage(ssd, Boxes([[]]), tmp_path)["coverage_note"]
-    from detectors.reference import tv_ssd300
+    from detectors.reference import torchvision_detector
 
-    reference = tv_ssd300(num_classes=2)
+    reference = torchvision_detector("ssd300", num_classes=2, input_size=(300, 300))
     with pytest.raises(CoverageNotDefined, match="coverage not defined"):
         coverage_of(reference, Boxes([[[0.0, 0.0, 50.0, 50.0]]]))
     assert run_coverage(reference, Boxes([[[0.0, 0.0, 50.0, 50.0]]]), tmp_path) == {
