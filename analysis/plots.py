@@ -71,16 +71,20 @@ def _column(summary: pd.DataFrame, key: str) -> np.ndarray:
 
 
 def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0) -> None:
-    """One marker per row (error bars: std over seeds), its group name written beside it;
+    """One marker per row (error bars: the 95% image-bootstrap interval of y where the runs have
+    one, else the std over seeds; x: std over seeds), its group name written beside it;
     neighbours along x get their names above and below in turn, so close names do not meet."""
     order = np.argsort(np.argsort(summary[f"{x_key}_mean"].to_numpy(float), kind="stable"))
     for i, row in enumerate(summary.itertuples()):
         x, y = getattr(row, f"{x_key}_mean"), getattr(row, f"{y_key}_mean") * y_scale
         xerr = getattr(row, f"{x_key}_std", np.nan)
         yerr = getattr(row, f"{y_key}_std", np.nan) * y_scale
+        low, high = getattr(row, f"{y_key}_ci_low", np.nan), getattr(row, f"{y_key}_ci_high", np.nan)
+        if not (pd.isna(low) or pd.isna(high)):  # the 95% image-bootstrap interval, when the runs have one
+            yerr = [[max(0.0, y - low * y_scale)], [max(0.0, high * y_scale - y)]]
         style = series_style(i)
         ax.errorbar(x, y, xerr=None if pd.isna(xerr) else xerr,
-                    yerr=None if pd.isna(yerr) else yerr, color=style["color"],
+                    yerr=None if np.isscalar(yerr) and pd.isna(yerr) else yerr, color=style["color"],
                     marker=style["marker"], markersize=10, capsize=4, linestyle="none")
         above = order[i] % 2 == 0
         ax.annotate(row.group, (x, y), xytext=(8, 8 if above else -10), textcoords="offset points",
@@ -113,8 +117,8 @@ def plot_speed_vs_accuracy(summary: pd.DataFrame, out_dir: Path, device: str = "
 
 
 def plot_ap_by_size(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Grouped bars: per group, AP (%) on small, medium and large objects, error bars the std
-    over seeds; sizes told apart by grey level and hatch."""
+    """Grouped bars: per group, AP (%) on small, medium and large objects, error bars the 95%
+    image-bootstrap interval (the std over seeds for runs without one); sizes told apart by grey level and hatch."""
     sizes = [("map_small", "small (< 32² px)"), ("map_medium", "medium"),
              ("map_large", "large (> 96² px)")]
     if not any(f"{k}_mean" in summary for k, _ in sizes) or summary.empty:
@@ -124,9 +128,13 @@ def plot_ap_by_size(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
         x, width = np.arange(len(summary)), 0.8 / len(sizes)
         for j, (key, label) in enumerate(sizes):
             means = _column(summary, f"{key}_mean") * 100
-            stds = _column(summary, f"{key}_std") * 100
-            ax.bar(x + (j - 1) * width, np.nan_to_num(means), width, yerr=np.where(
-                np.isnan(stds), 0, stds), capsize=4, label=label, color=GREYS[j],
+            stds = np.where(np.isnan(_column(summary, f"{key}_std")), 0, _column(summary, f"{key}_std") * 100)
+            low, high = _column(summary, f"{key}_ci_low") * 100, _column(summary, f"{key}_ci_high") * 100
+            has = ~np.isnan(low) & ~np.isnan(high) & ~np.isnan(means)  # the 95% image-bootstrap interval
+            err = np.stack([np.where(has, np.maximum(means - low, 0), stds), np.where(has, np.maximum(high - means, 0),
+                                                                                      stds)])
+            ax.bar(x + (j - 1) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(err), capsize=4,
+                   label=label, color=GREYS[j],
                 hatch=HATCHES[j + 1], edgecolor="black")
         ax.set_xticks(x, summary["group"], rotation=15 if len(summary) > 4 else 0)
         ax.set_ylabel("COCO AP@[.5:.95] (%)")

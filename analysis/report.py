@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, plot_runs, plots, sweeps, tables
+from analysis import coverage, plot_runs, plots, robustness, significance_tables, sweeps, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -148,11 +148,15 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
                   tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table()]
+    robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
+    all_tables[-1:-1] = robust_tables   # before the published figures
+    significance = significance_tables.report_tables(labelled, problems)
+    all_tables += significance
     for table in all_tables:
         tables.write_table(table, out / "tables")
     summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
                                   suffixes=("", "_speed")) if len(accuracy.data) else accuracy.data
-    images = _plots(runs, summary, errors, out / "plots", problems)
+    images = _plots(runs, summary, errors, out / "plots", problems) + robust_images
     n_bad = int((runs["status"] != "ok").sum())
     devices = sorted(set(ok_runs(runs)["device"].dropna().astype(str))) if "device" in runs else []
     blocks = [("p", f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish "
@@ -162,6 +166,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
                     f"(Markdown, CSV with metrics.json's units, LaTeX); plots: plots/ (PNG, PDF).")]
     for table in all_tables:
         blocks += [("h", table.title.split(" (")[0]), ("table", table)]
+    blocks += [("p", text) for text in significance_tables.variance_sentences(labelled)]
     blocks += [("h", "Plots")] + [("image", p) for p in images]
     if problems:
         blocks += [("h", "Problems while building this report")] + [("p", p) for p in problems]
@@ -169,7 +174,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(page)
     if print_tables:
-        for table in (accuracy, speed):
+        for table in (accuracy, speed, *significance):
             tables.print_table(table)
         for run in runs[runs["status"] != "ok"].itertuples():
             print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): "

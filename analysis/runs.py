@@ -156,13 +156,16 @@ def _group_name(row) -> str:
 
 
 def error_summary(error, width: int = 160) -> str:
-    """One line of a run's error: a traceback's last line, else the message's first line."""
+    """One line of a run's error: a traceback's last line, else the message's first line (with
+    the next one when it ends in ':', as a wrapper's "Error in call to target ...:" does)."""
     if error is None or (isinstance(error, float) and np.isnan(error)):
         return ""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:width]
+    if lines[0].startswith("Traceback"):
+        return lines[-1][:width]
+    return (" ".join(lines[:2]) if lines[0].endswith(":") else lines[0])[:width]
 
 
 def ok_runs(runs: pd.DataFrame) -> pd.DataFrame:

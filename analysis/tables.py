@@ -31,7 +31,8 @@ SPEED_COLUMNS = {
 }
 # Papers give AP in %, speeds as they are; our value is scaled to match.
 PAPER_SCALE = {k: v[1] for k, v in ACCURACY_COLUMNS.items()} | {
-    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1}
+    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1} | {
+    f"robust_{k}": 100 for k in ("p", "mpc", "rpc", "p_50", "mpc_50", "rpc_50")}
 MISSING = "–"
 
 
@@ -50,6 +51,19 @@ def mean_std(mean: float, std: float, decimals: int) -> str:
     if pd.isna(mean):
         return MISSING
     return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
+
+
+def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
+    """' [low, high]': the runs' image-bootstrap interval (``<key>_ci_low/_ci_high``, averaged
+    over seeds) into ``row`` and as text; '' when no run holds one."""
+    if f"{key}_ci_low" not in ok:
+        return ""
+    low = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce").mean()
+    high = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce").mean()
+    row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
 
 
 def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table:
@@ -71,7 +85,7 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
             row[f"{key}_n"] = len(values)
             label, scale, decimals = columns[key]
             pretty[label] = mean_std(row[f"{key}_mean"] * scale, row[f"{key}_std"] * scale,
-                                     decimals)
+                                     decimals) + _interval(ok, key, row, scale, decimals)
         rows.append(row)
         shown.append(pretty)
     data, shown = pd.DataFrame(rows), pd.DataFrame(shown)
@@ -85,7 +99,7 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
 def accuracy_table(runs: pd.DataFrame) -> Table:
     return summarise(runs, ACCURACY_COLUMNS, "accuracy",
                      "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
-                     "mean ± std over seeds)")
+                     "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
 
 
 def speed_table(runs: pd.DataFrame) -> Table:

@@ -11,7 +11,8 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   batches, then ``iterations`` timed batches.
 - ``latency_ms_p50`` / ``latency_ms_p95`` / ``latency_ms_mean``: ms per batch of ``b``
   images, end to end (all three stages). ``fps``: images per second over the timed batches
-  (``b * iterations / total seconds``).
+  (``b * iterations / total seconds``). ``latency_ms_samples``: every timed batch's ms, space-separated
+  (a string, so metrics.json stays flat; the report's latency intervals).
 - ``preprocess_ms`` / ``network_ms`` / ``postprocess_ms``: median ms per batch of each stage;
   ``*_share``: each stage's median as a percentage (0-100) of the sum of the three medians.
 - ``boxes_kept``: mean detections per image after NMS (a property of the weights as much as
@@ -186,7 +187,7 @@ def _check_arguments(batch_sizes, warmup, iterations, dtype) -> list[int]:
 
 
 def _batch_metrics(b: int, stage_times: list[tuple[float, float, float]], kept: list[int],
-                   net_flops_per_image: int, peak_gflops: float) -> dict[str, float]:
+                   net_flops_per_image: int, peak_gflops: float) -> dict:
     """Metrics of one batch size from its timed batches (seconds per stage per batch)."""
     latencies_ms = np.array([sum(t) for t in stage_times]) * 1e3
     pre, net, post = (statistics.median(t[i] for t in stage_times) * 1e3 for i in range(3))
@@ -197,6 +198,7 @@ def _batch_metrics(b: int, stage_times: list[tuple[float, float, float]], kept: 
         f"latency_ms_p50_b{b}": float(np.percentile(latencies_ms, 50)),
         f"latency_ms_p95_b{b}": float(np.percentile(latencies_ms, 95)),
         f"latency_ms_mean_b{b}": float(latencies_ms.mean()),
+        f"latency_ms_samples_b{b}": " ".join(f"{x:.4f}" for x in latencies_ms),  # every timed batch
         f"preprocess_ms_b{b}": pre,
         f"network_ms_b{b}": net,
         f"postprocess_ms_b{b}": post,

@@ -12,9 +12,10 @@ from experiments.data.collate import collate
 
 
 @torch.inference_mode()
-def predict(model, dataset, batch_size: int, device: torch.device, max_images: int = 0
-            ) -> tuple[list[Detection], list[Target], list[tuple[int, int]]]:
-    """Detections (on the CPU), targets and image sizes (H, W) for ``dataset``.
+def predict(model, dataset, batch_size: int, device: torch.device, max_images: int = 0,
+            num_workers: int = 0) -> tuple[list[Detection], list[Target], list[tuple[int, int]]]:
+    """Detections (on the CPU), targets and image sizes (H, W) for ``dataset``, whose items are
+    loaded by ``num_workers`` DataLoader workers (0: in this process).
 
     Under DDP each rank predicts its share (``DistributedSampler``, no shuffle) and rank 0
     receives everything, each image once, in dataset order; other ranks get empty lists.
@@ -23,7 +24,8 @@ def predict(model, dataset, batch_size: int, device: torch.device, max_images: i
         dataset = Subset(dataset, range(max_images))
     distributed = dist.is_available() and dist.is_initialized()
     sampler = DistributedSampler(dataset, shuffle=False) if distributed else None
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=num_workers)
     was_training = model.training
     model.eval()
     records = []
@@ -43,11 +45,11 @@ def predict(model, dataset, batch_size: int, device: torch.device, max_images: i
 
 
 def score(model, dataset, batch_size: int, device: torch.device, backend: str,
-          max_images: int = 0):
+          max_images: int = 0, num_workers: int = 0):
     """``experiments.evaluation.evaluate`` on ``dataset``; None on ranks other than 0."""
     from experiments.evaluation import evaluate
 
-    detections, targets, sizes = predict(model, dataset, batch_size, device, max_images)
+    detections, targets, sizes = predict(model, dataset, batch_size, device, max_images, num_workers)
     if not targets:
         return None
     return evaluate(detections, targets, dataset.class_names, sizes,

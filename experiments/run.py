@@ -3,7 +3,11 @@ one dataset and writes everything into its own folder (see README, "What a run w
 
 ``run(cfg, output_dir)`` is a plain function the tests call; ``main`` is a thin
 ``@hydra.main`` around it. A failing job writes ``status: failed`` and its error into its
-``metrics.json`` (and ``error.txt``), so a sweep and its report go on without it.
+``metrics.json`` (and ``error.txt``), so a sweep and its report go on without it. Before
+anything trains, ``experiments.run_folder`` decides what the job may do to its folder (refuse a
+rerun, say a resumed run is finished, protect finished results) and ``experiments.preflight``
+checks settings, folders and images; ``experiments.interrupts`` turns SIGINT / SIGTERM into a
+checkpoint and ``status: interrupted`` with the command that resumes.
 """
 from __future__ import annotations
 
@@ -26,7 +30,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import preflight
 from experiments.budgets import detector_facts
+from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
+from experiments.robustness import robustness_stage, robustness_weights
+from experiments.run_folder import RunFolder, decide, describe_error
 from experiments.settings import check_config
 from experiments.weights import build_detector, load_run_weights
 
@@ -39,10 +47,17 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = identity(cfg)
-    is_main = True
+    folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
+    is_main = setup_distributed(cfg)   # first: rank 0 decides about the folder for all ranks
+    verdict = decide(folder, cfg, is_main)
+    if verdict:   # refused or already finished: nothing in the folder is touched
+        (log.info if verdict.startswith("finished") else log.error)("%s", verdict)
+        return {**metrics, "status": verdict.split(":")[0], "error": verdict}
+    failure, guard = None, InterruptGuard()
     try:
+        guard.__enter__()
         check_config(cfg)
-        is_main = setup_distributed(cfg)
+        preflight.preflight(cfg, out)
         device = resolve_device(cfg.device)
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
@@ -56,30 +71,76 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if is_main:   # the recall ceiling of training (experiments/coverage.py); no training needed
             from experiments.coverage import run_coverage
             metrics.update(run_coverage(model, val_set, out, cfg.eval.get("coverage_images", 500)))
-        if cfg.weights:
-            load_run_weights(model, cfg.weights)
-            log.info("loaded weights from %s", cfg.weights)
+        weights = robustness_weights(cfg)   # cfg.weights, or robustness.source's checkpoint
+        if weights:
+            load_run_weights(model, weights)
+            log.info("loaded weights from %s", weights)
         metrics["weights_source"] = model.weights_source
+        if train_set is not None:
+            preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
+                                       int(os.environ.get("WORLD_SIZE", 1)),
+                                       bool(cfg.train.get("freeze_batch_norm")))
+        if cfg.eval.get("check_images", True) and ("eval" in cfg.stages or train_set is not None
+                                                    and cfg.train.val_every):
+            scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
+            preflight.check_images(val_set, scored, "validation split")
         if "train" in cfg.stages:
-            metrics.update(train_stage(cfg, model, train_set, val_set, device, out))
-            write_metrics(out, metrics, is_main)
+            metrics.update(train_stage(cfg, model, train_set, val_set, device, out, guard))
+            write_metrics(out, metrics, is_main and not folder.protected)
         if "eval" in cfg.stages:
             metrics.update(eval_stage(cfg, model, val_set, device, out, is_main))
-            write_metrics(out, metrics, is_main)
+            write_metrics(out, metrics, is_main and not folder.protected)
+        if "robustness" in cfg.stages:
+            metrics.update(robustness_stage(cfg, model, val_set, device, out, is_main))
+            write_metrics(out, metrics, is_main and not folder.protected)
         if "bench" in cfg.stages and is_main:
             from experiments.benchmark import benchmark
 
             bench = OmegaConf.to_container(cfg.bench, resolve=True)
             metrics.update(benchmark(model, device=device, **bench))
         metrics["status"] = "ok"
+    except KeyboardInterrupt as stop:  # RunInterrupted, TrainingInterrupted or a bare Ctrl-C
+        if not isinstance(stop, RunInterrupted):
+            stop = RunInterrupted(guard.signum or 2, getattr(stop, "iteration", None))
+        metrics.update(interrupted_record(stop, out, metrics["overrides"]))
+        failure = metrics["error"] if folder.protected else None
+        log.warning("%s", metrics["error"])
     except Exception as error:  # a failed job is recorded, never silently lost
-        metrics["status"] = "failed"
-        metrics["error"] = f"{type(error).__name__}: {error}"
-        if is_main:
-            (out / "error.txt").write_text(traceback.format_exc())
+        metrics["status"], metrics["error"] = "failed", describe_error(error)
+        failure = traceback.format_exc()
         log.error("job failed: %s", metrics["error"])
-    write_metrics(out, metrics, is_main)
+    finally:
+        guard.__exit__(None, None, None)
+    finish(folder, metrics, failure, is_main)
+    guard.hand_over()
     return metrics
+
+
+def finish(folder: RunFolder, metrics: dict, failure: str | None, is_main: bool) -> None:
+    """Write the job's record: metrics.json (+ error.txt), or, when this job must not replace a
+    finished run's results, resume_error.txt alone. A folder that refuses writes is logged."""
+    if not is_main:
+        return
+    try:
+        if failure is not None:
+            metrics["error_file"] = str(folder.write_failure(failure))
+        if folder.protected and metrics["status"] != "ok":
+            log.error("the finished run's results in %s are kept unchanged; this resume's "
+                      "failure is in %s", folder.out, metrics["error_file"])
+        else:
+            write_metrics(folder.out, metrics, True)
+    except OSError as error:
+        log.error("could not write the results into %s: %s: %s", folder.out,
+                  type(error).__name__, error)
+
+
+def _hydra_log(out: Path) -> Path | None:
+    """The Hydra job's log file when it lives in ``out`` (emptied by overwrite=true)."""
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    path = Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"
+    return path if path.parent.resolve() == out.resolve() else None
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -126,7 +187,7 @@ def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
     return train_set
 
 
-def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
+def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -> dict:
     from experiments.predict import score
     from experiments.train import Trainer, warmup_then
 
@@ -145,10 +206,20 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
-                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle)
+                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
+                      stop_requested=guard.requested if guard else None)
+    if cfg.train.get("freeze_batch_norm"):
+        log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
+                 preflight.freeze_batch_norm(model))
     if cfg.resume:
         trainer.resume()
-    result = trainer.fit()
+    if guard is not None:
+        guard.deferring = True   # a signal now stops at the next iteration boundary
+    try:
+        result = trainer.fit()
+    finally:
+        if guard is not None:
+            guard.deferring = False
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
@@ -158,6 +229,7 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
 
 def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
     from experiments.evaluation import save_evaluation
+    from experiments.evaluation.bootstrap import bootstrap_evaluation
     from experiments.predict import score
 
     start = time.perf_counter()
@@ -167,10 +239,11 @@ def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
         return {}
     save_evaluation(result, out)
     save_samples(val_set, out / "samples", cfg.eval.samples)
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, out)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
-    return {**result.metrics, "eval_time_s": time.perf_counter() - start}
+    return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
 
 
 def save_samples(dataset, folder: Path, count: int) -> None:
@@ -254,9 +327,16 @@ def _tv_version() -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
-    if metrics["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        sys.exit(f"detbench: the job failed: {metrics['error']} "
-                 f"(see {HydraConfig.get().runtime.output_dir}/error.txt)")
+    status = metrics["status"]
+    if status == "interrupted":   # stops a sweep too: the user asked to stop
+        print(f"detbench: {metrics['error']}", file=sys.stderr)
+        sys.exit(metrics["exit_code"])
+    if status == "finished":
+        print(f"detbench: {metrics['error']}", file=sys.stderr)
+    elif status != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        where = f" (see {metrics['error_file']})" if "error_file" in metrics else ""
+        what = "the job failed: " if status == "failed" else ""
+        sys.exit(f"detbench: {what}{metrics['error']}{where}")
     return metrics.get("map_50")
 
 

@@ -15,7 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.weights import check_renamed_options
 
-STAGES = ("train", "eval", "bench")
+STAGES = ("train", "eval", "robustness", "bench")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -33,6 +33,7 @@ class TrainSchema:
     max_time_s: float = MISSING  # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = MISSING  # None: the detector's own policy
     shuffle: bool = MISSING
+    freeze_batch_norm: bool = MISSING  # BatchNorm layers keep eval mode (experiments.preflight)
     warmup_iterations: int = MISSING
     warmup_factor: float = MISSING
     optimizer: Any = MISSING
@@ -47,6 +48,19 @@ class EvalSchema:
     max_images: int = MISSING   # 0: the whole validation split
     samples: int = MISSING      # validation images saved for the report's detection grid
     coverage_images: int = MISSING  # val images whose targets the coverage counts (0: all)
+    check_images: bool = MISSING  # decode the scored images before training (experiments.preflight)
+    bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
+    bootstrap_seed: int = MISSING
+
+
+@dataclass
+class RobustnessSchema:
+    """Types of ``robustness.*``; values in conf/robustness/default.yaml."""
+    corruptions: list[str] = MISSING
+    severities: list[int] = MISSING
+    images: int = MISSING             # 0: the whole validation split
+    num_workers: int = MISSING        # DataLoader workers that corrupt the images
+    source: Optional[str] = MISSING   # a sweep folder whose runs' checkpoints to load
 
 
 @dataclass
@@ -56,6 +70,7 @@ class RunSchema:
     seed: int = MISSING
     device: str = MISSING
     resume: bool = MISSING
+    overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.run_folder)
     deterministic: bool = MISSING
     weights: Optional[str] = MISSING
 
@@ -76,6 +91,11 @@ def check_config(cfg: DictConfig) -> None:
     _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
+    if "robustness" in cfg:
+        _checked(RobustnessSchema, cfg.robustness, "robustness")
+        from experiments.data.corrupted import check_corruptions
+
+        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")

@@ -6,6 +6,7 @@ One ``Trainer`` trains one detector on one dataset. It works the same in one pro
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
 
 from experiments.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
@@ -27,6 +28,28 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the iteration."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """``stop_requested()`` turned true: the checkpoint of ``iteration`` has been saved."""
+
+    def __init__(self, iteration: int) -> None:
+        super().__init__(f"training stopped at iteration {iteration}")
+        self.iteration = iteration
+
+
+class _SkipFirst(Sampler):
+    """``sampler`` without its first ``skip`` indices (a resume inside an epoch): the wrapped
+    sampler draws its order exactly as in the uninterrupted epoch."""
+
+    def __init__(self, sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
 
 
 class Trainer:
@@ -41,6 +64,10 @@ class Trainer:
         amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never) on rank 0.
+        stop_requested: polled after every iteration (all ranks agree under DDP); when true, the
+            trainer saves a checkpoint of that iteration and raises ``TrainingInterrupted``.
+            A resume continues inside the epoch with the same image order (bit-exact with
+            ``num_workers=0``; with workers, their augmentation draws restart).
         out_dir: where ``train_log.csv``, ``val_log.csv``, ``tensorboard/`` and
             ``checkpoints/last.pt`` go.
     """
@@ -50,14 +77,15 @@ class Trainer:
                  out_dir: Path, seed: int = 0, num_workers: int = 0, amp: bool = False,
                  grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
-                 shuffle: bool = True, show_progress: bool | None = None) -> None:
+                 shuffle: bool = True, show_progress: bool | None = None,
+                 stop_requested: Callable[[], bool] | None = None) -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
         self.out_dir, self.seed, self.num_workers = Path(out_dir), seed, num_workers
         self.amp, self.grad_clip, self.log_every = amp, grad_clip, log_every
         self.val_every, self.validate, self.max_time_s = val_every, validate, max_time_s
-        self.shuffle = shuffle
+        self.shuffle, self.stop_requested = shuffle, stop_requested
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.is_main = self.rank == 0
@@ -66,6 +94,7 @@ class Trainer:
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
+        self.epoch_step, self.last_loss = 0, math.nan   # batches done in this epoch; last loss
         self.train_model = model
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
@@ -82,10 +111,12 @@ class Trainer:
         elif self.shuffle:
             sampler = RandomSampler(self.dataset, generator=generator)
         else:
-            sampler = None
+            sampler = SequentialSampler(self.dataset)
         # A last batch of one image would break BatchNorm on 1x1 maps: drop the remainder
         # whenever the dataset holds more than one batch (it is reshuffled every epoch).
         drop_last = len(self.dataset) > self.batch_size
+        if self.epoch_step:
+            sampler = _SkipFirst(sampler, self.epoch_step * self.batch_size)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate,
                           generator=generator, persistent_workers=False, drop_last=drop_last)
@@ -95,7 +126,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "rng": rng_states(),
-                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed}
+                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed,
+                "epoch_step": self.epoch_step, "loss": self.last_loss}
 
     def save(self) -> None:
         if self.is_main:
@@ -114,6 +146,7 @@ class Trainer:
         restore_rng_states(state["rng"])
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.elapsed = state.get("elapsed_s", 0.0)
+        self.epoch_step, self.last_loss = state.get("epoch_step", 0), state.get("loss", math.nan)
         self._truncate_logs()
         log.info("resumed from %s at epoch %d, iteration %d", self.checkpoint_path,
                  self.epoch, self.iteration)
@@ -140,7 +173,7 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
-        loss_value, stopped_on_time = math.nan, False
+        loss_value, stopped_on_time = self.last_loss, False
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
         while self.epoch < self.epochs and not stopped_on_time:
@@ -149,7 +182,8 @@ class Trainer:
             for images, targets in bar:
                 losses = self.step(images, targets)
                 self.iteration += 1
-                loss_value = sum(losses.values())
+                loss_value = self.last_loss = sum(losses.values())
+                self.epoch_step += 1
                 self.elapsed = time.perf_counter() - start
                 if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
                     self._log_row(losses, loss_value, writer)
@@ -159,7 +193,12 @@ class Trainer:
                     log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
                                 self.max_time_s, self.epoch + 1, self.iteration)
                     break
-            self.epoch += 1
+                if self._stop_agreed():
+                    self.save()
+                    if writer is not None:
+                        writer.close()
+                    raise TrainingInterrupted(self.iteration)
+            self.epoch, self.epoch_step = self.epoch + 1, 0
             if (self.validate is not None and self.val_every and self.is_main
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
@@ -170,6 +209,18 @@ class Trainer:
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
                 "epochs": self.epoch, "final_loss": float(loss_value),
                 "stopped_on_time": stopped_on_time}
+
+    def _stop_agreed(self) -> bool:
+        """``stop_requested()`` on any rank (one MAX all-reduce of a flag under DDP)."""
+        if self.stop_requested is None:
+            return False
+        flag = bool(self.stop_requested())
+        if self.distributed:
+            device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+            tensor = torch.tensor([int(flag)], device=device)
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+            flag = bool(tensor.item())
+        return flag
 
     def step(self, images, targets) -> dict[str, float]:
         images = [im.to(self.device, non_blocking=True) for im in images]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,9 @@ def test_protocol_returns_every_field_with_known_counts():
     for b in (1, 3):
         assert 0 < metrics[f"latency_ms_p50_b{b}"] <= metrics[f"latency_ms_p95_b{b}"]
         assert metrics[f"fps_b{b}"] > 0
+        samples = [float(x) for x in metrics[f"latency_ms_samples_b{b}"].split()]
+        assert len(samples) == 3
+        assert statistics.median(samples) == pytest.approx(metrics[f"latency_ms_p50_b{b}"], abs=1e-3)
         assert 0 <= metrics[f"boxes_kept_b{b}"] <= 20
         shares = sum(metrics[f"{stage}_share_b{b}"] for stage in ("preprocess", "network", "postprocess"))
         assert shares == pytest.approx(100)

@@ -13,7 +13,7 @@ COMPARE_DETECTORS = ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu"]
 EVAL_KEYS = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1",
              "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large", "voc07_map", "voc_map"]
 RUN_FILES = ["metrics.json", "detections.json", "ground_truth.json", "per_class.csv",
-             "pr_curves.npz", "train_log.csv", "checkpoints/last.pt", "samples"]
+             "pr_curves.npz", "bootstrap.npz", "train_log.csv", "checkpoints/last.pt", "samples"]
 
 
 @pytest.mark.parametrize("detector", COMPARE_DETECTORS)
@@ -33,6 +33,8 @@ def test_run_writes_a_complete_run_folder(compose_config, tmp_path, detector):
     assert (tmp_path / "coverage.json").is_file() and 0 < on_disk["coverage"] <= 1
     assert on_disk["detector"] == detector and on_disk["dataset"] == "synthetic"
     assert 0 <= on_disk["map_50"] <= 1 and on_disk["fps_b1"] > 0
+    assert on_disk["map_50_ci_low"] <= on_disk["map_50"] <= on_disk["map_50_ci_high"]
+    assert on_disk["bootstrap_replicates"] == 1000
     expected_candidates = {"ssd300_cpu": 8732, "yolov1_cpu": 98, "faster_rcnn_vgg16_cpu": 300}
     assert on_disk["num_candidates"] == expected_candidates[detector]
 
@@ -61,8 +63,8 @@ def test_interrupted_run_resumes_to_the_same_weights(compose_config, tmp_path, m
             raise KeyboardInterrupt("killed after epoch 2's checkpoint")
 
     monkeypatch.setattr(train_module.Trainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run(compose_config(RESUME_RUN), tmp_path / "cut")
+    cut = run(compose_config(RESUME_RUN), tmp_path / "cut")
+    assert cut["status"] == "interrupted" and "resume=true" in cut["resume_command"]
     monkeypatch.setattr(train_module.Trainer, "save", original_save)
     assert _weights(tmp_path / "cut/checkpoints/last.pt") and calls == [1, 2]
 

@@ -25,12 +25,16 @@ def job_metrics(sweep_dir: Path) -> dict[str, dict]:
 
 def test_sweep_with_a_failing_job_still_reports_the_others(tmp_path):
     done = detbench("-m", "detector=yolov1_cpu", *TINY_RUN, "stages=[train,eval]",
-                    "detector.model.width=0.0625,not_a_width", f"hydra.sweep.dir={tmp_path}")
+                    "detector.model.width=0.0625,not_a_width,-1", f"hydra.sweep.dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = job_metrics(tmp_path)
-    assert sorted(m["status"] for m in jobs.values()) == ["failed", "ok"], jobs
-    failed = next(m for m in jobs.values() if m["status"] == "failed")
-    assert "detectors.yolo.YOLO" in failed["error"] and "TypeError" in failed["error"]
+    assert sorted(m["status"] for m in jobs.values()) == ["failed", "failed", "ok"], jobs
+    wrong_type, negative = (next(m for m in jobs.values() if f"width={w}" in " ".join(m["overrides"]))
+                            for w in ("not_a_width", "-1"))
+    assert wrong_type["error"].startswith("TypeError: "), "the root cause comes first"
+    assert "detectors.yolo.YOLO" in wrong_type["error"]
+    assert negative["status"] == "failed" and "params" not in negative, "failed in pre-flight"
+    assert "detector.model.width=-1: must be a number > 0" in negative["error"]
     report = (tmp_path / "report" / "report.md").read_text()
     assert "failed" in report and "yolov1_cpu" in report
     assert "report:" in done.stdout

@@ -2,11 +2,20 @@
 
     detbench-eval --gt ground_truth.json --dt detections.json [--backend pycocotools] \
                   [--out metrics.json] [--per-class per_class.csv]
+    detbench-eval --gt GT --dt A.json [--dt2 B.json] --bootstrap 1000 --seed 0 --out m.json \
+                  [--save-replicates R.npz]
 
 Prints the flat dict of ``experiments.evaluation.METRICS`` as JSON (NaN where undefined) and
 writes it to ``--out``. A run folder's ``ground_truth.json`` and ``detections.json`` re-score
 to the run's own numbers; any other COCO files work too (the VOC metrics then read an optional
 ``difficult`` field of the annotations). Bad input exits with status 2 and names the entry.
+
+``--bootstrap B`` adds the image-bootstrap interval of every metric (``<metric>_ci_low``,
+``<metric>_ci_high``; percentile, ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
+a second results file on the same resampled images: its metrics as ``dt2_<metric>`` (with
+intervals) and the paired ``delta_<metric>`` = dt2 - dt, ``delta_<metric>_ci_low/high`` and the
+two-sided bootstrap ``p_<metric>``. ``--save-replicates R.npz`` writes the resampled image ids
+``image_ids`` [B, N] and every metric per replicate (``dt2_<metric>`` for the second file).
 """
 from __future__ import annotations
 
@@ -15,6 +24,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from experiments.evaluation.bootstrap import METHODS, bootstrap, check_bootstrap_arguments, paired_deltas
 from experiments.evaluation.metrics import BACKENDS, score_tables
 from experiments.evaluation.tables import tables_from_coco
 
@@ -41,7 +53,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="who computes the COCO numbers (both give pycocotools' numbers)")
     parser.add_argument("--out", type=Path, help="write the metrics JSON here too")
     parser.add_argument("--per-class", type=Path, help="write the per-class table (CSV) here")
+    parser.add_argument("--dt2", type=Path, help="a second results JSON, compared with --dt on the same images")
+    parser.add_argument("--bootstrap", type=int, metavar="B", help="image-bootstrap replicates (>= 1)")
+    parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (a non-negative integer)")
+    parser.add_argument("--level", type=float, default=0.95, help="interval level")
+    parser.add_argument("--method", choices=METHODS, default="percentile", help="interval method")
+    parser.add_argument("--save-replicates", type=Path, metavar="R.npz",
+                        help="write the resampled image ids [B, N] and every metric per replicate")
     args = parser.parse_args(argv)
+    if args.dt2 is not None and args.bootstrap is None:
+        parser.error("--dt2 needs --bootstrap B (the paired comparison resamples the images)")
+    if args.save_replicates is not None and args.bootstrap is None:
+        parser.error("--save-replicates needs --bootstrap B")
     try:
         ground_truth = _load_json(args.gt, "ground-truth")
         results = _load_json(args.dt, "detections")
@@ -52,10 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as error:
             raise ValueError(f"{args.gt} / {args.dt}: {error}") from None
         result = score_tables(gt, dt, categories, args.backend)
+        output = dict(result.metrics)
+        if args.bootstrap is not None:
+            check_bootstrap_arguments(args.bootstrap, args.seed)
+            if not 0 < args.level < 1:
+                raise ValueError(f"--level must lie in (0, 1), got {args.level}")
+            output.update(_bootstrap(args, ground_truth, gt, dt, categories))
     except ValueError as error:
         print(f"detbench-eval: error: {error}", file=sys.stderr)
         return 2
-    text = json.dumps(result.metrics, indent=1)
+    text = json.dumps(output, indent=1)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
         args.per_class.parent.mkdir(parents=True, exist_ok=True)
         result.per_class.to_csv(args.per_class, index=False)
     return 0
+
+
+def _bootstrap(args, ground_truth: dict, gt, dt, categories) -> dict:
+    """Intervals (and with --dt2 the second file's metrics and the paired deltas) as flat keys."""
+    category_ids = [c for c, _ in categories]
+    a = bootstrap(gt, dt, category_ids, args.bootstrap, args.seed, args.level, args.method)
+    out = a.as_metrics()
+    arrays = {"image_ids": a.image_ids, "category_ids": a.category_ids, **a.replicates}
+    if args.dt2 is not None:
+        results2 = _load_json(args.dt2, "second detections")
+        try:
+            _, dt2, _ = tables_from_coco(ground_truth, results2)
+        except ValueError as error:
+            raise ValueError(f"{args.gt} / {args.dt2}: {error}") from None
+        b = bootstrap(gt, dt2, category_ids, args.bootstrap, args.seed, args.level, args.method)
+        out.update({f"dt2_{k}": v for k, v in score_tables(gt, dt2, categories, args.backend).metrics.items()})
+        out.update({f"dt2_{k}": v for k, v in b.as_metrics().items() if k.endswith(("_ci_low", "_ci_high"))})
+        out.update(paired_deltas(a.point, b.point, a.replicates, b.replicates, args.level))
+        arrays.update({f"dt2_{k}": v for k, v in b.replicates.items()})
+    if args.save_replicates is not None:
+        args.save_replicates.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.save_replicates, **arrays)
+    return out
 
 
 if __name__ == "__main__":

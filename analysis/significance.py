@@ -1,0 +1,162 @@
+"""Which differences hold: paired bootstrap tests between runs, latency intervals, and the seed
+article's claims tested on any sweep folder.
+
+Reads run folders only: each run's ``bootstrap.npz`` (written by the evaluator: ``image_ids``
+[B, N] the images of each replicate, ``category_ids`` [K], one float [B] array per metric,
+``point_<metric>`` the metric on the images as given) and ``metrics.json``'s
+``latency_ms_samples_b1`` (every timed batch, ms). Two runs are paired only when their
+replicates drew the very same images (same ids, same bootstrap seed) on the same classes;
+otherwise the pair is reported as not comparable, naming the ids that differ.
+
+* Pairwise: delta = A - B per replicate (averaged over the seeds both groups ran), its 95%
+  percentile interval and the two-sided bootstrap p-value p = min(1, 2 (min(#{d <= 0},
+  #{d >= 0}) + 1) / (B + 1)), Holm-corrected over the pairs of a dataset, per metric;
+  *significant* when the corrected p < 0.05, else *within noise*.
+* Latency: the median of the timed batches (batch 1), its interval from 2000 bootstrap resamples
+  of the batches (seeded); a speed difference holds when the interval of the difference of
+  medians excludes 0.
+"""
+from __future__ import annotations
+
+import math
+import re
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.runs import ok_runs
+
+ALPHA = 0.05
+PAIR_METRICS = {"map": "AP", "map_50": "AP50", "map_small": "APs"}
+FAMILIES = {"ssd": r"(^|_)ssd(300|512)", "yolo": r"yolov1|fast_yolo", "frcnn": r"faster_rcnn|frcnn"}
+SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
+
+
+def load_replicates(run_path) -> dict | None:
+    """A run's bootstrap.npz as a dict of arrays, or None when the run has none."""
+    path = Path(run_path) / "bootstrap.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def same_images_problem(a: dict, b: dict) -> str | None:
+    """None when the two runs' replicates drew the same images on the same classes, else why not."""
+    for key, what in (("category_ids", "category ids"), ("image_ids", "image ids")):
+        x, y = a[key], b[key]
+        if x.shape != y.shape or not np.array_equal(x, y):
+            only_a = sorted(set(np.unique(x).tolist()) - set(np.unique(y).tolist()))
+            only_b = sorted(set(np.unique(y).tolist()) - set(np.unique(x).tolist()))
+            if only_a or only_b:
+                return f"different {what}: only in one {only_a[:5]}, only in the other {only_b[:5]}"
+            return f"same {what} but different replicates (bootstrap seed or count differs)"
+    return None
+
+
+def p_value(deltas: np.ndarray) -> float:
+    deltas = deltas[~np.isnan(deltas)]
+    if len(deltas) == 0:
+        return math.nan
+    tail = min(np.count_nonzero(deltas <= 0), np.count_nonzero(deltas >= 0))
+    return float(min(1.0, 2 * (tail + 1) / (len(deltas) + 1)))
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN kept as NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p), np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    order = defined[np.argsort(p[defined], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p[j]))
+        adjusted[j] = running
+    return adjusted.tolist()
+
+
+def _by_seed(runs: pd.DataFrame) -> dict:
+    """(dataset, group) -> {seed: replicates dict} over finished runs with a bootstrap.npz."""
+    out: dict = {}
+    for _, run in ok_runs(runs).iterrows():
+        reps = load_replicates(run["path"])
+        if reps is not None:
+            out.setdefault((run["dataset"], run["group"]), {})[run["seed"]] = reps
+    return out
+
+
+def paired(reps_a: dict, reps_b: dict, metric: str) -> dict:
+    """delta = A - B over the seeds both ran: point, interval, p; or the reason it cannot be paired."""
+    seeds = sorted(set(reps_a) & set(reps_b), key=str)
+    if not seeds:
+        return {"problem": "no common seed"}
+    for s in seeds:
+        problem = same_images_problem(reps_a[s], reps_b[s])
+        if problem:
+            return {"problem": f"seed {s}: {problem}"}
+    if any(metric not in reps_a[s] or metric not in reps_b[s] for s in seeds):
+        return {"problem": f"no replicates of {metric}"}
+    deltas = np.mean([reps_a[s][metric] - reps_b[s][metric] for s in seeds], axis=0)
+    point = float(np.mean([reps_a[s][f"point_{metric}"] - reps_b[s][f"point_{metric}"] for s in seeds]))
+    low, high = percentile_interval(deltas)
+    return {"delta": point, "low": low, "high": high, "p": p_value(deltas), "seeds": len(seeds)}
+
+
+def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, pair of groups, metric): delta A - B, interval, p, Holm p, verdict."""
+    by_seed = _by_seed(runs)
+    rows = []
+    for dataset in sorted({d for d, _ in by_seed}):
+        groups = sorted(g for d, g in by_seed if d == dataset)
+        for metric in PAIR_METRICS:
+            block = [{"dataset": dataset, "a": a, "b": b, "metric": metric,
+                      **paired(by_seed[(dataset, a)], by_seed[(dataset, b)], metric)}
+                     for a, b in combinations(groups, 2)]
+            adjusted = holm([r.get("p", math.nan) for r in block])
+            for row, p_holm in zip(block, adjusted):
+                row["p_holm"] = p_holm
+                row["verdict"] = ("not comparable" if "problem" in row else
+                                  "significant" if p_holm < ALPHA else "within noise")
+            rows += block
+    return pd.DataFrame(rows)
+
+
+def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
+    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds."""
+    key, out = f"latency_ms_samples_b{batch}", {}
+    if key not in runs:
+        return out
+    for _, run in ok_runs(runs).iterrows():
+        if isinstance(run[key], str) and run[key].strip():
+            values = np.array([float(x) for x in run[key].split()])
+            out.setdefault((run["dataset"], run["group"]), []).append(values)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def median_interval(samples: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(median, low, high): the 95% bootstrap interval of the median latency."""
+    rng = np.random.default_rng(seed)
+    medians = np.median(samples[rng.integers(0, len(samples), (resamples, len(samples)))], axis=1)
+    return float(np.median(samples)), *percentile_interval(medians)
+
+
+def latency_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple:
+    """median(a) - median(b) in ms and its 95% interval (the batches of a and b resampled apart)."""
+    rng = np.random.default_rng(seed)
+    ma = np.median(a[rng.integers(0, len(a), (resamples, len(a)))], axis=1)
+    mb = np.median(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
+    return float(np.median(a) - np.median(b)), *percentile_interval(ma - mb)
+
+
+def family_members(groups: list[str], detectors: dict, family: str) -> list[str]:
+    return [g for g in groups if re.search(FAMILIES[family], str(detectors.get(g, g)))]

@@ -1,0 +1,229 @@
+"""Image bootstrap of every COCO and VOC metric, and paired comparisons of two detectors.
+
+A replicate resamples the N evaluated images with replacement (``resample``: int64 [B, N]
+image slots, each row sorted, so a replicate is a multiset); a duplicated image counts once per
+copy. Detections are matched once (``bootstrap_match``) and re-accumulated per replicate
+(``bootstrap_accumulate``), so replicate b equals pycocotools (and the VOC devkit) run on a
+dataset made of that replicate's images, each copy renumbered (the tests check it).
+
+Intervals are percentile intervals by default (``method="bca"``: bias-corrected and accelerated,
+the acceleration from the jackknife over images). A paired comparison draws the same images for
+both detectors: delta = B - A per replicate, its interval, and the two-sided bootstrap p-value
+p = min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)): an identical pair gives
+delta 0, [0, 0] and p = 1.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+
+from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
+from experiments.evaluation.bootstrap_match import match_coco, match_voc
+from experiments.evaluation.metrics import METRICS
+from experiments.evaluation.tables import DetectionTable, GroundTruthTable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLICATES = 1000
+CHUNK = 32  # replicates per array op: [32, 40, points] float64 per class
+METHODS = ("percentile", "bca")
+
+
+def check_bootstrap_arguments(replicates, seed) -> None:
+    """B must be an int >= 1, the seed a non-negative int (bools refused): ValueError otherwise."""
+    if isinstance(replicates, bool) or not isinstance(replicates, numbers.Integral) or replicates < 1:
+        raise ValueError(f"bootstrap replicates must be an integer >= 1, got {replicates!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"bootstrap seed must be a non-negative integer, got {seed!r}")
+
+
+def resample(num_images: int, replicates: int, seed: int) -> np.ndarray:
+    """int64 [B, N]: B multisets of N image slots drawn with replacement, each row sorted."""
+    check_bootstrap_arguments(replicates, seed)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.integers(0, num_images, size=(replicates, num_images)), axis=1)
+
+
+def copies(indices: np.ndarray, num_images: int) -> np.ndarray:
+    """int64 [B, N] image slots -> float64 [B, I]: how many times each image is drawn."""
+    rows = np.repeat(np.arange(len(indices)), indices.shape[1])
+    return np.bincount(rows * num_images + indices.ravel(), minlength=len(indices) * num_images).reshape(
+        len(indices), num_images).astype(np.float64)
+
+
+class ReplicateScorer:
+    """Match once, then every METRICS number for any weights [b, I] (``__call__``)."""
+
+    def __init__(self, gt: GroundTruthTable, dt: DetectionTable, category_ids):
+        coco, voc = match_coco(gt, dt, category_ids), match_voc(gt, dt, category_ids)
+        self.image_ids, self.category_ids = coco.image_ids, coco.category_ids
+        self._coco, self._voc = CocoAccumulator(coco), VocAccumulator(voc)
+
+    def __call__(self, weights: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
+        """float [B, I] (copies of each image, images in sorted-id order) -> name -> float64 [B]."""
+        chunks = [weights[i:i + CHUNK] for i in range(0, len(weights), CHUNK)]
+
+        def score(chunk):
+            return {**self._coco(chunk), **self._voc(chunk)}
+
+        if threads > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(score, chunks))
+        else:
+            parts = [score(c) for c in chunks]
+        return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
+
+
+@dataclass
+class BootstrapResult:
+    """point: the metrics on the images as given (the identity replicate); replicates: name ->
+    float64 [B]; image_ids: int64 [B, N], the images of each replicate; low / high: name ->
+    interval bounds (NaN where too few replicates define the metric); level, method, seed."""
+
+    point: dict[str, float]
+    replicates: dict[str, np.ndarray]
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    low: dict[str, float]
+    high: dict[str, float]
+    level: float
+    method: str
+    seed: int
+
+    def as_metrics(self) -> dict[str, float]:
+        """Flat keys for metrics.json: <metric>_ci_low, <metric>_ci_high, bootstrap settings."""
+        out = {}
+        for name in self.low:
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = self.low[name], self.high[name]
+        return {**out, "bootstrap_replicates": len(self.image_ids), "bootstrap_seed": self.seed,
+                "bootstrap_level": self.level, "bootstrap_method": self.method}
+
+    def save(self, path: Path) -> None:
+        """An .npz: image_ids [B, N], category_ids [K], one float64 [B] array per metric and
+        point_<metric> scalars, so anyone can re-score a replicate or pair two runs."""
+        np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids,
+                            level=self.level, method=self.method, seed=self.seed,
+                            **self.replicates, **{f"point_{k}": v for k, v in self.point.items()})
+
+
+def interval(values: np.ndarray, level: float = 0.95, method: str = "percentile", point: float | None = None,
+             jackknife: np.ndarray | None = None) -> tuple[float, float]:
+    """(low, high) of the replicate values [B] (NaN replicates left out; NaN if fewer than 2 defined).
+
+    percentile: the (1-level)/2 and (1+level)/2 quantiles. bca: Efron's bias-corrected and
+    accelerated interval from ``point`` and the leave-one-image-out ``jackknife`` values [N].
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown interval method '{method}', choose one of {METHODS}")
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return math.nan, math.nan
+    alpha = np.array([(1 - level) / 2, (1 + level) / 2])
+    if method == "bca" and point is not None and jackknife is not None and not np.isnan(point):
+        norm = NormalDist()
+        below = np.mean(values < point) + 0.5 * np.mean(values == point)
+        z0 = norm.inv_cdf(float(np.clip(below, 1e-12, 1 - 1e-12)))
+        jack = jackknife[~np.isnan(jackknife)]
+        d = jack.mean() - jack
+        denom = 6 * np.sum(d ** 2) ** 1.5
+        accel = np.sum(d ** 3) / denom if denom > 0 else 0.0
+        alpha = np.array([norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z))) for z in map(norm.inv_cdf, alpha)])
+    low, high = np.quantile(values, alpha)
+    return float(low), float(high)
+
+
+def _intervals(point, replicates, level, method, scorer=None, num_images=0):
+    jack = None
+    if method == "bca":
+        jack = scorer(np.ones((num_images, num_images)) - np.eye(num_images))
+    low, high = {}, {}
+    for name in METRICS:
+        low[name], high[name] = interval(replicates[name], level, method, point[name],
+                                         None if jack is None else jack[name])
+    return low, high
+
+
+def bootstrap(gt: GroundTruthTable, dt: DetectionTable, category_ids, replicates: int = DEFAULT_REPLICATES,
+              seed: int = 0, level: float = 0.95, method: str = "percentile", threads: int = 2) -> BootstrapResult:
+    """Image bootstrap of every METRICS number of one detector on one split."""
+    check_bootstrap_arguments(replicates, seed)
+    scorer = ReplicateScorer(gt, dt, category_ids)
+    num_images = len(scorer.image_ids)
+    indices = resample(num_images, replicates, seed)
+    point = {k: float(v[0]) for k, v in scorer(np.ones((1, num_images)), threads=1).items()}
+    values = scorer(copies(indices, num_images), threads)
+    low, high = _intervals(point, values, level, method, scorer, num_images)
+    return BootstrapResult(point, values, scorer.image_ids[indices], scorer.category_ids, low, high, level,
+                           method, int(seed))
+
+
+def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, names=("A", "B")) -> None:
+    """ValueError naming the image ids / category ids found in one run and not in the other."""
+    for what, a, b in (("image ids", image_ids_a, image_ids_b), ("category ids", categories_a, categories_b)):
+        a, b = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+        if a != b:
+            only_a, only_b = sorted(a - b), sorted(b - a)
+            raise ValueError(f"{names[0]} and {names[1]} were not scored on the same {what}: "
+                             f"only in {names[0]}: {only_a[:10]}{' ...' if len(only_a) > 10 else ''} "
+                             f"({len(only_a)}), only in {names[1]}: {only_b[:10]}"
+                             f"{' ...' if len(only_b) > 10 else ''} ({len(only_b)})")
+
+
+def p_value(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of delta = 0 from the replicate deltas [B] (NaN left out)."""
+    deltas = deltas[~np.isnan(deltas)]
+    if len(deltas) == 0:
+        return math.nan
+    tail = min(np.count_nonzero(deltas <= 0), np.count_nonzero(deltas >= 0))
+    return float(min(1.0, 2 * (tail + 1) / (len(deltas) + 1)))
+
+
+def paired_deltas(point_a: dict, point_b: dict, reps_a: dict, reps_b: dict, level: float = 0.95,
+                  names=METRICS) -> dict[str, float]:
+    """delta_<m> = B - A, delta_<m>_ci_low/high (percentile) and p_<m> from paired replicates."""
+    out = {}
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            deltas = np.asarray(reps_b[name]) - np.asarray(reps_a[name])
+        out[f"delta_{name}"] = float(point_b[name] - point_a[name])
+        out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level)
+        out[f"p_{name}"] = p_value(deltas)
+    return out
+
+
+def paired_bootstrap(gt: GroundTruthTable, dt_a: DetectionTable, dt_b: DetectionTable, category_ids,
+                     replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = 0.95,
+                     method: str = "percentile", threads: int = 2,
+                     ) -> tuple[BootstrapResult, BootstrapResult, dict[str, float]]:
+    """Both detectors on the same resampled images -> (A's result, B's result, paired deltas)."""
+    a = bootstrap(gt, dt_a, category_ids, replicates, seed, level, method, threads)
+    b = bootstrap(gt, dt_b, category_ids, replicates, seed, level, method, threads)
+    return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level)
+
+
+def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None = None,
+                         level: float = 0.95) -> dict:
+    """A run's intervals: the bootstrap of an ``EvaluationResult``'s tables -> metrics.json keys,
+    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``). replicates 0:
+    off ({}); negative, or a bad seed: ValueError."""
+    if isinstance(replicates, numbers.Integral) and not isinstance(replicates, bool) and replicates == 0:
+        return {}
+    category_ids = [c for c, _ in result.categories]
+    out = bootstrap(result.ground_truth, result.detections, category_ids, replicates, seed, level)
+    gaps = [0.0 if math.isnan(v) and math.isnan(out.point[k]) else
+            abs(out.point[k] - v) if not (math.isnan(v) or math.isnan(out.point[k])) else math.inf
+            for k, v in result.metrics.items()]
+    if max(gaps, default=0.0) > 1e-9:  # the identity replicate is the evaluator's numbers; say so if not
+        log.warning("bootstrap: the identity replicate differs from the evaluation by %.3g", max(gaps))
+    if folder is not None:
+        out.save(Path(folder) / "bootstrap.npz")
+    return out.as_metrics()

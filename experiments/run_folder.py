@@ -1,0 +1,149 @@
+"""What a run may do to the folder it is pointed at, so that no result is ever lost.
+
+A folder holds a *previous run* when it has ``metrics.json``, ``train_log.csv``, ``val_log.csv``,
+``error.txt`` or a checkpoint (Hydra's own ``.hydra/`` and log file, written before the job
+starts, do not count).
+
+=================================  ===========================================================
+situation                          what happens
+=================================  ===========================================================
+fresh folder                       the run starts
+previous run, no ``resume``        refused with a message; nothing is written (so logs are
+                                   never appended across runs); ``overwrite=true`` first
+                                   deletes the run's files (and empties the Hydra log)
+``resume=true``, run unfinished    continues from ``checkpoints/last.pt``; a stale
+                                   ``error.txt`` is removed first
+``resume=true``, run finished      "already finished", nothing changes, exit 0; *finished* means
+                                   ``metrics.json`` says ok, training reached ``train.epochs``
+                                   (or its time cap) and each stage asked for left its numbers
+``resume=true`` on a finished run  (e.g. more epochs) the finished results stay untouched until
+that asks for more work            the new run succeeds; a failure or interrupt goes to
+                                   ``resume_error.txt`` beside them and the exit is non-zero
+=================================  ===========================================================
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("detbench")
+
+PREVIOUS_RUN_FILES = ("metrics.json", "train_log.csv", "val_log.csv", "error.txt")
+RUN_FILES = (*PREVIOUS_RUN_FILES, "metrics.json.tmp", "resume_error.txt", "detections.json",
+             "ground_truth.json", "per_class.csv", "pr_curves.npz")
+RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
+STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
+MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
+
+
+class RunFolder:
+    """The run folder ``out`` and the decision for it (see the module doc).
+
+    ``hydra_log``: the job's log file, emptied by ``overwrite`` (None outside Hydra)."""
+
+    def __init__(self, out: Path, resume: bool, overwrite: bool, hydra_log: Path | None = None):
+        self.out, self.resume, self.overwrite = Path(out), resume, overwrite
+        self.hydra_log = hydra_log
+        self.protected = False          # True: a finished run's results must survive this job
+
+    def previous_run(self) -> list[str]:
+        """The files that show a previous run in this folder (empty: none)."""
+        found = [name for name in PREVIOUS_RUN_FILES if (self.out / name).exists()]
+        checkpoints = self.out / "checkpoints"
+        if checkpoints.is_dir() and any(p.suffix == ".pt" for p in checkpoints.iterdir()):
+            found.append("checkpoints/")
+        return found
+
+    def previous_metrics(self) -> dict:
+        try:
+            metrics = json.loads((self.out / "metrics.json").read_text())
+            return metrics if isinstance(metrics, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def is_finished(self, cfg: DictConfig, previous: dict) -> bool:
+        if previous.get("status") != "ok":
+            return False
+        if "train" in cfg.stages and not (previous.get("train_stopped_on_time")
+                                          or (previous.get("train_epochs") or 0) >= cfg.train.epochs):
+            return False
+        return all(key in previous for stage, key in STAGE_KEYS.items() if stage in cfg.stages)
+
+    def prepare(self, cfg: DictConfig) -> str | None:
+        """Decide; returns None when the job may go on, else why it stops before starting
+        ("refused: ..." or "finished: ...")."""
+        found = self.previous_run()
+        if self.resume and self.overwrite:
+            return f"refused: {self.out}: resume=true and overwrite=true contradict; choose one"
+        if not self.resume:
+            if found and not self.overwrite:
+                return (f"refused: {self.out} holds a previous run ({', '.join(found)}): pass "
+                        "resume=true to continue it, overwrite=true to delete it first, or choose "
+                        "another hydra.run.dir")
+            if found:
+                self.clear()
+            return None
+        previous = self.previous_metrics()
+        if self.is_finished(cfg, previous):
+            return (f"finished: {self.out} holds a finished run (status ok, {previous.get('train_epochs')}"
+                    f" epochs); nothing to resume and nothing was changed")
+        self.protected = previous.get("status") == "ok"
+        if not self.protected:
+            for name in ("error.txt", "resume_error.txt"):
+                (self.out / name).unlink(missing_ok=True)
+        return None
+
+    def clear(self) -> None:
+        """overwrite=true: delete the previous run's files (only those a run writes)."""
+        for name in RUN_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        if self.hydra_log is not None and self.hydra_log.is_file():
+            os.truncate(self.hydra_log, 0)   # the open handler appends from offset 0 again
+        log.info("overwrite=true: deleted the previous run's files in %s", self.out)
+
+    def write_failure(self, text: str) -> Path:
+        """A failure's full text: error.txt, or resume_error.txt when protecting a finished run."""
+        path = self.out / ("resume_error.txt" if self.protected else "error.txt")
+        path.write_text(text)
+        return path
+
+
+def decide(folder: RunFolder, cfg: DictConfig, is_main: bool) -> str | None:
+    """``folder.prepare`` on rank 0 alone (it may delete files), its verdict shared by all ranks."""
+    import torch.distributed as dist
+
+    verdict = folder.prepare(cfg) if is_main else None
+    if dist.is_available() and dist.is_initialized():
+        shared = [verdict, folder.protected]
+        dist.broadcast_object_list(shared, src=0)
+        verdict, folder.protected = shared
+    return verdict
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the root cause (the innermost ``__cause__``'s type and message), then the
+    wrappers it was raised through (the root message is cut at MESSAGE_CHARS; error.txt has the
+    whole traceback), e.g. ``TypeError: ... [raised as InstantiationException:
+    Error in call to target 'detectors.yolo.YOLO']``."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    inner = chain[-1]
+    message = " ".join(str(inner).split())
+    message = message if len(message) <= MESSAGE_CHARS else message[:MESSAGE_CHARS - 3] + "..."
+    text = f"{type(inner).__name__}: {message}".rstrip(": ")
+    wrappers = []
+    for outer in chain[:-1]:
+        lines = str(outer).strip().splitlines()
+        first = lines[0] if lines else ""
+        cut = first.find(type(inner).__name__)
+        first = (first[:cut] if cut > 0 else first).rstrip(" :(")
+        wrappers.append(f"{type(outer).__name__}: {first}" if first else type(outer).__name__)
+    return text + (f" [raised as {' <- '.join(wrappers)}]" if wrappers else "")
