@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plot_runs, plots, robustness, significance_tables, tables
+from analysis import coverage, plot_runs, plots, robustness, significance_tables, sweeps, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -79,6 +79,10 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
             {g: dirs[0] for g, dirs in by_group.items()}, out)),
         ("error breakdown", lambda: plots.plot_error_breakdown(error_data, out)),
         ("top detections", lambda: plots.plot_top_detections(_top_shares(runs), out)),
+        ("coverage vs size", lambda: coverage.plot_coverage_vs_size(
+            coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out) or None),
+        ("resolution sweep", lambda: sweeps.plot_resolution(runs, out) or None),
+        ("box budget", lambda: sweeps.plot_box_budget(runs, out) or None),
     ]
     written = []
     for what, draw in jobs:
@@ -87,6 +91,8 @@ def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out:
         except Exception as exc:   # one plot never stops the report; say why in it
             problems.append(f"plot '{what}' not drawn: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
+            continue
+        if paths is None:      # no run has coverage / no such sweep in the folder: nothing to say
             continue
         if not paths:
             problems.append(f"plot '{what}' not drawn: no run holds the numbers it needs")
@@ -141,7 +147,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     accuracy, speed = tables.accuracy_table(labelled), tables.speed_table(labelled)
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
-                  tables.error_table(errors), tables.published_table()]
+                  tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table()]
     robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
     all_tables[-1:-1] = robust_tables   # before the published figures
     significance = significance_tables.report_tables(labelled, problems)

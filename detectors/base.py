@@ -120,6 +120,13 @@ class Detector(nn.Module):
     def loss(self, outputs: Any, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def assign_objects(self, batch: Batch) -> list[dict]:
+        """The training-time target assignment, per ground-truth object: per image of ``batch``
+        (from ``preprocess(images, targets)``), {stage name: ``detectors.assignment.ObjectAssignment``},
+        the first stage the detector's headline. Runs the code the loss runs."""
+        raise NotImplementedError(f"{type(self).__name__} exposes no training-time assignment rule: "
+                                  "coverage not defined")
+
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """Boxes scored per image before NMS for an input of ``image_size`` (H, W): SSD300
         8732, YOLO v1 98, Faster R-CNN the proposals kept at test (300)."""

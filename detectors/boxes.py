@@ -1,4 +1,4 @@
-"""Box maths: offsets with variances (encode / decode) and SSD's matching.
+"""Box maths: offsets with variances (encode / decode) and SSD's matching (per box and per object).
 
 Formats: ``xyxy`` = x1, y1, x2, y2; ``cxcywh`` = centre x, centre y, width, height. Units are
 whatever the caller uses (pixels, or fractions of the image for default boxes) as long as both
@@ -7,6 +7,7 @@ arguments of a function share them. Conversions and IoU are torchvision's.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,12 +38,31 @@ def decode(offsets: Tensor, priors: Tensor, variances: tuple[float, float] = (0.
     return torch.cat([centre - 0.5 * size, centre + 0.5 * size], dim=-1)
 
 
+class PriorMatch(NamedTuple):
+    """What SSD's matching gives, per default box and per ground truth.
+
+    matched: int64 [A], the ground truth each default box learns from, -1 for background.
+    iou: float [A], the IoU with that ground truth, 0 for background.
+    forced: bool [A], the box is some ground truth's best box (rule 1 of ``match_priors``).
+    gt_best_iou: float [G], each ground truth's best IoU over all default boxes.
+    """
+
+    matched: Tensor
+    iou: Tensor
+    forced: Tensor
+    gt_best_iou: Tensor
+
+
 def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """``match_priors``' (matched [A], iou [A])."""
+    result = match_priors(gt_boxes, priors, iou_threshold)
+    return result.matched, result.iou
+
+
+def match_priors(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> PriorMatch:
     """SSD's matching strategy: which ground truth each default box learns from.
 
-    gt_boxes: [G, 4] xyxy.  priors: [A, 4] xyxy (same units).
-    Returns (matched [A] int64, the index of the ground truth, -1 for background;
-             iou [A] float, the IoU with that ground truth, 0 for background).
+    gt_boxes: [G, 4] xyxy.  priors: [A, 4] xyxy (same units).  Returns a ``PriorMatch``.
 
     1. Each ground truth is forced onto the default box it overlaps best, whatever the IoU
        (so every object is learned, even a tiny one below the threshold). When two ground truths
@@ -53,14 +73,15 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple
     """
     num_priors = priors.shape[0]
     if gt_boxes.numel() == 0:
-        return (torch.full((num_priors,), -1, dtype=torch.int64, device=priors.device),
-                priors.new_zeros(num_priors))
+        return PriorMatch(torch.full((num_priors,), -1, dtype=torch.int64, device=priors.device),
+                          priors.new_zeros(num_priors),
+                          torch.zeros(num_priors, dtype=torch.bool, device=priors.device), priors.new_zeros(0))
     iou = box_iou(gt_boxes, priors)                          # [G, A]
     best_iou, best_gt = iou.max(dim=0)                       # [A], [A]
     matched = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
 
     # forced matches: each ground truth's best default box
-    best_prior = iou.argmax(dim=1)                           # [G]
+    gt_best_iou, best_prior = iou.max(dim=1)                 # [G], [G]
     wanted = torch.zeros_like(iou, dtype=torch.bool)         # [G, A]
     wanted[torch.arange(iou.shape[0], device=iou.device), best_prior] = True
     claim = torch.where(wanted, iou, torch.full_like(iou, -1.0))   # [G, A]
@@ -68,4 +89,4 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple
     forced = wanted.any(dim=0)                               # [A]
     matched = torch.where(forced, claimant, matched)
     matched_iou = torch.where(forced, claim_iou, torch.where(matched >= 0, best_iou, torch.zeros_like(best_iou)))
-    return matched, matched_iou
+    return PriorMatch(matched, matched_iou, forced, gt_best_iou)

@@ -26,8 +26,9 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import roi_pool
+from torchvision.ops import box_iou, clip_boxes_to_image, roi_pool
 
+from detectors.assignment import ObjectAssignment, count_per_object, status_from_counts
 from detectors.base import Batch, Detection, Detector, Target
 
 
@@ -157,6 +158,56 @@ class FasterRCNN(Detector):
         self.transform.image_mean = [float(v) for v in mean]
         self.transform.image_std = [float(v) for v in std]
 
+    # ---- target assignment, per object ----------------------------------------------------------
+    @torch.no_grad()
+    def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
+        """Per image (batch from ``preprocess(images, targets)``, boxes in input pixels):
+
+        - "rpn_anchors": torchvision's ``RegionProposalNetwork.assign_targets_to_anchors``
+          (its ``Matcher``: fg >= 0.7, bg < 0.3, ``allow_low_quality_matches``: each object's
+          best anchors are foreground whatever their IoU) on this image's anchors;
+        - "roi_anchors_as_proposals": ``RoIHeads.assign_targets_to_proposals`` (fg >= 0.5) with
+          the anchors, clipped to the image, as the proposals: what an untrained RPN proposes
+          (its deltas start near 0) before NMS and top-n. In training torchvision also appends
+          every ground-truth box to the proposals, so each object has one positive RoI (itself)
+          whatever this stage says: it tells which objects rely on that alone.
+
+        Fixed-size RPN / RoI sampling (256 anchors, 128 or 512 RoIs per image) is random per
+        iteration and not modelled: positives are those the sampler draws from."""
+        image_list = ImageList(batch.images, batch.input_sizes)
+        shapes = feature_map_sizes_of_input(self.backbone, batch.images)
+        maps = [batch.images.new_empty(1, 1, h, w) for h, w in shapes]
+        anchors = self.rpn.anchor_generator(image_list, maps)                  # per image [A, 4]
+        targets = [{"boxes": t["boxes"].to(a.device, a.dtype), "labels": t["labels"].to(a.device)}
+                   for t, a in zip(batch.targets, anchors)]
+        fg_labels, matched_boxes = self.rpn.assign_targets_to_anchors(anchors, targets)
+        matcher = self.rpn.proposal_matcher
+        proposals = [clip_boxes_to_image(a, size) for a, size in zip(anchors, batch.input_sizes)]
+        roi_index, roi_labels = self.roi_heads.assign_targets_to_proposals(
+            proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets])
+        roi_threshold = self.roi_heads.proposal_matcher.high_threshold
+        result = []
+        for i, target in enumerate(targets):
+            gt, g = target["boxes"], len(target["boxes"])
+            best_iou = (self.rpn.box_similarity(gt, anchors[i]).max(dim=1).values if g
+                        else gt.new_zeros(0))                                  # [G]
+            fg = fg_labels[i] == 1
+            # the object of each fg anchor: the first ground truth with its matched box
+            owner = (matched_boxes[i][fg][:, None, :] == gt[None]).all(-1).float().argmax(1)
+            rpn_positives = count_per_object(owner, g)
+            rpn_regular = count_per_object(owner[best_iou_of(self.rpn, gt, anchors[i], fg, owner)
+                                                 >= matcher.high_threshold], g)
+            rpn = ObjectAssignment(rpn_positives, best_iou.float(), status_from_counts(
+                rpn_positives, rpn_regular, best_iou, matcher.high_threshold,
+                matcher.allow_low_quality_matches), matcher.high_threshold)
+            roi_positives = count_per_object(roi_index[i][roi_labels[i] > 0], g)
+            roi_best = (box_iou(gt, proposals[i]).max(dim=1).values if g else gt.new_zeros(0))
+            roi = ObjectAssignment(roi_positives, roi_best.float(), status_from_counts(
+                roi_positives, roi_positives, roi_best, roi_threshold,
+                self.roi_heads.proposal_matcher.allow_low_quality_matches), roi_threshold)
+            result.append({"rpn_anchors": rpn, "roi_anchors_as_proposals": roi})
+        return result
+
     # ---- counts -------------------------------------------------------------------------------
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """Proposals kept per image at test (the RPN's post-NMS top-n: 300 in the paper's
@@ -170,6 +221,30 @@ class FasterRCNN(Detector):
         sizes = feature_map_sizes(self.transform, self.backbone, image_size)
         per_location = self.rpn.anchor_generator.num_anchors_per_location()
         return sum(h * w * a for (h, w), a in zip(sizes, per_location))
+
+
+def best_iou_of(rpn: RegionProposalNetwork, gt: Tensor, anchors: Tensor, fg: Tensor, owner: Tensor) -> Tensor:
+    """IoU [F] of each foreground anchor with the object it was given (``owner`` [F])."""
+    if not len(owner):
+        return anchors.new_zeros(0)
+    return rpn.box_similarity(gt, anchors[fg]).gather(0, owner[None]).squeeze(0)
+
+
+def feature_map_sizes_of_input(backbone: nn.Module, images: Tensor) -> list[tuple[int, int]]:
+    """(h, w) of every feature map ``backbone`` gives for the network input ``images``
+    [B, 3, H, W] (already transformed); on the meta device: shapes, no arithmetic."""
+    modes = [(m, m.training) for m in backbone.modules()]
+    backbone.eval()
+    try:
+        tensors = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
+        with torch.no_grad():
+            features = functional_call(backbone, {k: t.to("meta") for k, t in tensors.items()},
+                                       (torch.empty(images.shape[1:], device="meta")[None],))
+    finally:
+        for module, training in modes:
+            module.training = training
+    maps = features.values() if isinstance(features, dict) else [features]
+    return [(int(f.shape[-2]), int(f.shape[-1])) for f in maps]
 
 
 def feature_map_sizes(transform: GeneralizedRCNNTransform, backbone: nn.Module,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, box_convert, nms
 
+from detectors.assignment import ObjectAssignment
 from detectors.base import IMAGENET_MEAN, IMAGENET_STD, Batch, Detection, Detector, Target
 from detectors.boxes import decode
 from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
@@ -31,6 +32,28 @@ SOURCE_MAPS = {"vgg16": VGGSourceMaps, "mobilenet_v1": MobileNetSourceMaps}
 def one_nms_call_per_image(scores: Tensor) -> bool:
     """Whether post-processing runs one ``batched_nms`` per image (GPU) or NMS class by class (CPU)."""
     return scores.is_cuda
+
+
+def check_geometry(input_size: tuple[int, int], map_sizes: list[tuple[int, int]], steps, backbone: str) -> None:
+    """A clear error when ``input_size`` (H, W) breaks SSD's geometry: a source map of 0 cells
+    (the extra layers shrink below 1x1), or ``steps`` that put default-box centres outside the
+    image: a map of w cells at step s starts its last cell at (w - 1) s pixels, which must lie
+    inside the image (Caffe's SSD300 itself centres its 10x10 map's last boxes at 304 px of 300:
+    a little overhang is the paper's geometry)."""
+    empty = [k for k, (h, w) in enumerate(map_sizes) if h < 1 or w < 1]
+    if empty:
+        raise ValueError(f"SSD ({backbone}) input {input_size[0]}x{input_size[1]}: source map {empty[0] + 1} of "
+                         f"{len(map_sizes)} would be {map_sizes[empty[0]][0]}x{map_sizes[empty[0]][1]} (maps "
+                         f"{map_sizes}); every map needs at least 1x1 cell: give a larger input_size or other "
+                         f"extra_layers")
+    if steps is None:
+        return
+    for k, ((h, w), step) in enumerate(zip(map_sizes, steps)):
+        if (w - 1) * step > input_size[1] or (h - 1) * step > input_size[0]:
+            raise ValueError(f"SSD input {input_size[0]}x{input_size[1]}: map {k + 1} has {h}x{w} cells at step "
+                             f"{step:g} px, so its last cell starts at {(max(h, w) - 1) * step:.0f} px, outside the "
+                             f"image: steps {list(steps)} fit another input size; scale them with "
+                             f"the input or give steps=null (each map tiles the image)")
 
 
 class SSDHead(nn.Module):
@@ -104,6 +127,7 @@ class SSD(Detector):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.features = SOURCE_MAPS[backbone](width, batch_norm, [list(r) for r in extra_layers])
         map_sizes = self.features.map_sizes(self.input_size)
+        check_geometry(self.input_size, map_sizes, steps, backbone)
         self.aspect_ratios = [list(r) for r in aspect_ratios]
         if len(self.aspect_ratios) != len(map_sizes):
             raise ValueError(f"{backbone} at {self.input_size} has {len(map_sizes)} source maps {map_sizes}, "
@@ -170,12 +194,25 @@ class SSD(Detector):
         x = batch.images.contiguous(memory_format=torch.channels_last) if self.channels_last else batch.images
         return self.head(self.features(x))
 
+    def loss_targets(self, batch: Batch) -> tuple[list[Tensor], list[Tensor]]:
+        """The ground truth the loss learns: per image boxes [G, 4] xyxy in fractions of the
+        input (``extras["gt_fractions"]`` of ``preprocess``) and labels [G]."""
+        gt_boxes = [f.to(self.priors.device) for f in batch.extras["gt_fractions"]]
+        return gt_boxes, [t["labels"].to(self.priors.device) for t in batch.targets]
+
     def loss(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, Tensor]:
         loc, conf = outputs
-        gt_boxes = [f.to(loc.device) for f in batch.extras["gt_fractions"]]               # fractions, xyxy
-        gt_labels = [t["labels"].to(loc.device) for t in batch.targets]
+        gt_boxes, gt_labels = self.loss_targets(batch)
         class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes, gt_labels)
         return self.multibox_loss(loc, conf, class_targets, offset_targets)
+
+    @torch.no_grad()
+    def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
+        """Per image, {"default_boxes": what the loss's matching gives each ground truth}
+        (``MultiBoxLoss.match``, the code ``loss`` runs); batch from ``preprocess(.., targets)``."""
+        return [{"default_boxes": self.multibox_loss.per_object(self.multibox_loss.match(boxes, self.priors_xyxy),
+                                                                len(boxes))}
+                for boxes in self.loss_targets(batch)[0]]
 
     @torch.no_grad()
     def postprocess(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> list[Detection]:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.boxes import encode, match
+from detectors.assignment import ObjectAssignment, count_per_object, status_from_counts
+from detectors.boxes import PriorMatch, encode, match_priors
 
 
 class MultiBoxLoss(nn.Module):
@@ -24,6 +25,23 @@ class MultiBoxLoss(nn.Module):
         self.loc_weight = loc_weight
         self.variances = tuple(variances)
 
+    def match(self, gt_boxes: Tensor, priors_xyxy: Tensor) -> PriorMatch:
+        """SSD's matching (``boxes.match_priors``) at this loss's IoU threshold: what ``assign``
+        learns from and what ``per_object`` reports. gt_boxes [G, 4], priors_xyxy [A, 4], xyxy."""
+        return match_priors(gt_boxes, priors_xyxy, self.iou_threshold)
+
+    def per_object(self, prior_match: PriorMatch, num_objects: int) -> ObjectAssignment:
+        """What ``match`` gave each of the G ground truths: positives (default boxes matched),
+        the best default box's IoU, and the status (``detectors.assignment``)."""
+        matched, iou = prior_match.matched, prior_match.iou
+        positive = matched >= 0
+        positives = count_per_object(matched[positive], num_objects)
+        regular = count_per_object(matched[positive & (iou >= self.iou_threshold)], num_objects)
+        return ObjectAssignment(positives, prior_match.gt_best_iou.float(),
+                                status_from_counts(positives, regular, prior_match.gt_best_iou,
+                                                   self.iou_threshold, best_candidate_rule=True),
+                                self.iou_threshold)
+
     def assign(self, priors: Tensor, priors_xyxy: Tensor, gt_boxes: list[Tensor],
                gt_labels: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Targets per default box. priors: [A, 4] cxcywh, priors_xyxy [A, 4], gt_boxes [G_i, 4]
@@ -31,7 +49,7 @@ class MultiBoxLoss(nn.Module):
         offset targets [B, A, 4], meaningful where the class target is > 0)."""
         classes, offsets = [], []
         for boxes, labels in zip(gt_boxes, gt_labels):
-            matched, _ = match(boxes, priors_xyxy, self.iou_threshold)        # [A]
+            matched = self.match(boxes, priors_xyxy).matched                  # [A]
             if boxes.numel() == 0:
                 classes.append(torch.zeros_like(matched))
                 offsets.append(priors.new_zeros(priors.shape))

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detectors import darknet
+from detectors.assignment import LOST_COLLISION, MATCHED, ObjectAssignment
 from detectors.base import Batch, Detection, Detector, Target, scale_width
 from detectors.yolo_grid import decode_boxes
 from detectors.yolo_loss import YOLOLoss
@@ -43,7 +44,8 @@ class YOLO(Detector):
     """YOLO v1 (``architecture="yolo"``, 24 conv layers) or Fast YOLO (``"fast_yolo"``, 9).
 
     num_classes:       foreground classes C (labels 1..C).
-    grid_size:         S, cells per side (paper 7).
+    grid_size:         S, cells per side (paper 7); None with head "conv": the feature map's
+                       size, input / 64 (a resolution sweep keeps 64 px per cell).
     boxes_per_cell:    B (paper 2); ``num_candidates`` = S*S*B.
     width:             channel multiplier for every conv and the hidden FC (paper 1.0).
     batch_norm:        BatchNorm after every conv (paper False; needed to train from scratch fast).
@@ -62,7 +64,7 @@ class YOLO(Detector):
     (YOLO: the 20 conv layers the paper pretrains on ImageNet; Fast YOLO: its 9).
     """
 
-    def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int = 7,
+    def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int | None = 7,
                  boxes_per_cell: int = 2, width: float = 1.0, batch_norm: bool = False,
                  input_size: int | Sequence[int] = 448, hidden_features: int = 4096,
                  dropout: float = 0.5, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
@@ -73,7 +75,7 @@ class YOLO(Detector):
         if architecture not in darknet.ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(darknet.ARCHITECTURES)}, "
                              f"got {architecture!r}")
-        if num_classes < 1 or grid_size < 1 or boxes_per_cell < 1:
+        if num_classes < 1 or (grid_size is not None and grid_size < 1) or boxes_per_cell < 1:
             raise ValueError("num_classes, grid_size and boxes_per_cell must be >= 1")
         self.num_classes = num_classes
         self.architecture = architecture
@@ -92,6 +94,11 @@ class YOLO(Detector):
                                                              batch_norm)
         feature_h, feature_w = darknet.output_size(backbone_specs + detection_specs,
                                                    self.input_size)
+        if grid_size is None:   # the conv head's grid is its feature map: input / 64 cells per side
+            if head != "conv" or feature_h != feature_w:
+                raise ValueError(f"grid_size=null needs head='conv' and a square feature map; input "
+                                 f"{self.input_size} gives {feature_h}x{feature_w} with head={head!r}")
+            grid_size = self.grid_size = feature_h
         hidden = scale_width(hidden_features, width)
         self.outputs_per_cell = boxes_per_cell * 5 + num_classes
         self.head_kind = head
@@ -177,16 +184,37 @@ class YOLO(Detector):
         return self.head(features).view(-1, self.grid_size, self.grid_size,
                                         self.outputs_per_cell)
 
-    def loss(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
-        """The four parts of ``YOLOLoss``; crowd boxes are not learned."""
+    def loss_targets(self, batch: Batch, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+        """What the loss learns: per image boxes [n_i, 4] x1 y1 x2 y2 normalised to the input
+        and labels [n_i]; crowd boxes are left out (never learned)."""
         height, width = self.input_size
-        scale = torch.tensor([width, height, width, height], device=outputs.device)
+        scale = torch.tensor([width, height, width, height], device=device)
         boxes, labels = [], []
         for target in batch.targets:
             keep = target["iscrowd"] == 0
-            boxes.append(target["boxes"][keep].to(outputs.device).float() / scale)
-            labels.append(target["labels"][keep].to(outputs.device))
+            boxes.append(target["boxes"][keep].to(device).float() / scale)
+            labels.append(target["labels"][keep].to(device))
+        return boxes, labels
+
+    def loss(self, outputs: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """The four parts of ``YOLOLoss``; crowd boxes are not learned."""
+        boxes, labels = self.loss_targets(batch, outputs.device)
         return self.criterion(outputs, boxes, labels)
+
+    @torch.no_grad()
+    def assign_objects(self, batch: Batch) -> list[dict[str, ObjectAssignment]]:
+        """Per image, {"grid_cells": the responsible-cell rule (``YOLOLoss.assign_cells``,
+        what the loss runs)}: an object that wins the cell of its centre has 1 positive (the
+        responsible one of the cell's B predictors, chosen at training time by prediction);
+        one whose cell went to a larger object is lost (``lost_collision``). Crowd objects are
+        not learned and not listed. best_iou is NaN: YOLO v1 has no prior boxes."""
+        boxes, labels = self.loss_targets(batch, torch.device("cpu"))
+        cells = self.criterion.assign_cells(boxes, labels)
+        learned = cells["object_learned"].split([len(b) for b in boxes])
+        return [{"grid_cells": ObjectAssignment(
+            positives=won.long(), best_iou=torch.full((len(won),), float("nan")),
+            status=torch.where(won, MATCHED, LOST_COLLISION).long(), threshold=float("nan"))}
+            for won in learned]
 
     @torch.no_grad()
     def postprocess(self, outputs: Tensor, batch: Batch) -> list[Detection]:

@@ -81,7 +81,9 @@ def assign_objects_to_cells(boxes: list[Tensor], labels: list[Tensor], grid_size
 
     Returns, for the K cells with an object: ``image``, ``row``, ``col`` (int64 [K]),
     ``box`` (float [K, 4] x1 y1 x2 y2 normalised), ``target`` (float [K, 4]: x, y in the cell,
-    sqrt(w), sqrt(h): what the responsible predictor should output) and ``label`` (int64 [K]).
+    sqrt(w), sqrt(h): what the responsible predictor should output) and ``label`` (int64 [K]);
+    and per object of the M given (all images, in order): ``object_cell`` (int64 [M], its flat
+    cell (image * S + row) * S + col) and ``object_learned`` (bool [M], it won its cell).
     """
     device = boxes[0].device if boxes else torch.device("cpu")
     image = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=device)
@@ -107,4 +109,4 @@ def assign_objects_to_cells(boxes: list[Tensor], labels: list[Tensor], grid_size
 
     target = torch.cat([centre * s - torch.stack([col, row], -1), size.sqrt()], dim=-1)
     return dict(image=image[keep], row=row[keep], col=col[keep], box=all_boxes[keep],
-                target=target[keep], label=all_labels[keep])
+                target=target[keep], label=all_labels[keep], object_cell=cell, object_learned=keep)

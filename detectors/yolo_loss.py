@@ -47,6 +47,11 @@ class YOLOLoss(nn.Module):
         self.lambda_noobj = lambda_noobj
         self.confidence_target = confidence_target
 
+    def assign_cells(self, boxes: list[Tensor], labels: list[Tensor]) -> dict[str, Tensor]:
+        """The responsible-cell rule (``yolo_grid.assign_objects_to_cells``) on this grid: what
+        ``forward`` learns and what ``YOLO.assign_objects`` reports."""
+        return assign_objects_to_cells(boxes, labels, self.grid_size)
+
     def forward(self, outputs: Tensor, boxes: list[Tensor], labels: list[Tensor]
                 ) -> dict[str, Tensor]:
         """outputs: [N, S, S, B*5+C] raw network output (layout in ``yolo_grid``).
@@ -58,7 +63,7 @@ class YOLOLoss(nn.Module):
                              f"B={self.boxes_per_cell}, C={self.num_classes}")
         outputs = outputs.float()  # the sums of squares in float32 even under autocast
         params, confidence, class_scores = split_outputs(outputs, self.boxes_per_cell)
-        cells = assign_objects_to_cells(boxes, labels, s)
+        cells = self.assign_cells(boxes, labels)
         image, row, col = cells["image"], cells["row"], cells["col"]  # [K] each
 
         # Which of the cell's B predictors is responsible for its object.

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import preflight
+from experiments.budgets import detector_facts
 from experiments.data.prepare import NoObjectsError, decode_failures, prepare_datasets
 from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.robustness import robustness_stage, robustness_weights
@@ -68,6 +69,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["params"] = sum(p.numel() for p in model.parameters())
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
+        metrics.update(detector_facts(model))   # input size and box budgets, for the sweeps' plots
+        if is_main:   # the recall ceiling of training (experiments/coverage.py); no training needed
+            from experiments.coverage import run_coverage
+            metrics.update(run_coverage(model, val_set, out, cfg.eval.get("coverage_images", 500)))
         weights = robustness_weights(cfg)   # cfg.weights, or robustness.source's checkpoint
         if weights:
             load_run_weights(model, weights)

@@ -48,6 +48,7 @@ class EvalSchema:
     batch_size: int = MISSING
     max_images: int = MISSING   # 0: the whole validation split
     samples: int = MISSING      # validation images saved for the report's detection grid
+    coverage_images: int = MISSING  # val images whose targets the coverage counts (0: all)
     check_images: bool = MISSING  # decode the scored images before training (experiments.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING

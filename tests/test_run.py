@@ -27,8 +27,10 @@ def test_run_writes_a_complete_run_folder(compose_config, tmp_path, detector):
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     for key in [*EVAL_KEYS, "detector", "dataset", "seed", "git_commit", "device", "params",
                 "num_candidates", "train_time_s", "fps_b1", "latency_ms_p50_b1", "gmacs",
-                "torch_version"]:
+                "torch_version", "coverage", "coverage_small", "coverage_medium", "coverage_large",
+                "family", "input_h", "max_detections"]:
         assert key in on_disk, key
+    assert (tmp_path / "coverage.json").is_file() and 0 < on_disk["coverage"] <= 1
     assert on_disk["detector"] == detector and on_disk["dataset"] == "synthetic"
     assert 0 <= on_disk["map_50"] <= 1 and on_disk["fps_b1"] > 0
     assert on_disk["map_50_ci_low"] <= on_disk["map_50"] <= on_disk["map_50_ci_high"]
