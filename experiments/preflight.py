@@ -13,8 +13,9 @@
     ``train.freeze_batch_norm=true`` (see :func:`freeze_batch_norm`).
 ``check_images(dataset, ...)``  decodes every image the evaluation will score, so that a corrupt
     validation image fails before training rather than after it.
-``check_dataset_files(cfg)``  the place for the header scan of every split (issue 20,
-    ``experiments/data/scan.py``); it does nothing until that scan exists.
+The header scan of every split's images (``experiments/data/scan.py``, under the
+``dataset.bad_images`` policy) runs in ``experiments.data.prepare.prepare_datasets``, as soon as
+the datasets are built and before any training: it needs the datasets, this module does not.
 
 Every check raises :class:`PreflightError` naming the setting or file and what is wrong.
 """
@@ -157,20 +158,9 @@ def check_images(dataset, max_images: int, what: str) -> int:
     return len(records)
 
 
-def check_dataset_files(cfg: DictConfig) -> None:
-    """The header scan of every split (issue 20) is called from here once it exists."""
-    try:
-        from experiments.data import scan  # noqa: F401  (issue 20's module)
-    except ImportError:
-        return
-    # Wired by the lead when experiments/data/scan.py lands: scan each split's image headers
-    # and raise PreflightError naming the first bad file.
-
-
 def preflight(cfg: DictConfig, out: Path) -> None:
-    """The checks that need no model or data: settings, folders, dataset files."""
+    """The checks that need no model or data: settings and folders."""
     check_settings(cfg)
     check_writable(out)
-    check_dataset_files(cfg)
     log.info("pre-flight passed: settings, %s writable", out)
 
