@@ -104,8 +104,9 @@ def runs_table(runs: pd.DataFrame) -> Table:
     data = runs[["run", "detector", "dataset", "variant", "seed", "status", "error"]].copy()
     shown = data.copy()
     shown["seed"] = shown["seed"].astype(object).where(shown["seed"].notna(), MISSING)
-    shown["error"] = [error_summary(e) if s != "ok" else ""
-                      for e, s in zip(shown["error"], shown["status"])]
+    reasons = runs["status_reason"] if "status_reason" in runs else [None] * len(runs)
+    shown["error"] = [error_summary(e if s != "incomplete" or pd.isna(why) else why)
+                      if s != "ok" else "" for e, s, why in zip(shown["error"], shown["status"], reasons)]
     n_bad = int((runs["status"] != "ok").sum())
     return Table("runs", f"Runs ({len(runs)}; {n_bad} not ok)", data, shown)
 

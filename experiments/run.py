@@ -65,6 +65,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             bench = OmegaConf.to_container(cfg.bench, resolve=True)
             metrics.update(benchmark(model, device=device, **bench))
         metrics["status"] = "ok"
+        if metrics.get("train_iterations", 0) < metrics.get("train_iterations_planned", 0):
+            metrics["status"] = "incomplete"    # never ranked beside finished runs
+            metrics["status_reason"] = (f"training stopped by train.max_time_s="
+                                        f"{cfg.train.max_time_s} after {metrics['train_iterations']}"
+                                        f" of {metrics['train_iterations_planned']} iterations")
     except Exception as error:  # a failed job is recorded, never silently lost
         metrics["status"] = "failed"
         metrics["error"] = f"{type(error).__name__}: {error}"
@@ -145,6 +150,7 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+            "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
             "train_stopped_on_time": result["stopped_on_time"]}
 
@@ -254,7 +260,7 @@ def _tv_version() -> str:
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
-    if metrics["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+    if metrics["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(f"detbench: the job failed: {metrics['error']} "
                  f"(see {HydraConfig.get().runtime.output_dir}/error.txt)")
     return metrics.get("map_50")

@@ -37,7 +37,10 @@ class Trainer:
         scheduler: a torch LR scheduler stepped once per iteration (milestones in iterations),
             or None.
         epochs: passes over the dataset. ``max_time_s`` (when > 0) stops earlier, after the
-            iteration that crosses it, and the stop is logged.
+            iteration that crosses it: the stop is logged, ``fit`` reports it
+            (``stopped_on_time``, iterations run vs ``planned_iterations``) and the checkpoint
+            keeps the position inside the epoch, so a resume trains the epoch's remaining
+            batches.
         amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never) on rank 0.
@@ -66,6 +69,7 @@ class Trainer:
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
+        self.batch_in_epoch = 0     # batches of ``self.epoch`` already trained (resume mid-epoch)
         self.train_model = model
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
@@ -73,16 +77,22 @@ class Trainer:
                 find_unused_parameters=True)
 
     # -- data ---------------------------------------------------------------------------
-    def loader(self, epoch: int) -> DataLoader:
-        """This epoch's loader; its order depends only on (seed, epoch), so resume repeats it."""
+    def loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """This epoch's loader; its order depends only on (seed, epoch), so resume repeats it.
+        ``skip_batches``: leave out the epoch's first batches (already trained before a stop)."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        # The order has its own generator: the loader draws worker seeds from ``generator``.
+        order = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
         if self.distributed:
             sampler = DistributedSampler(self.dataset, shuffle=self.shuffle, seed=self.seed)
             sampler.set_epoch(epoch)
         elif self.shuffle:
-            sampler = RandomSampler(self.dataset, generator=generator)
+            sampler = RandomSampler(self.dataset, generator=order)
         else:
             sampler = None
+        if skip_batches:
+            sampler = list(sampler if sampler is not None else range(len(self.dataset)))
+            sampler = sampler[skip_batches * self.batch_size:]
         # A last batch of one image would break BatchNorm on 1x1 maps: drop the remainder
         # whenever the dataset holds more than one batch (it is reshuffled every epoch).
         drop_last = len(self.dataset) > self.batch_size
@@ -90,12 +100,17 @@ class Trainer:
                           num_workers=self.num_workers, collate_fn=collate,
                           generator=generator, persistent_workers=False, drop_last=drop_last)
 
+    def planned_iterations(self) -> int:
+        """Iterations ``epochs`` full epochs take on this rank (remainder batches dropped)."""
+        return self.epochs * len(self.loader(0))
+
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "rng": rng_states(),
-                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed}
+                "epoch": self.epoch, "iteration": self.iteration, "elapsed_s": self.elapsed,
+                "batch_in_epoch": self.batch_in_epoch}
 
     def save(self) -> None:
         if self.is_main:
@@ -114,6 +129,7 @@ class Trainer:
         restore_rng_states(state["rng"])
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.elapsed = state.get("elapsed_s", 0.0)
+        self.batch_in_epoch = state.get("batch_in_epoch", 0)
         self._truncate_logs()
         log.info("resumed from %s at epoch %d, iteration %d", self.checkpoint_path,
                  self.epoch, self.iteration)
@@ -135,8 +151,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations, epochs,
-        final_loss, stopped_on_time."""
+        """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations,
+        planned_iterations, epochs, final_loss, stopped_on_time."""
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
@@ -144,11 +160,13 @@ class Trainer:
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
         while self.epoch < self.epochs and not stopped_on_time:
-            bar = tqdm(self.loader(self.epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            bar = tqdm(self.loader(self.epoch, self.batch_in_epoch),
+                       desc=f"epoch {self.epoch + 1}/{self.epochs}",
                        disable=not (self.show_progress and self.is_main), leave=False)
             for images, targets in bar:
                 losses = self.step(images, targets)
                 self.iteration += 1
+                self.batch_in_epoch += 1
                 loss_value = sum(losses.values())
                 self.elapsed = time.perf_counter() - start
                 if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
@@ -159,7 +177,10 @@ class Trainer:
                     log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
                                 self.max_time_s, self.epoch + 1, self.iteration)
                     break
-            self.epoch += 1
+            if stopped_on_time:     # mid-epoch: the checkpoint keeps batch_in_epoch
+                self.save()
+                break
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             if (self.validate is not None and self.val_every and self.is_main
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
@@ -168,6 +189,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
+                "planned_iterations": self.planned_iterations(),
                 "epochs": self.epoch, "final_loss": float(loss_value),
                 "stopped_on_time": stopped_on_time}
 
