@@ -143,7 +143,8 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
                       seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
-                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle)
+                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
+                      sync_batch_norm=cfg.train.get("sync_batch_norm", "auto"))
     if cfg.resume:
         trainer.resume()
     result = trainer.fit()
@@ -152,7 +153,7 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path) -> dict:
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"]}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
 
 
 def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:

@@ -28,6 +28,7 @@ class TrainSchema:
     max_time_s: float = 0.0     # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = None  # None: the detector's own policy
     shuffle: bool = True
+    sync_batch_norm: Any = "auto"   # true | false | auto (SyncBatchNorm under DDP on CUDA)
     warmup_iterations: int = 0
     warmup_factor: float = 0.1
     optimizer: Any = None

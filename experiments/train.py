@@ -43,7 +43,12 @@ class Trainer:
             batches.
         amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
-            ``val_every`` epochs (0: never) on rank 0.
+            ``val_every`` epochs (0: never) on every rank (``predict`` is collective under DDP:
+            each rank predicts its share, rank 0 scores them all and alone writes the row).
+        sync_batch_norm: under DDP, BatchNorm layers become ``nn.SyncBatchNorm`` (statistics
+            over the whole batch of all ranks). ``"auto"``: on CUDA only (torch's SyncBatchNorm
+            has no CPU kernel; on CPU each rank normalises its own share, which is logged and
+            recorded as ``batch_norm``); True: required (an error on CPU); False: never.
         out_dir: where ``train_log.csv``, ``val_log.csv``, ``tensorboard/`` and
             ``checkpoints/last.pt`` go.
     """
@@ -53,7 +58,8 @@ class Trainer:
                  out_dir: Path, seed: int = 0, num_workers: int = 0, amp: bool = False,
                  grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
-                 shuffle: bool = True, show_progress: bool | None = None) -> None:
+                 shuffle: bool = True, show_progress: bool | None = None,
+                 sync_batch_norm: bool | str = "auto") -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -71,6 +77,9 @@ class Trainer:
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
         self.batch_in_epoch = 0     # batches of ``self.epoch`` already trained (resume mid-epoch)
         self.train_model = model
+        self.batch_norm = batch_norm_mode(model, self.distributed, device, sync_batch_norm)
+        if self.batch_norm == "synchronised":
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -181,7 +190,7 @@ class Trainer:
                 self.save()
                 break
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if (self.validate is not None and self.val_every and self.is_main
+            if (self.validate is not None and self.val_every
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
                 self.train_model.train()
@@ -189,7 +198,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
-                "planned_iterations": self.planned_iterations(),
+                "planned_iterations": self.planned_iterations(), "batch_norm": self.batch_norm,
                 "epochs": self.epoch, "final_loss": float(loss_value),
                 "stopped_on_time": stopped_on_time}
 
@@ -228,13 +237,35 @@ class Trainer:
 
     def _validate(self, writer) -> None:
         self.model.eval()
-        scores = self.validate(self.model)
+        scores = self.validate(self.model)    # every rank takes part; rank 0 gets the scores
+        if not self.is_main:
+            return
         row = {"iteration": self.iteration, "epoch": self.epoch, "time_s": round(self.elapsed, 3),
                "map": scores.get("map", math.nan), "map_50": scores.get("map_50", math.nan)}
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
         log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+
+
+def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
+                    sync: bool | str) -> str:
+    """'none' (no BatchNorm), 'single process', 'synchronised' or 'per rank' (DDP without
+    SyncBatchNorm); ``sync`` as ``Trainer``'s ``sync_batch_norm``."""
+    if sync not in (True, False, "auto"):
+        raise ValueError(f"train.sync_batch_norm: {sync!r}; choose true, false or auto")
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "none"
+    if not distributed:
+        return "single process"
+    if sync is True and device.type != "cuda":
+        raise ValueError("train.sync_batch_norm=true needs CUDA: torch's SyncBatchNorm has no CPU "
+                         "kernel; use train.sync_batch_norm=auto (per-rank BatchNorm on CPU) or false")
+    if sync is True or (sync == "auto" and device.type == "cuda"):
+        return "synchronised"
+    log.warning("BatchNorm under DDP on %s: each rank normalises its own share of the batch "
+                "(train.sync_batch_norm=%s; SyncBatchNorm needs CUDA)", device.type, sync)
+    return "per rank"
 
 
 def _append_csv(path: Path, row: dict) -> None:
