@@ -46,6 +46,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         seed_everything(cfg.seed, cfg.deterministic)
         val_set = build_val_set(cfg)
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
+        model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
+        metrics["learn_difficult"] = model.learn_difficult
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
         metrics["params"] = sum(p.numel() for p in model.parameters())
         metrics["weights_source"] = getattr(model, "weights_source", "random")
