@@ -94,6 +94,10 @@ class Detector(nn.Module):
     #: negative (SSD); otherwise ``training_targets`` drops crowd boxes, as torchvision's and
     #: Detectron2's training code do.
     ignores_crowd_in_loss: bool = False
+    #: True when every image is resized to ``input_size`` (SSD, YOLO): training may then resize
+    #: in the data loader. False when the detector rescales keeping the aspect ratio (Faster
+    #: R-CNN's shorter side 600): training images must reach it unwarped.
+    fixed_input_size: bool = True
 
     def training_targets(self, targets: list[Target]) -> list[Target]:
         """The targets a training step learns from: crowd boxes dropped (unless

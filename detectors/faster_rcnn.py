@@ -98,6 +98,7 @@ class FasterRCNN(Detector):
         self.roi_heads = roi_heads
         #: what the weights came from ("random", "file:<path>", "torchvision:<name>").
         self.weights_source = "random"
+        self.fixed_input_size = transform.fixed_size is not None   # None: aspect ratio kept
 
     # ---- the three stages of the contract -------------------------------------------------
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:

@@ -80,6 +80,7 @@ class TorchvisionSingleShot(Detector):
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.weights_source = load_weights_file(model, weights_path)
+        self.fixed_input_size = model.transform.fixed_size is not None   # SSD: yes; RetinaNet, FCOS: no
 
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]

@@ -48,7 +48,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
         model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
         metrics["learn_difficult"] = model.learn_difficult
-        train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
+        train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
+            if "train" in cfg.stages else None
         metrics["params"] = sum(p.numel() for p in model.parameters())
         metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
@@ -114,14 +115,15 @@ def build_val_set(cfg: DictConfig):
     return val_set
 
 
-def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
+def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):
     """The training split with its augmentation policy (``train.augmentation``, else the
-    detector's own), resized to the detector's input size inside the loader's workers."""
+    detector's own), resized to the detector's fixed input size inside the loader's workers;
+    ``input_size`` None (a detector that keeps the aspect ratio): never resized there."""
     from experiments.data.transforms import build_policy
 
     policy_name = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     train_set = instantiate(cfg.dataset.train,
-                            transforms=build_policy(policy_name, output_size=tuple(input_size)))
+                            transforms=build_policy(policy_name, output_size=input_size and tuple(input_size)))
     log.info("train: %d images, augmentation policy '%s'", len(train_set), policy_name)
     return train_set
 
