@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plot_runs, plots, provenance, tables
+from analysis import fidelity, plot_runs, plots, provenance, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -142,7 +142,8 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
                   tables.error_table(errors), tables.published_table(),
-                  provenance.provenance_table(runs), provenance.incomplete_table(labelled)]
+                  provenance.provenance_table(runs), provenance.incomplete_table(labelled),
+                  fidelity.fidelity_table()]
     for table in all_tables:
         tables.write_table(table, out / "tables")
     summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",

@@ -46,3 +46,23 @@ def test_faster_rcnn_trains_on_unwarped_images(compose_config):
     assert instantiate(ssd.detector.model, num_classes=3).fixed_input_size
     experiment = compose_config(["experiment=paper_voc_faster_rcnn_vgg16", "dataset.root=."])
     assert experiment.train.augmentation == "flip"
+
+
+def test_readme_table_matches_the_configs():
+    from analysis import fidelity
+
+    assert fidelity.readme_table(fidelity.README.read_text()) == fidelity.fidelity_markdown(), \
+        "README's paper-vs-detbench table is stale: run python -m analysis.fidelity --write"
+    frame = fidelity.fidelity_frame()
+    assert set(frame["experiment"]) == set(fidelity.experiments()) and len(fidelity.experiments()) == 7
+    row = frame.set_index(["experiment", "setting"])
+    assert row.at[("paper_voc_faster_rcnn_vgg16", "augmentation"), "matches"] == "yes"
+    assert row.at[("paper_voc_yolov1", "epochs, batch, warm-up"), "detbench"] == "135, 64, 258 iterations"
+    assert (frame.loc[frame["matches"] == "no", "note"] != "").all(), "every deviation says why"
+
+
+def test_yolo_schedule_counts_the_iterations_drop_last_gives(compose_config):
+    cfg = compose_config(["experiment=paper_voc_yolov1", "dataset.root=."])
+    per_epoch = 16551 // cfg.train.batch_size                       # 258: the last partial batch dropped
+    assert cfg.train.warmup_iterations == per_epoch
+    assert list(cfg.train.scheduler.milestones) == [75 * per_epoch, 105 * per_epoch]
