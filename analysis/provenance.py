@@ -107,3 +107,36 @@ def incomplete_table(runs: pd.DataFrame):
     return Table("incomplete", "Incomplete runs (trained fewer iterations than planned; apart "
                  "from every mean and ranking)", frame, frame,
                  "" if len(frame) else "Every run that trained reached its planned iterations.")
+
+
+def _voc_years(train_data: str) -> list[int] | None:
+    """'VOC07+12, expansion (SSD300*)' -> [2007, 2012]; None when not a VOC-only figure."""
+    head = str(train_data).split(",")[0].strip()
+    if not head.startswith("VOC") or "COCO" in head:
+        return None
+    return [2000 + int(y) for y in head[3:].split("+")]
+
+
+def setting_differences(run: dict, paper: dict) -> list[str]:
+    """What separates ``run`` (a metrics.json row) from the setting of ``paper`` (a row of
+    analysis/papers.csv): from-scratch weights, a recipe other than experiment=paper_*, other
+    training years, the SSD "expansion" (starred rows) used or not. Empty: the same setting."""
+    run = {k: (None if not isinstance(v, (list, tuple)) and pd.isna(v) else v) for k, v in run.items()}
+    differs = []
+    weights = pretrained_label(run.get("weights_source"))
+    if weights != "pretrained":
+        differs.append("from scratch (paper: ImageNet-pretrained)" if weights == "from scratch"
+                       else "weights not recorded (paper: ImageNet-pretrained)")
+    if not isinstance(run.get("paper_name"), str) or not run.get("paper_name"):
+        differs.append("not the paper's recipe (no experiment=paper_*)")
+    wanted, ours = _voc_years(paper.get("train_data", "")), run.get("train_years")
+    if wanted is not None and isinstance(ours, list) and sorted(int(y) for y in ours) != wanted:
+        differs.append(f"trained on VOC {'+'.join(map(str, ours))} (paper: {paper['train_data']})")
+    if str(run.get("detector", "")).startswith("ssd") and "metric" in paper \
+            and not str(paper["metric"]).startswith(("fps", "num_", "gmacs")):
+        starred = "expansion" in str(paper.get("train_data", ""))
+        if run.get("augmentation") == "ssd" and not starred:
+            differs.append("trained with expansion (this paper row: without)")
+        elif run.get("augmentation") not in (None, "ssd") and starred:
+            differs.append(f"augmentation {run.get('augmentation')} (paper: with expansion)")
+    return differs

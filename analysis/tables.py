@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.provenance import setting_differences
 from analysis.runs import error_summary, ok_runs
 
 # metrics.json key -> (column label, scale for display, decimals)
@@ -141,7 +142,9 @@ def _dataset_family(name: str) -> str:
 
 def paper_table(runs: pd.DataFrame) -> Table:
     """Ours beside the papers for every finished setting whose detector and dataset (voc or
-    coco) a paper row names; each row says the paper's training data, split and hardware."""
+    coco) a paper row names; each row says the paper's training data, split and hardware, and
+    whether the run was made in the paper's setting (``provenance.setting_differences``): only
+    then is the gap "ours − paper" given, else the row says what differs."""
     papers, ok = load_papers(), ok_runs(runs)
     rows = []
     for (group, dataset), runs_of in ok.groupby(["group", "dataset"], sort=True):
@@ -154,7 +157,9 @@ def paper_table(runs: pd.DataFrame) -> Table:
             values = pd.to_numeric(runs_of[paper.metric], errors="coerce").dropna()
             values = values * PAPER_SCALE.get(paper.metric, 1)
             split = runs_of["eval_split"].iat[0] if "eval_split" in runs_of else None
+            differs = setting_differences(runs_of.iloc[0].to_dict(), paper._asdict())
             rows.append({"detector": group, "metric": paper.metric, "ours": values.mean(),
+                         "setting": "as the paper" if not differs else "differs: " + "; ".join(differs),
                          "ours_std": values.std(ddof=1), "seeds": len(values),
                          "our_dataset": dataset, "our_split": split or MISSING,
                          "paper": paper.value, "paper_split": paper.split,
@@ -168,7 +173,8 @@ def paper_table(runs: pd.DataFrame) -> Table:
     shown = data.drop(columns=["ours_std"]).copy()
     shown["ours"] = [mean_std(m, s, 2 if abs(m) < 10 else 1)
                      for m, s in zip(data["ours"], data["ours_std"])]
-    shown.insert(3, "ours − paper", (data["ours"] - data["paper"]).round(1))
+    gap = (data["ours"] - data["paper"]).round(1)
+    shown.insert(3, "ours − paper", gap.where(data["setting"] == "as the paper"))   # paired only then
     return Table("ours_vs_paper", "Ours vs paper (AP in %; speeds on the hardware named)",
                  data, shown)
 

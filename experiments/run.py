@@ -56,6 +56,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
         if cfg.weights:
             load_weights(model, Path(cfg.weights))
+            metrics["weights_source"] = f"detbench checkpoint {cfg.weights}"
+        metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
+        years = OmegaConf.select(cfg, "dataset.years", default=None)
+        metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
         if "train" in cfg.stages:
             metrics.update(train_stage(cfg, model, train_set, val_set, device, out))
             write_metrics(out, metrics, is_main)

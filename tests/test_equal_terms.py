@@ -99,3 +99,25 @@ def test_report_shows_every_runs_provenance(mixed_runs):
     assert shown.at["yolov1_cpu", "stopped early"] == "yes"
     text = build_report(mixed_runs, print_tables=False).read_text()
     assert "## Provenance" in text and "## Incomplete runs" in text and "120 / 300" in text
+
+
+def test_ours_vs_paper_pairs_only_runs_in_the_papers_setting(tmp_path):
+    paper_run = _metrics("ssd300", 120000, 120000, dataset="voc", voc07_map=0.75,
+                         weights_source="torchvision VGG16_Weights.IMAGENET1K_V1", augmentation="ssd",
+                         train_years=[2007, 2012], paper_name="SSD (Liu et al. 2016), Table 1")
+    _job(tmp_path / "0", "ssd300", paper_run)
+    _job(tmp_path / "1", "ssd300", paper_run | {"weights_source": "random", "voc07_map": 0.40})
+    (tmp_path / "1" / "metrics.json").write_text(json.dumps(
+        paper_run | {"weights_source": "random", "voc07_map": 0.40, "seed": 1, "overrides": ["seed=1", "x=1"]}))
+    (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=1", "x=1"]))
+    table = tables.paper_table(load_runs(tmp_path))
+    rows = table.data[table.data["metric"] == "voc07_map"]
+    shown = table.shown[table.shown["metric"] == "voc07_map"]
+    paired = rows[rows["setting"] == "as the paper"]
+    assert list(paired["paper_train"]) == ["VOC07+12, expansion (SSD300*)"]    # 77.2
+    assert shown.loc[paired.index, "ours − paper"].tolist() == [pytest.approx(75.0 - 77.2)]
+    plain = rows[(rows["paper_train"] == "VOC07+12") & (rows["detector"] == "ssd300")].iloc[0]
+    assert plain["setting"] == "differs: trained with expansion (this paper row: without)"
+    scratch = rows[rows["detector"] != "ssd300"]
+    assert scratch["setting"].str.contains("from scratch").all()
+    assert shown.loc[scratch.index, "ours − paper"].isna().all()
