@@ -1,6 +1,6 @@
 """The one place where detbench's paper settings are compared with the papers: for every
-``conf/experiment/paper_*.yaml``, each setting the paper states (PAPERS.md in the project's
-shared notes), the value detbench's composed config holds, and whether they match. What does
+``conf/experiment/paper_*.yaml``, each setting the paper states (as ``analysis/papers.csv``
+cites them), the value detbench's composed config holds, and whether they match. What does
 not match is declared here, never silently.
 
 The table is generated from the YAML files (a small composer that follows Hydra's defaults

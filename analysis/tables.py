@@ -125,7 +125,7 @@ def per_class_table(per_class: pd.DataFrame) -> Table:
 
 
 def load_papers() -> pd.DataFrame:
-    """The published figures of PAPERS.md (``analysis/papers.csv``)."""
+    """The published figures (``analysis/papers.csv``, gathered from the three papers)."""
     with resources.files("analysis").joinpath("papers.csv").open() as f:
         return pd.read_csv(f, dtype={"hardware": str, "note": str}).fillna("")
 

@@ -173,12 +173,23 @@ def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
                    cfg.eval.max_images)
     if not is_main or result is None:
         return {}
-    save_evaluation(result, out)
+    save_evaluation(result, out, image_file_names(val_set))
     save_samples(val_set, out / "samples", cfg.eval.samples)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
     return {**result.metrics, "eval_time_s": time.perf_counter() - start}
+
+
+def image_file_names(dataset) -> dict[int, str]:
+    """image_id -> file path relative to the folder all of the dataset's images share, for
+    datasets read from files (``records``); empty for generated ones (synthetic)."""
+    records = getattr(dataset, "records", None) or []
+    if not records:
+        return {}
+    paths = [Path(r.path) for r in records]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return {int(r.image_id): p.relative_to(root).as_posix() for r, p in zip(records, paths)}
 
 
 def save_samples(dataset, folder: Path, count: int) -> None:
