@@ -142,6 +142,12 @@ class Detector(nn.Module):
     def loss(self, outputs: Any, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def candidates_scored(self, outputs: Any, batch: Batch) -> list[int]:
+        """Boxes this forward actually scored before NMS, per image (``outputs`` of ``network``
+        in eval mode). A fixed count (SSD, YOLO) is ``num_candidates``; Faster R-CNN counts the
+        proposals its RPN kept, which may be fewer than its ``num_candidates`` upper bound."""
+        return [self.num_candidates(size) for size in batch.original_sizes]
+
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """Boxes scored per image before NMS for an input of ``image_size`` (H, W): SSD300
         8732, YOLO v1 98, Faster R-CNN the proposals kept at test (300)."""
