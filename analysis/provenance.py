@@ -23,13 +23,21 @@ def mark_incomplete(row: dict) -> dict:
     """A metrics.json row whose training stopped before its plan -> status ``incomplete`` and
     ``status_reason`` saying how far it got (rows written as ``incomplete`` keep their reason)."""
     run, planned = _int(row.get("train_iterations")), _int(row.get("train_iterations_planned"))
-    short = run is not None and planned is not None and run < planned
-    if row.get("status") == "ok" and (short or row.get("train_stopped_on_time") is True):
+    short = _short(row)
+    if row.get("status") == "ok" and short:
         row["status"] = "incomplete"
         row.setdefault("status_reason", "training stopped by train.max_time_s after "
                        f"{run if run is not None else '?'} of "
                        f"{planned if planned is not None else '?'} iterations")
     return row
+
+
+def _short(row) -> bool:
+    """Trained fewer iterations than planned; without a plan (older metrics.json), stopped by time."""
+    run, planned = _int(row.get("train_iterations")), _int(row.get("train_iterations_planned"))
+    if run is not None and planned is not None:
+        return run < planned
+    return row.get("train_stopped_on_time") is True
 
 
 def pretrained_label(source) -> str:
@@ -47,11 +55,9 @@ def _iterations(row) -> str:
 
 
 def _stopped_early(row) -> str:
-    run, planned = _int(row.get("train_iterations")), _int(row.get("train_iterations_planned"))
-    if row.get("train_stopped_on_time") is True or (run is not None and planned is not None
-                                                    and run < planned):
+    if _short(row):
         return "yes"
-    return MISSING if run is None else "no"
+    return MISSING if _int(row.get("train_iterations")) is None else "no"
 
 
 def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
