@@ -4,7 +4,7 @@
     python benchmarks/speed_table.py --device cuda --batch-sizes 1 8 32 --dtypes fp32 bf16 --save
 
 Each detector is built the way the runner builds it (Hydra's compose API, then
-``hydra.utils.instantiate(cfg.detector.model, num_classes=20)``: Pascal VOC's 20 classes) with
+``experiments.weights.build_detector(cfg.detector.model, 20)``: Pascal VOC's 20 classes) with
 random weights, and fed synthetic images at its own ``input_size``. One row per detector,
 dtype and batch size; the columns are ``experiments.benchmark``'s metrics (ms are per batch).
 ``--save`` writes ``benchmarks/results/speed_table_<device>.md``, headed by the device's name.
@@ -21,12 +21,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from experiments.benchmark import benchmark, device_name  # noqa: E402
+from experiments.weights import build_detector  # noqa: E402
 
 CONF = ROOT / "conf"
 NUM_CLASSES = 20
@@ -53,11 +53,11 @@ def detector_names() -> list[str]:
     return sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
 
 
-def build_detector(name: str) -> torch.nn.Module:
+def detector_of(name: str) -> torch.nn.Module:
     """The detector of ``conf/detector/<name>.yaml`` with ``NUM_CLASSES`` classes, random weights."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name=f"detector/{name}")
-    return instantiate(cfg.detector.model, num_classes=NUM_CLASSES)
+    return build_detector(cfg.detector.model, NUM_CLASSES)
 
 
 def rows_of(name: str, dtype: str, metrics: dict, batch_sizes: list[int]) -> list[dict]:
@@ -108,7 +108,7 @@ def main(argv=None) -> pd.DataFrame:
     rows, failures, peaks = [], [], {}
     for name in names:
         try:
-            detector = build_detector(name)
+            detector = detector_of(name)
         except Exception as error:
             failures.append(f"{name}: build failed: {type(error).__name__}: {error}")
             continue

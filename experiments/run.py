@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.settings import check_config
+from experiments.weights import build_detector, load_run_weights
 
 log = logging.getLogger("detbench")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,18 +46,18 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
         val_set = build_val_set(cfg)
-        model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
+        model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
         model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
         metrics["learn_difficult"] = model.learn_difficult
         train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
             if "train" in cfg.stages else None
         metrics["params"] = sum(p.numel() for p in model.parameters())
-        metrics["weights_source"] = getattr(model, "weights_source", "random")
         h, w = val_set[0][0].shape[-2:]
         metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
         if cfg.weights:
-            load_weights(model, Path(cfg.weights))
-            metrics["weights_source"] = f"detbench checkpoint {cfg.weights}"
+            load_run_weights(model, cfg.weights)
+            log.info("loaded weights from %s", cfg.weights)
+        metrics["weights_source"] = model.weights_source
         metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
         years = OmegaConf.select(cfg, "dataset.years", default=None)
         metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
@@ -200,13 +201,6 @@ def save_samples(dataset, folder: Path, count: int) -> None:
     for i in range(min(count, len(dataset))):
         image, target = dataset[i]
         save_image(image, folder / f"{target['image_id']}.png")
-
-
-def load_weights(model, path: Path) -> None:
-    from experiments.checkpoint import load_checkpoint
-
-    model.load_state_dict(load_checkpoint(path)["model"])
-    log.info("loaded weights from %s", path)
 
 
 def write_metrics(out: Path, metrics: dict, is_main: bool) -> None:

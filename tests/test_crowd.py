@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from detectors import reference
 from detectors.base import empty_target
 from detectors.boxes import match
 from detectors.ssd import SSD
+from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 
@@ -86,7 +86,7 @@ def _yaml_model(name, **overrides):
     merged = OmegaConf.merge(base, cfg)
     merged.model.update(overrides)
     torch.manual_seed(0)
-    return instantiate(merged.model, num_classes=3)
+    return build_detector(merged.model, 3)
 
 
 @pytest.mark.parametrize("name, overrides", [
@@ -103,7 +103,7 @@ def test_crowd_only_batch_equals_an_empty_batch(name, overrides):
 
 def test_torchvision_adapters_drop_crowd_boxes():
     torch.manual_seed(0)
-    model = reference.tv_ssdlite320(3, input_size=(128, 128))
+    model = reference.torchvision_detector("ssdlite320", 3, input_size=(128, 128))
     assert not model.ignores_crowd_in_loss
     with_crowd = [target([[10, 10, 60, 60], [70, 70, 120, 120]], [1, 2], [0, 1]), EMPTY[1]]
     person_only = [target([[10, 10, 60, 60]], [1], [0]), EMPTY[1]]

@@ -33,17 +33,17 @@ def test_flip_policy_flips_half_the_time_and_never_resizes():
 
 
 def test_faster_rcnn_trains_on_unwarped_images(compose_config):
-    from hydra.utils import instantiate
+    from experiments.weights import build_detector
 
     cfg = compose_config(["detector=faster_rcnn_vgg16", "detector.model.width=0.0625",
                           "dataset.train.num_images=2", "dataset.image_size=96"])
     assert cfg.detector.augmentation == "flip"
-    model = instantiate(cfg.detector.model, num_classes=3)
+    model = build_detector(cfg.detector.model, 3)
     assert not model.fixed_input_size and model.input_size == (600, 1000)
     train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None)
     assert train_set[0][0].shape[-2:] == (96, 96), "the detector's transform resizes, keeping aspect"
     ssd = compose_config(["detector=ssd300_cpu"])
-    assert instantiate(ssd.detector.model, num_classes=3).fixed_input_size
+    assert build_detector(ssd.detector.model, 3).fixed_input_size
     experiment = compose_config(["experiment=paper_voc_faster_rcnn_vgg16", "dataset.root=."])
     assert experiment.train.augmentation == "flip"
 
