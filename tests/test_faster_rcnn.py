@@ -130,7 +130,7 @@ def test_roi_pool_is_7x7_on_conv5_3_at_stride_16():
     torch.testing.assert_close(out[0], features["0"][0, :, 2:9, 1:8], rtol=0, atol=0)
     assert out[1].amax() == features["0"].amax()               # the whole map: its maximum is kept
     assert model.roi_heads.box_head.fc6.in_features == model.backbone.out_channels * 7 * 7
-    aligned = small_vgg(roi_pooling="align").roi_heads.box_roi_pool
+    aligned = small_vgg(roi_heads={"pooling": "align"}).roi_heads.box_roi_pool
     assert aligned(features, proposals, [(320, 480)]).shape == (2, 2, 7, 7)
 
 
