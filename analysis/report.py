@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, plot_runs, plots, robustness, significance_tables, sweeps, tables
+from analysis import coverage, fidelity, plot_runs, plots, provenance, robustness, significance_tables, sweeps, tables
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -147,9 +147,11 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     accuracy, speed = tables.accuracy_table(labelled), tables.speed_table(labelled)
     all_tables = [tables.runs_table(runs), accuracy, speed,
                   tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
-                  tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table()]
+                  tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table(),
+                  provenance.provenance_table(runs), provenance.incomplete_table(labelled),
+                  fidelity.fidelity_table()]
     robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
-    all_tables[-1:-1] = robust_tables   # before the published figures
+    all_tables[-4:-4] = robust_tables   # before the published figures
     significance = significance_tables.report_tables(labelled, problems)
     all_tables += significance
     for table in all_tables:

@@ -21,6 +21,8 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
+from analysis.provenance import mark_incomplete
+
 IDENTITY_COLUMNS = ["group", "detector", "dataset", "variant", "seed", "status", "error",
                     "overrides", "eval_split", "run", "path"]
 # Overrides that name a run's identity, or change nothing a table compares.
@@ -115,6 +117,7 @@ def read_run(run_dir: Path) -> dict:
         row["overrides"] = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
     row["overrides"] = " ".join(_overrides_list(row["overrides"]))
     row.setdefault("status", "ok")
+    mark_incomplete(row)
     row["path"] = str(run_dir)
     return row
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.provenance import setting_differences
 from analysis.runs import error_summary, ok_runs
 
 # metrics.json key -> (column label, scale for display, decimals)
@@ -28,6 +29,7 @@ SPEED_COLUMNS = {
     "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
     "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
+    "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),
 }
 # Papers give AP in %, speeds as they are; our value is scaled to match.
 PAPER_SCALE = {k: v[1] for k, v in ACCURACY_COLUMNS.items()} | {
@@ -125,8 +127,9 @@ def runs_table(runs: pd.DataFrame) -> Table:
             data[key] = runs[key]
     shown = data.copy()
     shown["seed"] = shown["seed"].astype(object).where(shown["seed"].notna(), MISSING)
-    shown["error"] = [error_summary(e) if s != "ok" else ""
-                      for e, s in zip(shown["error"], shown["status"])]
+    reasons = runs["status_reason"] if "status_reason" in runs else [None] * len(runs)
+    shown["error"] = [error_summary(e if s != "incomplete" or pd.isna(why) else why)
+                      if s != "ok" else "" for e, s, why in zip(shown["error"], shown["status"], reasons)]
     n_bad = int((runs["status"] != "ok").sum())
     return Table("runs", f"Runs ({len(runs)}; {n_bad} not ok)", data, shown)
 
@@ -144,7 +147,7 @@ def per_class_table(per_class: pd.DataFrame) -> Table:
 
 
 def load_papers() -> pd.DataFrame:
-    """The published figures of PAPERS.md (``analysis/papers.csv``)."""
+    """The published figures (``analysis/papers.csv``, gathered from the three papers)."""
     with resources.files("analysis").joinpath("papers.csv").open() as f:
         return pd.read_csv(f, dtype={"hardware": str, "note": str}).fillna("")
 
@@ -161,7 +164,9 @@ def _dataset_family(name: str) -> str:
 
 def paper_table(runs: pd.DataFrame) -> Table:
     """Ours beside the papers for every finished setting whose detector and dataset (voc or
-    coco) a paper row names; each row says the paper's training data, split and hardware."""
+    coco) a paper row names; each row says the paper's training data, split and hardware, and
+    whether the run was made in the paper's setting (``provenance.setting_differences``): only
+    then is the gap "ours − paper" given, else the row says what differs."""
     papers, ok = load_papers(), ok_runs(runs)
     rows = []
     for (group, dataset), runs_of in ok.groupby(["group", "dataset"], sort=True):
@@ -174,7 +179,9 @@ def paper_table(runs: pd.DataFrame) -> Table:
             values = pd.to_numeric(runs_of[paper.metric], errors="coerce").dropna()
             values = values * PAPER_SCALE.get(paper.metric, 1)
             split = runs_of["eval_split"].iat[0] if "eval_split" in runs_of else None
+            differs = setting_differences(runs_of.iloc[0].to_dict(), paper._asdict())
             rows.append({"detector": group, "metric": paper.metric, "ours": values.mean(),
+                         "setting": "as the paper" if not differs else "differs: " + "; ".join(differs),
                          "ours_std": values.std(ddof=1), "seeds": len(values),
                          "our_dataset": dataset, "our_split": split or MISSING,
                          "paper": paper.value, "paper_split": paper.split,
@@ -188,7 +195,8 @@ def paper_table(runs: pd.DataFrame) -> Table:
     shown = data.drop(columns=["ours_std"]).copy()
     shown["ours"] = [mean_std(m, s, 2 if abs(m) < 10 else 1)
                      for m, s in zip(data["ours"], data["ours_std"])]
-    shown.insert(3, "ours − paper", (data["ours"] - data["paper"]).round(1))
+    gap = (data["ours"] - data["paper"]).round(1)
+    shown.insert(3, "ours − paper", gap.where(data["setting"] == "as the paper"))   # paired only then
     return Table("ours_vs_paper", "Ours vs paper (AP in %; speeds on the hardware named)",
                  data, shown)
 

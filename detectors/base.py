@@ -93,6 +93,34 @@ class Detector(nn.Module):
     #: (H, W) of the network's input for a typical image (SSD300 (300, 300), YOLO (448, 448),
     #: Faster R-CNN VGG-16 (600, 1000)); the speed protocol feeds images of this size.
     input_size: tuple[int, int]
+    #: Whether objects flagged ``difficult`` are learned: SSD's Caffe code keeps them,
+    #: py-faster-rcnn and darknet leave them out (set from the detector's YAML, ``learn_difficult``).
+    learn_difficult: bool = True
+    #: True when the loss itself makes candidates matched to crowd regions neither positive nor
+    #: negative (SSD); otherwise ``training_targets`` drops crowd boxes, as torchvision's and
+    #: Detectron2's training code do.
+    ignores_crowd_in_loss: bool = False
+    #: True when every image is resized to ``input_size`` (SSD, YOLO): training may then resize
+    #: in the data loader. False when the detector rescales keeping the aspect ratio (Faster
+    #: R-CNN's shorter side 600): training images must reach it unwarped.
+    fixed_input_size: bool = True
+
+    def training_targets(self, targets: list[Target]) -> list[Target]:
+        """The targets a training step learns from: crowd boxes dropped (unless
+        ``ignores_crowd_in_loss``), ``difficult`` objects dropped unless ``learn_difficult``."""
+        out = []
+        for target in targets:
+            keep = torch.ones_like(target["labels"], dtype=torch.bool)
+            if not self.ignores_crowd_in_loss:
+                keep &= target["iscrowd"] == 0
+            if not self.learn_difficult and "difficult" in target:
+                keep &= ~target["difficult"].bool()
+            if bool(keep.all()):
+                out.append(target)
+                continue
+            out.append({k: (v[keep] if torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == keep.shape[0]
+                            else v) for k, v in target.items()})
+        return out
 
     def forward(self, images: list[Tensor], targets: list[Target] | None = None):
         """images: float [3, H, W] in [0, 1], any sizes.
@@ -103,7 +131,7 @@ class Detector(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("a detector in training mode needs targets")
-            batch = self.preprocess(images, targets)
+            batch = self.preprocess(images, self.training_targets(targets))
             return self.loss(self.network(batch), batch)
         batch = self.preprocess(images)
         return self.postprocess(self.network(batch), batch)
@@ -126,6 +154,12 @@ class Detector(nn.Module):
         the first stage the detector's headline. Runs the code the loss runs."""
         raise NotImplementedError(f"{type(self).__name__} exposes no training-time assignment rule: "
                                   "coverage not defined")
+
+    def candidates_scored(self, outputs: Any, batch: Batch) -> list[int]:
+        """Boxes this forward actually scored before NMS, per image (``outputs`` of ``network``
+        in eval mode). A fixed count (SSD, YOLO) is ``num_candidates``; Faster R-CNN counts the
+        proposals its RPN kept, which may be fewer than its ``num_candidates`` upper bound."""
+        return [self.num_candidates(size) for size in batch.original_sizes]
 
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """Boxes scored per image before NMS for an input of ``image_size`` (H, W): SSD300

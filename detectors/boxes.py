@@ -43,7 +43,8 @@ class PriorMatch(NamedTuple):
 
     matched: int64 [A], the ground truth each default box learns from, -1 for background.
     iou: float [A], the IoU with that ground truth, 0 for background.
-    forced: bool [A], the box is some ground truth's best box (rule 1 of ``match_priors``).
+    forced: bool [A], the box was paired with a ground truth by the bipartite step (rule 1 of
+        ``match_priors``): its best box, or its best still free one.
     gt_best_iou: float [G], each ground truth's best IoU over all default boxes.
     """
 
@@ -60,14 +61,15 @@ def match(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> tuple
 
 
 def match_priors(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -> PriorMatch:
-    """SSD's matching strategy: which ground truth each default box learns from.
+    """SSD's matching strategy (MultiBox / the SSD Caffe code's ``MatchBBox``, "bipartite" then
+    "per_prediction"): which ground truth each default box learns from.
 
     gt_boxes: [G, 4] xyxy.  priors: [A, 4] xyxy (same units).  Returns a ``PriorMatch``.
 
-    1. Each ground truth is forced onto the default box it overlaps best, whatever the IoU
-       (so every object is learned, even a tiny one below the threshold). When two ground truths
-       want the same box, the one that overlaps it more gets it (deterministic; the paper does
-       not say).
+    1. Bipartite: repeatedly the (ground truth, default box) pair of highest IoU among the
+       ground truths and boxes not yet paired is matched, whatever the IoU, so that every object
+       gets its own best default box even when two objects share their best one (the weaker
+       then takes its best remaining box). An object overlapping no box at all (IoU 0) gets none.
     2. Every other default box takes the ground truth it overlaps best if that IoU is at least
        ``iou_threshold`` (torchvision's SSDMatcher also uses >=).
     """
@@ -79,14 +81,27 @@ def match_priors(gt_boxes: Tensor, priors: Tensor, iou_threshold: float = 0.5) -
     iou = box_iou(gt_boxes, priors)                          # [G, A]
     best_iou, best_gt = iou.max(dim=0)                       # [A], [A]
     matched = torch.where(best_iou >= iou_threshold, best_gt, torch.full_like(best_gt, -1))
+    matched_iou = torch.where(matched >= 0, best_iou, torch.zeros_like(best_iou))
 
-    # forced matches: each ground truth's best default box
-    gt_best_iou, best_prior = iou.max(dim=1)                 # [G], [G]
-    wanted = torch.zeros_like(iou, dtype=torch.bool)         # [G, A]
-    wanted[torch.arange(iou.shape[0], device=iou.device), best_prior] = True
-    claim = torch.where(wanted, iou, torch.full_like(iou, -1.0))   # [G, A]
-    claim_iou, claimant = claim.max(dim=0)                   # [A]: the strongest claimant per box
-    forced = wanted.any(dim=0)                               # [A]
-    matched = torch.where(forced, claimant, matched)
-    matched_iou = torch.where(forced, claim_iou, torch.where(matched >= 0, best_iou, torch.zeros_like(best_iou)))
+    gt_best_iou = iou.max(dim=1).values                      # [G]
+    forced = torch.zeros(num_priors, dtype=torch.bool, device=priors.device)   # [A]
+    free = iou.clone()                                       # [G, A], -1 once paired
+    for _ in range(iou.shape[0]):
+        value, flat = free.flatten().max(dim=0)
+        if value <= 0:
+            break
+        g, a = flat // num_priors, flat % num_priors
+        matched[a], matched_iou[a], forced[a] = g, iou[g, a], True
+        free[g, :] = -1.0
+        free[:, a] = -1.0
     return PriorMatch(matched, matched_iou, forced, gt_best_iou)
+
+
+def intersection_over_first(first: Tensor, second: Tensor) -> Tensor:
+    """[N, 4] and [M, 4] xyxy -> [N, M]: the share of each ``first`` box's area inside each
+    ``second`` box (COCO's and Detectron's crowd measure, intersection over area)."""
+    lt = torch.maximum(first[:, None, :2], second[None, :, :2])
+    rb = torch.minimum(first[:, None, 2:], second[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=-1)                                # [N, M]
+    area = ((first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])).clamp(min=1e-12)
+    return inter / area[:, None]

@@ -18,7 +18,7 @@ all 9 are its backbone and it adds no detection convs.
 The width multiplier scales every conv's channels through ``scale_width`` (multiples of 8),
 so that a reduced-width network keeps the paper's geometry (grid, strides) at a fraction of
 the compute. ``batch_norm`` puts a BatchNorm after every conv (the paper has none; YOLO v2
-added it); training from scratch on a CPU in minutes needs it (FINDINGS.md).
+added it); training from scratch on a CPU in minutes needs it (conf/detector/yolov1_cpu.yaml).
 """
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ class FasterRCNN(Detector):
         self.roi_heads = roi_heads
         #: what the weights came from ("random", "file:<path>", "torchvision:<name>").
         self.weights_source = "random"
+        self.fixed_input_size = transform.fixed_size is not None   # None: aspect ratio kept
 
     # ---- the three stages of the contract -------------------------------------------------
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
@@ -210,9 +211,14 @@ class FasterRCNN(Detector):
 
     # ---- counts -------------------------------------------------------------------------------
     def num_candidates(self, image_size: tuple[int, int]) -> int:
-        """Proposals kept per image at test (the RPN's post-NMS top-n: 300 in the paper's
-        setting), the boxes the second stage scores; fewer only if the image has fewer anchors."""
+        """At most this many proposals per image at test (the RPN's post-NMS top-n: 300 in the
+        paper's setting, fewer if the image has fewer anchors): an upper bound. The RPN's NMS and
+        small-box filter may keep fewer; ``candidates_scored`` counts those actually scored."""
         return min(self.rpn._post_nms_top_n["testing"], self.num_anchors(image_size))
+
+    def candidates_scored(self, outputs: dict, batch: Batch) -> list[int]:
+        """Proposals the second stage scored, per image (the measured count)."""
+        return [int(p.shape[0]) for p in outputs["proposals"]]
 
     def num_anchors(self, image_size: tuple[int, int]) -> int:
         """RPN anchors for one image of ``image_size`` (H, W) as given (before the transform's

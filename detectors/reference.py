@@ -55,6 +55,7 @@ class TorchvisionSingleShot(Detector):
         self.model = model
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.fixed_input_size = model.transform.fixed_size is not None   # SSD: yes; RetinaNet, FCOS: no
 
     def load_detector_state(self, state: dict[str, Tensor], source: str) -> None:
         """torchvision's published keys, or this adapter's (``model.``-prefixed)."""

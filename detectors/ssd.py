@@ -150,6 +150,8 @@ class SSD(Detector):
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
+    ignores_crowd_in_loss = True    # MultiBoxLoss.assign: default boxes inside crowd regions are ignored
+
     def num_candidates(self, image_size: tuple[int, int] | None = None) -> int:
         """Default boxes scored per image; every image is resized to ``input_size`` first."""
         return self.priors.shape[0]
@@ -203,7 +205,9 @@ class SSD(Detector):
     def loss(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, Tensor]:
         loc, conf = outputs
         gt_boxes, gt_labels = self.loss_targets(batch)
-        class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes, gt_labels)
+        gt_crowd = [t["iscrowd"].to(loc.device) for t in batch.targets]
+        class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes,
+                                                                  gt_labels, gt_crowd)
         return self.multibox_loss(loc, conf, class_targets, offset_targets)
 
     @torch.no_grad()

@@ -5,6 +5,11 @@ the matched boxes. L_conf: softmax cross-entropy over the matched boxes and the 
 negatives, at most ``neg_pos_ratio`` per positive in each image, ranked by their loss
 (hard negative mining). An image without objects has no positives and so no negatives: it
 adds nothing, and N = max(1, matched) keeps the loss finite when the whole batch is empty.
+
+Crowd regions are never learned: matching uses the other objects only, and a default box left
+as background that lies mostly inside a crowd box (intersection over the default box's area >=
+``crowd_ioa``, 0.7 as Detectron's ``CROWD_FILTER_THRESH``) is ignored: class target -1, neither
+positive nor a candidate negative.
 """
 from __future__ import annotations
 
@@ -13,13 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detectors.assignment import ObjectAssignment, count_per_object, status_from_counts
-from detectors.boxes import PriorMatch, encode, match_priors
+from detectors.boxes import PriorMatch, encode, intersection_over_first, match_priors
 
 
 class MultiBoxLoss(nn.Module):
     def __init__(self, iou_threshold: float = 0.5, neg_pos_ratio: float = 3.0, loc_weight: float = 1.0,
-                 variances: tuple[float, float] = (0.1, 0.2)):
+                 variances: tuple[float, float] = (0.1, 0.2), crowd_ioa: float = 0.7):
         super().__init__()
+        self.crowd_ioa = crowd_ioa
         self.iou_threshold = iou_threshold
         self.neg_pos_ratio = neg_pos_ratio
         self.loc_weight = loc_weight
@@ -43,20 +49,28 @@ class MultiBoxLoss(nn.Module):
                                 self.iou_threshold)
 
     def assign(self, priors: Tensor, priors_xyxy: Tensor, gt_boxes: list[Tensor],
-               gt_labels: list[Tensor]) -> tuple[Tensor, Tensor]:
+               gt_labels: list[Tensor], gt_crowd: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Targets per default box. priors: [A, 4] cxcywh, priors_xyxy [A, 4], gt_boxes [G_i, 4]
-        xyxy, all in the same units. Returns (class targets [B, A] int64, 0 = background;
-        offset targets [B, A, 4], meaningful where the class target is > 0)."""
+        xyxy, all in the same units; gt_crowd: optional [G_i] flags (nonzero: crowd region).
+        Returns (class targets [B, A] int64, 0 = background, -1 = ignored (inside a crowd
+        region); offset targets [B, A, 4], meaningful where the class target is > 0)."""
         classes, offsets = [], []
-        for boxes, labels in zip(gt_boxes, gt_labels):
+        for i, (boxes, labels) in enumerate(zip(gt_boxes, gt_labels)):
+            crowd = (gt_crowd[i] != 0) if gt_crowd is not None else torch.zeros_like(labels, dtype=torch.bool)
+            boxes, labels, crowd_boxes = boxes[~crowd], labels[~crowd], boxes[crowd]
             matched = self.match(boxes, priors_xyxy).matched                  # [A]
             if boxes.numel() == 0:
-                classes.append(torch.zeros_like(matched))
-                offsets.append(priors.new_zeros(priors.shape))
-                continue
-            safe = matched.clamp(min=0)
-            classes.append(torch.where(matched >= 0, labels[safe], torch.zeros_like(matched)))
-            offsets.append(encode(boxes[safe], priors, self.variances))      # [A, 4]
+                target, offset = torch.zeros_like(matched), priors.new_zeros(priors.shape)
+            else:
+                safe = matched.clamp(min=0)
+                target = torch.where(matched >= 0, labels[safe], torch.zeros_like(matched))
+                offset = encode(boxes[safe], priors, self.variances)         # [A, 4]
+            if crowd_boxes.numel():
+                inside = intersection_over_first(priors_xyxy, crowd_boxes).amax(dim=1)   # [A]
+                target = torch.where((target == 0) & (inside >= self.crowd_ioa),
+                                     torch.full_like(target, -1), target)
+            classes.append(target)
+            offsets.append(offset)
         return torch.stack(classes), torch.stack(offsets)
 
     def forward(self, loc: Tensor, conf: Tensor, class_targets: Tensor, offset_targets: Tensor) -> dict[str, Tensor]:
@@ -64,17 +78,18 @@ class MultiBoxLoss(nn.Module):
         class_targets [B, A]; offset_targets [B, A, 4] (from ``assign``).
         Returns {'loss_conf': L_conf / N, 'loss_loc': alpha L_loc / N}."""
         positive = class_targets > 0                                          # [B, A]
+        background = class_targets == 0                                       # -1: ignored
         num_pos = positive.sum(dim=1)                                         # [B]
         n = num_pos.sum().clamp(min=1).to(loc.dtype)
 
         loc_loss = F.smooth_l1_loss(loc[positive], offset_targets[positive], reduction="sum")
 
-        ce = F.cross_entropy(conf.flatten(0, 1), class_targets.flatten(), reduction="none")
+        ce = F.cross_entropy(conf.flatten(0, 1), class_targets.flatten().clamp(min=0), reduction="none")
         ce = ce.view_as(class_targets)                                        # [B, A]
         num_neg = torch.minimum(num_pos * self.neg_pos_ratio,
-                                (~positive).sum(dim=1)).to(torch.int64)       # [B]
+                                background.sum(dim=1)).to(torch.int64)        # [B]
         # hard negative mining: the sum of each image's num_neg largest background losses
-        negative_ce = ce.masked_fill(positive, float("-inf"))
+        negative_ce = ce.masked_fill(~background, float("-inf"))
         ranked = negative_ce.sort(dim=1, descending=True).values             # [B, A]
         rank = torch.arange(ranked.shape[1], device=ranked.device)
         hardest = rank.unsqueeze(0) < num_neg.unsqueeze(1)                    # [B, A]

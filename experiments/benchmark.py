@@ -29,7 +29,9 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
 
 Per detector: ``params``; ``gmacs`` (10⁹ multiply-adds per image over all three stages,
 FlopCounterMode's FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``;
-``num_candidates`` (boxes scored per image before NMS); and the identity of the
+``num_candidates`` (boxes scored per image before NMS; for Faster R-CNN an upper bound, the
+RPN's post-NMS top-n) and ``candidates_scored_b{b}``, the mean count the timed forwards actually
+scored (Faster R-CNN: proposals its RPN kept); and the identity of the
 measurement: ``bench_device``, ``bench_device_type``, ``bench_threads``, ``bench_dtype``,
 ``bench_channels_last``, ``bench_compile``, ``bench_image_size``, ``bench_warmup``,
 ``bench_iterations``, ``torch_version``, ``torchvision_version``, ``python_version``.
@@ -148,6 +150,7 @@ class _Forward:
         detections = self.detector.postprocess(raw, batch)
         sync()
         t3 = time.perf_counter()
+        self.candidates = self.detector.candidates_scored(raw, batch)   # per image, not timed
         return (t1 - t0, t2 - t1, t3 - t2), detections
 
 
@@ -279,11 +282,13 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
                         forward.fall_back_to_eager(error)
                 if measure_peak:
                     metrics["peak_memory_kind"] = _reset_peak_memory(device)
-                stage_times, kept = [], []
+                stage_times, kept, scored = [], [], []
                 for _ in range(int(iterations)):
                     times, detections = forward(batch_images)
                     stage_times.append(times)
                     kept.extend(len(d["boxes"]) for d in detections)
+                    scored.extend(forward.candidates)
+                metrics[f"candidates_scored_b{b}"] = sum(scored) / len(scored)
                 if measure_peak:
                     metrics[f"peak_memory_mb_b{b}"] = _peak_memory_mb(device)
                 timed[b] = stage_times, kept

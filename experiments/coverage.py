@@ -12,10 +12,8 @@ Policies (each said in ``coverage.json``):
 
 - Size buckets use the object's ``area`` in the ORIGINAL image, as COCO's evaluator does
   (COCO: the segment area; other formats: the box area): small < 32², medium < 96², large.
-- Crowd objects (``iscrowd`` 1) are left out before assignment: the evaluator ignores them and
-  the contract says they are never learned (YOLO's loss drops them; SSD's and Faster R-CNN's
-  losses do not filter them: a crowd box there competes for default boxes/anchors, which this
-  count does not model).
+- Crowd objects (``iscrowd`` 1) are left out before assignment, as every detector's loss leaves
+  them out of matching (the evaluator ignores them; the contract says they are never learned).
 - An object less than one pixel wide or high at the input size is assigned as training would
   assign it, and counted (``sub_pixel``) and logged.
 - A split without (non-crowd) objects is an error: coverage is not defined.

@@ -64,7 +64,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         seed_everything(cfg.seed, cfg.deterministic)
         val_set = build_val_set(cfg)
         model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
-        train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
+        model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
+        metrics["learn_difficult"] = model.learn_difficult
+        train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
+            if "train" in cfg.stages else None
         metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
         metrics["params"] = sum(p.numel() for p in model.parameters())
         h, w = val_set[0][0].shape[-2:]
@@ -87,6 +90,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
                 and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
             scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
             preflight.check_images(val_set, scored, "validation split")
+        metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
+        years = OmegaConf.select(cfg, "dataset.years", default=None)
+        metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
         if "train" in cfg.stages:
             metrics.update(train_stage(cfg, model, train_set, val_set, device, out, guard))
             write_metrics(out, metrics, is_main and not folder.protected)
@@ -102,6 +108,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
             bench = OmegaConf.to_container(cfg.bench, resolve=True)
             metrics.update(benchmark(model, device=device, **bench))
         metrics["status"] = "ok"
+        if metrics.get("train_iterations", 0) < metrics.get("train_iterations_planned", 0):
+            metrics["status"] = "incomplete"    # never ranked beside finished runs
+            metrics["status_reason"] = (f"training stopped by train.max_time_s="
+                                        f"{cfg.train.max_time_s} after {metrics['train_iterations']}"
+                                        f" of {metrics['train_iterations_planned']} iterations")
     except KeyboardInterrupt as stop:  # RunInterrupted, TrainingInterrupted or a bare Ctrl-C
         if not isinstance(stop, RunInterrupted):
             stop = RunInterrupted(guard.signum or 2, getattr(stop, "iteration", None))
@@ -131,7 +142,7 @@ def finish(folder: RunFolder, metrics: dict, failure: str | None, is_main: bool)
             metrics["error_file"] = str(folder.write_failure(failure))
         if folder.protected and metrics["status"] != "ok":
             log.error("the finished run's results in %s are kept unchanged; this resume's "
-                      "failure is in %s", folder.out, metrics["error_file"])
+                      "failure is in %s", folder.out, metrics.get("error_file", "the run's log"))
         else:
             write_metrics(folder.out, metrics, True)
     except OSError as error:
@@ -180,14 +191,15 @@ def build_val_set(cfg: DictConfig):
     return val_set
 
 
-def build_train_set(cfg: DictConfig, input_size: tuple[int, int]):
+def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):
     """The training split with its augmentation policy (``train.augmentation``, else the
-    detector's own), resized to the detector's input size inside the loader's workers."""
+    detector's own), resized to the detector's fixed input size inside the loader's workers;
+    ``input_size`` None (a detector that keeps the aspect ratio): never resized there."""
     from experiments.data.transforms import build_policy
 
     policy_name = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     train_set = instantiate(cfg.dataset.train,
-                            transforms=build_policy(policy_name, output_size=tuple(input_size)))
+                            transforms=build_policy(policy_name, output_size=input_size and tuple(input_size)))
     log.info("train: %d images, augmentation policy '%s'", len(train_set), policy_name)
     return train_set
 
@@ -213,7 +225,8 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
                       max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
-                      stop_requested=guard.requested if guard else None)
+                      stop_requested=guard.requested if guard else None,
+                      sync_batch_norm=cfg.train.get("sync_batch_norm", "auto"))
     if cfg.train.get("freeze_batch_norm"):
         log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
                  preflight.freeze_batch_norm(model))
@@ -229,8 +242,9 @@ def train_stage(cfg, model, train_set, val_set, device, out: Path, guard=None) -
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+            "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"]}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
 
 
 def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
@@ -243,13 +257,24 @@ def eval_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
                    cfg.eval.max_images)
     if not is_main or result is None:
         return {}
-    save_evaluation(result, out)
+    save_evaluation(result, out, image_file_names(val_set))
     save_samples(val_set, out / "samples", cfg.eval.samples)
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, out)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
     return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
+
+
+def image_file_names(dataset) -> dict[int, str]:
+    """image_id -> file path relative to the folder all of the dataset's images share, for
+    datasets read from files (``records``); empty for generated ones (synthetic)."""
+    records = getattr(dataset, "records", None) or []
+    if not records:
+        return {}
+    paths = [Path(r.path) for r in records]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return {int(r.image_id): p.relative_to(root).as_posix() for r, p in zip(records, paths)}
 
 
 def save_samples(dataset, folder: Path, count: int) -> None:
@@ -339,7 +364,7 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(metrics["exit_code"])
     if status == "finished":
         print(f"detbench: {metrics['error']}", file=sys.stderr)
-    elif status != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+    elif status not in ("ok", "incomplete") and HydraConfig.get().mode != RunMode.MULTIRUN:
         where = f" (see {metrics['error_file']})" if "error_file" in metrics else ""
         what = "the job failed: " if status == "failed" else ""
         sys.exit(f"detbench: {what}{metrics['error']}{where}")

@@ -35,6 +35,7 @@ class TrainSchema:
     augmentation: Optional[str] = MISSING  # None: the detector's own policy
     shuffle: bool = MISSING
     freeze_batch_norm: bool = MISSING  # BatchNorm layers keep eval mode (experiments.preflight)
+    sync_batch_norm: Any = MISSING  # true | false | auto (SyncBatchNorm under DDP on CUDA)
     warmup_iterations: int = MISSING
     warmup_factor: float = MISSING
     optimizer: Any = MISSING

@@ -60,10 +60,18 @@ class Trainer:
         scheduler: a torch LR scheduler stepped once per iteration (milestones in iterations),
             or None.
         epochs: passes over the dataset. ``max_time_s`` (when > 0) stops earlier, after the
-            iteration that crosses it, and the stop is logged.
+            iteration that crosses it: the stop is logged, ``fit`` reports it
+            (``stopped_on_time``, iterations run vs ``planned_iterations``) and the checkpoint
+            keeps the position inside the epoch, so a resume trains the epoch's remaining
+            batches.
         amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
-            ``val_every`` epochs (0: never) on rank 0.
+            ``val_every`` epochs (0: never) on every rank (``predict`` is collective under DDP:
+            each rank predicts its share, rank 0 scores them all and alone writes the row).
+        sync_batch_norm: under DDP, BatchNorm layers become ``nn.SyncBatchNorm`` (statistics
+            over the whole batch of all ranks). ``"auto"``: on CUDA only (torch's SyncBatchNorm
+            has no CPU kernel; on CPU each rank normalises its own share, which is logged and
+            recorded as ``batch_norm``); True: required (an error on CPU); False: never.
         stop_requested: polled after every iteration (all ranks agree under DDP); when true, the
             trainer saves a checkpoint of that iteration and raises ``TrainingInterrupted``.
             A resume continues inside the epoch with the same image order (bit-exact with
@@ -78,7 +86,8 @@ class Trainer:
                  grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
                  shuffle: bool = True, show_progress: bool | None = None,
-                 stop_requested: Callable[[], bool] | None = None) -> None:
+                 stop_requested: Callable[[], bool] | None = None,
+                 sync_batch_norm: bool | str = "auto") -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -96,6 +105,9 @@ class Trainer:
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
         self.epoch_step, self.last_loss = 0, math.nan   # batches done in this epoch; last loss
         self.train_model = model
+        self.batch_norm = batch_norm_mode(model, self.distributed, device, sync_batch_norm)
+        if self.batch_norm == "synchronised":
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -105,11 +117,13 @@ class Trainer:
     def loader(self, epoch: int) -> DataLoader:
         """This epoch's loader; its order depends only on (seed, epoch), so resume repeats it."""
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        # The order has its own generator: the loader draws worker seeds from ``generator``.
+        order = torch.Generator().manual_seed(self.seed * 100_003 + epoch + 50_000)
         if self.distributed:
             sampler = DistributedSampler(self.dataset, shuffle=self.shuffle, seed=self.seed)
             sampler.set_epoch(epoch)
         elif self.shuffle:
-            sampler = RandomSampler(self.dataset, generator=generator)
+            sampler = RandomSampler(self.dataset, generator=order)
         else:
             sampler = SequentialSampler(self.dataset)
         # A last batch of one image would break BatchNorm on 1x1 maps: drop the remainder
@@ -120,6 +134,13 @@ class Trainer:
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=collate,
                           generator=generator, persistent_workers=False, drop_last=drop_last)
+
+    def planned_iterations(self) -> int:
+        """Iterations ``epochs`` full epochs take on this rank (remainder batches dropped)."""
+        drop_last = len(self.dataset) > self.batch_size
+        per_rank = math.ceil(len(self.dataset) / dist.get_world_size()) if self.distributed else len(self.dataset)
+        per_epoch = per_rank // self.batch_size if drop_last else math.ceil(per_rank / self.batch_size)
+        return self.epochs * per_epoch
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -168,8 +189,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations, epochs,
-        final_loss, stopped_on_time."""
+        """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations,
+        planned_iterations, batch_norm, epochs, final_loss, stopped_on_time."""
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
@@ -198,8 +219,11 @@ class Trainer:
                     if writer is not None:
                         writer.close()
                     raise TrainingInterrupted(self.iteration)
+            if stopped_on_time:     # mid-epoch: the checkpoint keeps epoch_step
+                self.save()
+                break
             self.epoch, self.epoch_step = self.epoch + 1, 0
-            if (self.validate is not None and self.val_every and self.is_main
+            if (self.validate is not None and self.val_every
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
                 self.train_model.train()
@@ -207,6 +231,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
+                "planned_iterations": self.planned_iterations(), "batch_norm": self.batch_norm,
                 "epochs": self.epoch, "final_loss": float(loss_value),
                 "stopped_on_time": stopped_on_time}
 
@@ -257,13 +282,35 @@ class Trainer:
 
     def _validate(self, writer) -> None:
         self.model.eval()
-        scores = self.validate(self.model)
+        scores = self.validate(self.model)    # every rank takes part; rank 0 gets the scores
+        if not self.is_main:
+            return
         row = {"iteration": self.iteration, "epoch": self.epoch, "time_s": round(self.elapsed, 3),
                "map": scores.get("map", math.nan), "map_50": scores.get("map_50", math.nan)}
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
         log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+
+
+def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
+                    sync: bool | str) -> str:
+    """'none' (no BatchNorm), 'single process', 'synchronised' or 'per rank' (DDP without
+    SyncBatchNorm); ``sync`` as ``Trainer``'s ``sync_batch_norm``."""
+    if sync not in (True, False, "auto"):
+        raise ValueError(f"train.sync_batch_norm: {sync!r}; choose true, false or auto")
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "none"
+    if not distributed:
+        return "single process"
+    if sync is True and device.type != "cuda":
+        raise ValueError("train.sync_batch_norm=true needs CUDA: torch's SyncBatchNorm has no CPU "
+                         "kernel; use train.sync_batch_norm=auto (per-rank BatchNorm on CPU) or false")
+    if sync is True or (sync == "auto" and device.type == "cuda"):
+        return "synchronised"
+    log.warning("BatchNorm under DDP on %s: each rank normalises its own share of the batch "
+                "(train.sync_batch_norm=%s; SyncBatchNorm needs CUDA)", device.type, sync)
+    return "per rank"
 
 
 def _append_csv(path: Path, row: dict) -> None:

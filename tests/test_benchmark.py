@@ -214,3 +214,46 @@ def test_torchvision_ssd300_gmacs_match_its_model_card():
     assert metrics["gmacs"] == pytest.approx(34.858, rel=0.02)
     assert metrics["num_candidates"] == 8732
     assert 0 <= metrics["boxes_kept_b1"] <= 200  # torchvision keeps at most 200 per image
+
+
+class ClockedDetector(TinyDetector):
+    """TinyDetector whose stages advance a fake clock by known durations (ms per batch)."""
+
+    def __init__(self, clock: list[float], durations: list[tuple[float, float, float]]):
+        super().__init__()
+        self.clock, self.durations, self.calls = clock, list(durations), 0
+
+    def _advance(self, stage: int) -> None:
+        self.clock[0] += self.durations[self.calls % len(self.durations)][stage] / 1e3
+
+    def preprocess(self, images, targets=None):
+        self._advance(0)
+        return super().preprocess(images, targets)
+
+    def network(self, batch):
+        self._advance(1)
+        return super().network(batch)
+
+    def postprocess(self, raw, batch):
+        self._advance(2)
+        self.calls += 1
+        return super().postprocess(raw, batch)
+
+
+def test_timings_follow_a_known_clock(monkeypatch):
+    """Stage times, percentiles, images/s and shares from a clock whose every tick is known."""
+    from types import SimpleNamespace
+
+    clock = [0.0]
+    monkeypatch.setattr(benchmark_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    durations = [(1.0, 4.0, 2.0), (1.0, 6.0, 2.0), (3.0, 8.0, 4.0), (1.0, 30.0, 2.0)]   # 7, 9, 15, 33 ms
+    detector = ClockedDetector(clock, durations)
+    metrics = benchmark(detector, batch_sizes=(2,), warmup=0, iterations=4, measure_peak=False)
+    assert metrics["latency_ms_mean_b2"] == pytest.approx(16.0)
+    assert metrics["latency_ms_p50_b2"] == pytest.approx(12.0)                 # between 9 and 15
+    assert metrics["latency_ms_p95_b2"] == pytest.approx(15 + 0.85 * 18)       # numpy's linear rule
+    assert metrics["fps_b2"] == pytest.approx(2 * 4 / 0.064)                   # 8 images in 64 ms
+    assert (metrics["preprocess_ms_b2"], metrics["network_ms_b2"], metrics["postprocess_ms_b2"]) \
+        == pytest.approx((1.0, 7.0, 2.0))                                      # medians per stage
+    assert metrics["network_share_b2"] == pytest.approx(70.0)
+    assert metrics["candidates_scored_b2"] == 8 * 12                           # a fixed grid

@@ -44,7 +44,17 @@ def test_ssd300_gmacs_match_torchvision_card():
 def test_paper_detectors_report_their_candidates(name, candidates):
     """Boxes scored before NMS, as the papers count them: SSD300's default boxes, YOLO's
     7x7 grid x 2, Faster R-CNN's 300 test proposals (at width 1/8 to keep the test quick)."""
-    metrics = quick_benchmark(build(name, num_classes=20, overrides=["detector.model.width=0.125"]))
+    detector = build(name, num_classes=20, overrides=["detector.model.width=0.125"])
+    metrics = quick_benchmark(detector)
     assert metrics["num_candidates"] == candidates
     assert metrics["gmacs"] > 0 and metrics["fps_b1"] > 0
     assert 0 <= metrics["boxes_kept_b1"] <= candidates
+    if name != "faster_rcnn_vgg16":
+        assert metrics["candidates_scored_b1"] == candidates       # a fixed count
+        return
+    # Faster R-CNN's 300 is an upper bound: the measured count is the proposals its RPN kept
+    with torch.inference_mode():
+        batch = detector.eval().preprocess([torch.rand(3, *detector.input_size)])
+        proposals = detector.network(batch)["proposals"]
+    assert detector.candidates_scored({"proposals": proposals}, batch) == [len(proposals[0])]
+    assert 0 < metrics["candidates_scored_b1"] <= candidates

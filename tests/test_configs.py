@@ -21,7 +21,7 @@ LAUNCHERS = sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
 @pytest.mark.parametrize("name", DETECTORS)
 def test_every_detector_config_builds_a_detector(compose_config, name):
     cfg = compose_config([f"detector={name}"])
-    assert cfg.detector.name and cfg.detector.augmentation in ("none", "ssd", "yolo")
+    assert cfg.detector.name and cfg.detector.augmentation in ("none", "ssd", "yolo", "flip")
     model = build_detector(cfg.detector.model, 3)
     assert isinstance(model, Detector) and model.num_classes == 3
     assert len(model.input_size) == 2 and model.num_candidates(tuple(model.input_size)) > 0

@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from detectors.base import validate_target
-from experiments.data.expand_crop import ExpandCropResize, map_boxes, place_window
+from experiments.data.expand_crop import SSD_IOU_OPTIONS, ExpandCropResize, map_boxes, place_window
 from experiments.data.iou_crop import draw_iou_crop
 from experiments.data.photometric import PhotometricDistort, adjust_hue_yiq
 from experiments.data.synthetic import SyntheticShapes
@@ -152,7 +152,8 @@ def test_batched_search_draws_like_torchvisions_sequential_one():
     boxes = torch.tensor([[10.0, 10, 30, 25], [60, 40, 150, 110], [100, 5, 115, 20]])
     image = tv_tensors.Image(torch.zeros(3, h, w))
     tv_boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w))
-    reference = v2.RandomIoUCrop(sampler_options=[0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    reference = v2.RandomIoUCrop()      # torchvision's full options, the random patch (0.0) included
+    assert tuple(reference.options) == SSD_IOU_OPTIONS and reference.min_scale == 0.3
 
     def summary(draw) -> tuple[float, float, float]:
         crops = [draw() for _ in range(600)]
@@ -162,6 +163,6 @@ def test_batched_search_draws_like_torchvisions_sequential_one():
         return 1 - len(cropped) / len(crops), area, aspect
 
     torch.manual_seed(5)
-    ours = summary(lambda: draw_iou_crop(boxes, (h, w), reference.options))
+    ours = summary(lambda: draw_iou_crop(boxes, (h, w), SSD_IOU_OPTIONS))
     ref = summary(lambda: reference.make_params([image, tv_boxes]))
     assert abs(ours[0] - ref[0]) < 0.08 and abs(ours[1] - ref[1]) < 0.04 and abs(ours[2] - ref[2]) < 0.1

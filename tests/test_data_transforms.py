@@ -40,7 +40,7 @@ def test_none_is_no_transform_and_unknown_name_fails():
     assert build_policy("none") is None
     with pytest.raises(ValueError, match="unknown augmentation policy 'mosaic'"):
         build_policy("mosaic")
-    assert set(POLICIES) == {"none", "ssd", "yolo"}
+    assert set(POLICIES) == {"none", "ssd", "yolo", "flip"}
 
 
 @pytest.mark.parametrize("name", ["ssd", "yolo"])

@@ -118,6 +118,22 @@ def test_eval_gives_valid_detections_in_original_pixels():
         assert det["boxes"][:, 2].max() > 0.5 * w  # not left in the 200-400 px input frame's corner
 
 
+def test_roi_pool_is_7x7_on_conv5_3_at_stride_16():
+    model = small_vgg()
+    pool = model.roi_heads.box_roi_pool
+    features = {"0": torch.arange(2 * 20 * 30, dtype=torch.float32).view(1, 2, 20, 30)}
+    # a region of input pixels [16, 32] .. [16 + 6 * 16, 32 + 6 * 16] covers 7 x 7 cells of the
+    # stride-16 map, one per bin: RoI max pooling gives those cells themselves
+    proposals = [torch.tensor([[16.0, 32.0, 16.0 + 96, 32.0 + 96], [0.0, 0.0, 479.0, 319.0]])]
+    out = pool(features, proposals, [(320, 480)])
+    assert out.shape == (2, 2, 7, 7)
+    torch.testing.assert_close(out[0], features["0"][0, :, 2:9, 1:8], rtol=0, atol=0)
+    assert out[1].amax() == features["0"].amax()               # the whole map: its maximum is kept
+    assert model.roi_heads.box_head.fc6.in_features == model.backbone.out_channels * 7 * 7
+    aligned = small_vgg(roi_heads={"pooling": "align"}).roi_heads.box_roi_pool
+    assert aligned(features, proposals, [(320, 480)]).shape == (2, 2, 7, 7)
+
+
 def test_roi_pooling_variants_and_bad_value():
     assert type(small_vgg().roi_heads.box_roi_pool).__name__ == "SingleMapRoIPool"
     assert type(small_vgg(roi_heads={"pooling": "align"}).roi_heads.box_roi_pool).__name__ == "MultiScaleRoIAlign"

@@ -2,7 +2,7 @@
 import torch
 
 from detectors.base import validate_target
-from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes, bilinear_weights, shape_mask
+from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes, bilinear_weights, shape_mask, textured_background
 
 
 def test_same_seed_same_images_and_other_seed_differs():
@@ -51,9 +51,19 @@ def test_box_is_exactly_the_painted_extent():
         mask = shape_mask(label, 23, 41)
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
         assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 22, 0, 40)
-    ds = SyntheticShapes(1, seed=5, min_objects=1, max_objects=1)
-    _, target = ds[0]
-    assert len(target["boxes"]) == 1
+    # the dataset's own images: against the background regenerated from the image's seed, the
+    # pixels the painter changed span exactly the box (x2, y2 exclusive), for every image
+    ds = SyntheticShapes(6, image_size=(96, 128), seed=5, min_objects=1, max_objects=1)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        background = textured_background((96, 128), torch.Generator().manual_seed(ds.image_seed(i)))
+        changed = (image - background).abs().amax(dim=0) > 0                # [H, W]
+        rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+        x1, y1, x2, y2 = target["boxes"][0].int().tolist()
+        assert len(target["boxes"]) == 1
+        assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x1, y1, x2, y2), i
+        inside = changed[y1:y2, x1:x2]
+        assert inside.sum() == shape_mask(int(target["labels"][0]), y2 - y1, x2 - x1).sum()
 
 
 def test_background_blotches_are_torch_bilinear_upsampling():

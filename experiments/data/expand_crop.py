@@ -29,7 +29,10 @@ from torchvision.transforms.v2 import functional as F
 
 from experiments.data.iou_crop import draw_iou_crop
 
-SSD_IOU_OPTIONS = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)  # 1.0: keep the whole (zoomed-out) image
+# The paper's sampler options (torchvision's RandomIoUCrop defaults): 0.0 is "randomly sample a
+# patch" (no IoU constraint; as in torchvision, a patch holding at least one object's centre),
+# 0.1 ... 0.9 the minimum IoUs, 1.0 "use the entire original input image".
+SSD_IOU_OPTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
 def _axis_span(size: int, offset: int, start: int, length: int, out: int

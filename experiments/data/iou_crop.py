@@ -1,7 +1,8 @@
 """SSD's minimum-IoU random crop: the search for a crop window, drawn many candidates at once.
 
-SSD (Liu et al. 2016, sec. 2.2) samples a patch whose IoU with some object is at least a
-minimum drawn from {0.1, 0.3, 0.5, 0.7, 0.9} (or keeps the whole image), with a side of
+SSD (Liu et al. 2016, sec. 2.2) keeps the whole image, samples a patch whose IoU with some
+object is at least a minimum drawn from {0.1, 0.3, 0.5, 0.7, 0.9}, or samples a random patch
+(option 0.0: no IoU constraint, a patch holding an object's centre, as torchvision), with a side of
 [0.3, 1] of the image's, an aspect ratio in [1/2, 2], and keeps the boxes whose centre lies
 inside. torchvision's ``RandomIoUCrop`` searches one candidate at a time in a Python loop,
 about 3 ms per image, because options such as 0.9 are rarely satisfiable for small objects

@@ -7,8 +7,12 @@
 - ``ssd`` (Liu et al. 2016, sec. 2.2 "Data augmentation"): photometric distortion
   (brightness, contrast, saturation, hue, channel order; the hue step is a YIQ rotation, see
   ``photometric.py``), zoom-out "expansion" onto a canvas up to 4x the image filled with the
-  mean colour (p = 0.5), the minimum-IoU random crop (min IoU drawn from {0.1, 0.3, 0.5, 0.7,
-  0.9} or no crop; boxes whose centre leaves the crop are dropped), horizontal flip (p = 0.5).
+  mean colour (p = 0.5), the random crop (min IoU drawn from {0.1, 0.3, 0.5, 0.7, 0.9}, a
+  random patch, or no crop; boxes whose centre leaves the crop are dropped), horizontal flip
+  (p = 0.5).
+- ``flip`` (Faster R-CNN, Ren et al. 2015, sec. 3.1.3 / py-faster-rcnn): horizontal flip
+  (p = 0.5) only, and never a resize here: the detector's own transform rescales keeping the
+  aspect ratio (shorter side 600, longer at most 1000).
   With an ``output_size`` the zoom-out, crop and resize are fused (``expand_crop.py``).
 - ``yolo`` (Redmon et al. 2016, sec. 2.2): random scaling and translation of up to 20% of the
   image size, exposure (brightness) and saturation scaled by up to 1.5x either way, horizontal
@@ -37,7 +41,7 @@ from experiments.data.expand_crop import SSD_IOU_OPTIONS, ExpandCropResize
 from experiments.data.iou_crop import BatchedIoUCrop
 from experiments.data.photometric import PhotometricDistort
 
-POLICIES = ("none", "ssd", "yolo")
+POLICIES = ("none", "ssd", "yolo", "flip")
 # The fill colour of zoom-out canvases and affine borders: ImageNet's mean RGB in [0, 1].
 MEAN_RGB = (0.485, 0.456, 0.406)
 _PER_BOX_KEYS = ("labels", "area", "iscrowd", "box_area", "difficult")
@@ -119,7 +123,8 @@ def build_policy(name: str, output_size: int | tuple[int, int] | None = None
                  ) -> DetectionAugmentation | None:
     """The augmentation policy ``name`` (one of POLICIES); None for "none".
 
-    output_size: optional (H, W) or side the augmented image is resized to at the end.
+    output_size: optional (H, W) or side the augmented image is resized to at the end (ignored
+    by ``flip``, whose detectors resize keeping the aspect ratio).
     """
     if name is None or name == "none":
         return None
@@ -128,6 +133,8 @@ def build_policy(name: str, output_size: int | tuple[int, int] | None = None
     size = None
     if output_size is not None:
         size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if name == "flip":
+        return DetectionAugmentation([v2.RandomHorizontalFlip(p=0.5)], name=name)
     if name == "ssd":
         return DetectionAugmentation(ssd_steps(size), name=name)  # resizes when size is given
     steps = yolo_steps()

@@ -11,15 +11,20 @@ from experiments.evaluation.coco_backends import AREA_NAMES, IOU_THRESHOLDS, MAX
 from experiments.evaluation.metrics import EvaluationResult
 
 
-def save_evaluation(result: EvaluationResult, folder: Path) -> None:
+def save_evaluation(result: EvaluationResult, folder: Path, file_names: dict[int, str] | None = None) -> None:
     """Write detections.json, ground_truth.json, per_class.csv and pr_curves.npz into ``folder``
-    (the run-folder files in README's table)."""
+    (the run-folder files in README's table). ``file_names``: image_id -> the image's file (relative
+    to the dataset's images), written as each ground-truth image's ``file_name``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "detections.json", "w") as f:
         json.dump(result.coco_dt, f)
+    coco_gt = result.coco_gt
+    for image in coco_gt["images"]:
+        if file_names and image["id"] in file_names:
+            image["file_name"] = file_names[image["id"]]
     with open(folder / "ground_truth.json", "w") as f:
-        json.dump(result.coco_gt, f)
+        json.dump(coco_gt, f)
     result.per_class.to_csv(folder / "per_class.csv", index=False)
     np.savez_compressed(
         folder / "pr_curves.npz", precision=result.precision, recall=result.recall,
