@@ -26,7 +26,8 @@ from hydra.utils import instantiate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from experiments.benchmark import benchmark, device_name  # noqa: E402
+from experiments.benchmark import benchmark  # noqa: E402
+from experiments.identity import device_name, model_facts  # noqa: E402
 
 CONF = ROOT / "conf"
 NUM_CLASSES = 20
@@ -118,6 +119,7 @@ def main(argv=None) -> pd.DataFrame:
                 metrics = benchmark(detector, batch_sizes=args.batch_sizes, warmup=warmup,
                                     iterations=iterations, device=device, dtype=dtype,
                                     channels_last=args.channels_last, compile=args.compile)
+                metrics.update(model_facts(detector, tuple(detector.input_size)))
             except Exception as error:
                 traceback.print_exc()
                 failures.append(f"{name} {dtype}: {type(error).__name__}: {error}")

@@ -26,12 +26,12 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   batch size and once at the end, the best of these, so that a moment of contention on a
   shared machine depresses the peak less.
 
-Per detector: ``params``; ``gmacs`` (10⁹ multiply-adds per image over all three stages,
-FlopCounterMode's FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``;
-``num_candidates`` (boxes scored per image before NMS); and the identity of the
-measurement: ``bench_device``, ``bench_device_type``, ``bench_threads``, ``bench_dtype``,
-``bench_channels_last``, ``bench_compile``, ``bench_image_size``, ``bench_warmup``,
-``bench_iterations``, ``torch_version``, ``torchvision_version``, ``python_version``.
+Per detector: ``gmacs`` (10⁹ multiply-adds per image over all three stages, FlopCounterMode's
+FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``; and the settings of the
+measurement: ``bench_threads``, ``bench_dtype``, ``bench_channels_last``, ``bench_compile``,
+``bench_image_size``, ``bench_warmup``, ``bench_iterations``. Only speed keys: the identity keys
+(``device``, ``params``, ``num_candidates``, versions) are the runner's, from
+``experiments.identity``, written once.
 
 Options: ``dtype`` fp32, or bf16 / fp16 autocast around the network stage (its floating
 outputs are cast back to fp32 inside the network's time, so that decoding and NMS always run
@@ -42,7 +42,6 @@ says ``failed (<error type>)``).
 from __future__ import annotations
 
 import contextlib
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -50,12 +49,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from detectors.base import Detector
-from experiments.flops import DTYPES, count_flops, matmul_peak_gflops, synchronize
+from experiments.flops import DTYPES, count_flops, matmul_peak_gflops
+from experiments.identity import synchronize
 
 
 def synthetic_images(count: int, image_size: tuple[int, int], device: str | torch.device = "cpu",
@@ -64,18 +63,6 @@ def synthetic_images(count: int, image_size: tuple[int, int], device: str | torc
     generator = torch.Generator().manual_seed(seed)
     h, w = image_size
     return [torch.rand(3, h, w, generator=generator).to(device) for _ in range(count)]
-
-
-def device_name(device: torch.device) -> str:
-    """A human name for the device: the GPU's model, or the CPU's model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _reset_peak_memory(device: torch.device) -> str:
@@ -239,16 +226,11 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
     first_size = tuple(images[0].shape[-2:])
 
     metrics: dict[str, float | int | str] = {
-        "bench_device": device_name(device), "bench_device_type": device.type,
         "bench_threads": torch.get_num_threads(), "bench_dtype": dtype,
         "bench_channels_last": bool(channels_last),
         "bench_image_size": f"{first_size[0]}x{first_size[1]}",
         "bench_batch_sizes": ",".join(map(str, sizes)),
         "bench_warmup": int(warmup), "bench_iterations": int(iterations),
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-        "python_version": platform.python_version(),
-        "params": sum(p.numel() for p in detector.parameters()),
-        "num_candidates": int(detector.num_candidates(first_size)),
     }
     if device.type == "cuda":
         metrics["bench_tf32"] = bool(torch.backends.cudnn.allow_tf32)

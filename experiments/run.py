@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.identity import device_name, environment, model_facts
 from experiments.settings import check_config
 
 log = logging.getLogger("detbench")
@@ -47,10 +47,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         val_set = build_val_set(cfg)
         model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
-        metrics["params"] = sum(p.numel() for p in model.parameters())
-        metrics["weights_source"] = getattr(model, "weights_source", "random")
-        h, w = val_set[0][0].shape[-2:]
-        metrics["num_candidates"] = model.num_candidates((int(h), int(w)))
+        metrics.update(model_facts(model, tuple(val_set[0][0].shape[-2:])))
         if cfg.weights:
             load_weights(model, Path(cfg.weights))
         if "train" in cfg.stages:
@@ -84,8 +81,7 @@ def identity(cfg: DictConfig) -> dict:
             "dataset": OmegaConf.select(cfg, "dataset.name", default="?"),
             "seed": OmegaConf.select(cfg, "seed", default=None), "status": "running",
             "overrides": overrides, "git_commit": git_commit(),
-            "torch_version": torch.__version__, "torchvision_version": _tv_version(),
-            "python_version": platform.python_version(), "hostname": platform.node(),
+            **environment(),
             **{f"paper_{k}": v for k, v in (OmegaConf.select(cfg, "paper") or {}).items()}}
 
 
@@ -210,12 +206,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def setup_distributed(cfg: DictConfig) -> bool:
     """Join the process group when launched by torchrun or by a multi-task SLURM job
     (submitit exports the environment); returns whether this is rank 0."""
@@ -243,12 +233,6 @@ def git_commit() -> str:
                               text=True, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _tv_version() -> str:
-    import torchvision
-
-    return torchvision.__version__
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
