@@ -15,8 +15,9 @@ from torchvision.ops import batched_nms
 from detectors.base import Batch, Detector
 from experiments import benchmark as benchmark_module
 from experiments.benchmark import benchmark
-from experiments.flops import count_flops, matmul_peak_gflops
+from experiments.flops import count_flops
 from experiments.identity import device_name, model_facts
+from experiments.peak import matmul_peak_gflops
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -73,7 +74,8 @@ PER_BATCH = ["fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "prep
              "network_ms", "postprocess_ms", "preprocess_share", "network_share",
              "postprocess_share", "boxes_kept", "peak_memory_mb", "network_gflops_per_s",
              "network_utilisation"]
-SETTINGS = ["gmacs", "gmacs_network", "matmul_peak_gflops", "bench_threads", "bench_dtype",
+SETTINGS = ["gmacs", "gmacs_network", "matmul_peak_gflops", "conv_peak_gflops", "measured_peak_gflops",
+            "utilisation_against", "peak_assumption", "bench_threads", "bench_dtype",
             "bench_channels_last", "bench_compile", "bench_image_size", "bench_batch_sizes",
             "bench_warmup", "bench_iterations", "peak_memory_kind"]
 RUNNER_OWNS = ["device", "bench_device", "bench_device_type", "params", "num_candidates",
