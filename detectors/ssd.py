@@ -16,21 +16,17 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_convert, nms
+from torchvision.ops import box_convert
 
 from detectors.base import Batch, Detection, Detector, Target
 from detectors.boxes import decode
 from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
 from detectors.ssd_features import EXTRA_LAYERS, MobileNetSourceMaps, VGGSourceMaps, xavier_init
 from detectors.ssd_loss import MultiBoxLoss
+from detectors.topk_nms import topk_per_class_nms
 
 log = logging.getLogger(__name__)
 SOURCE_MAPS = {"vgg16": VGGSourceMaps, "mobilenet_v1": MobileNetSourceMaps}
-
-
-def one_nms_call_per_image(scores: Tensor) -> bool:
-    """Whether post-processing runs one ``batched_nms`` per image (GPU) or NMS class by class (CPU)."""
-    return scores.is_cuda
 
 
 class SSDHead(nn.Module):
@@ -171,10 +167,9 @@ class SSD(Detector):
         """Softmax; per class the best ``candidates_per_class`` boxes above ``score_thresh``;
         per-class NMS at ``nms_thresh``; the best ``top_k``; boxes in original pixels.
 
-        Written for speed: one top-k for all classes. On a CPU the boxes above the threshold are
-        a prefix of each class's sorted candidates, so NMS runs on slices, class by class
-        (cheaper than one NMS over all classes, whose cost grows with the square of the count);
-        on a GPU one ``batched_nms`` call per image saves kernel launches.
+        Written for speed: one top-k for all classes, then ``detectors.topk_nms``: one NMS call
+        for every image and class at once, over only as many of the best candidates as it takes
+        to keep ``top_k`` per image (the same detections as NMS class by class, image by image).
         """
         loc, conf = outputs
         h, w = self.input_size
@@ -182,27 +177,15 @@ class SSD(Detector):
         boxes = decode(loc, self.priors, self.variances)                          # [B, A, 4] fractions
         boxes = (boxes * boxes.new_tensor([w, h, w, h])).clamp(min=0)             # input pixels
         boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
-        num_classes, num_boxes = scores.shape[1:]
+        num_boxes = scores.shape[2]
         k = num_boxes if self.candidates_per_class is None else min(self.candidates_per_class, num_boxes)
         top_scores, top_index = scores.topk(k, dim=2)                             # [B, C, k], sorted
-        above = top_scores > self.score_thresh                                    # [B, C, k]
-        counts = None if one_nms_call_per_image(conf) else above.sum(dim=2).tolist()          # [B][C]
+        kept = topk_per_class_nms(boxes, top_scores, top_index, self.score_thresh, self.nms_thresh,
+                                  self.top_k, float(max(h, w)))
         detections = []
-        for i, (oh, ow) in enumerate(batch.original_sizes):
-            candidates = boxes[i].index_select(0, top_index[i].reshape(-1))       # [C k, 4]
-            flat_scores = top_scores[i].reshape(-1)                               # [C k]
-            if counts is None:   # GPU: one launch for all classes (torchvision picks the method)
-                valid = above[i].reshape(-1).nonzero().squeeze(1)
-                kept = valid[batched_nms(candidates[valid], flat_scores[valid], valid.div(k, rounding_mode="floor"),
-                                         self.nms_thresh)]
-            else:
-                kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], self.nms_thresh)
-                        for c, n in enumerate(counts[i]) if n > 0]
-                kept = torch.cat(kept) if kept else top_index.new_zeros(0)        # [K] into C k
-            kept_scores = flat_scores.index_select(0, kept)
-            order = kept_scores.argsort(descending=True)[: self.top_k]
-            kept, kept_scores = kept.index_select(0, order), kept_scores.index_select(0, order)
+        for i, ((oh, ow), (positions, kept_scores)) in enumerate(zip(batch.original_sizes, kept)):
+            anchors = top_index[i].reshape(-1).index_select(0, positions)         # [K] into A
             to_original = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-            detections.append(Detection(boxes=candidates.index_select(0, kept) * to_original, scores=kept_scores,
-                                        labels=kept.div(k, rounding_mode="floor") + 1))
+            detections.append(Detection(boxes=boxes[i].index_select(0, anchors) * to_original, scores=kept_scores,
+                                        labels=positions.div(k, rounding_mode="floor") + 1))
         return detections

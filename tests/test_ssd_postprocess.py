@@ -1,0 +1,113 @@
+"""SSD's post-processing (one NMS call over the best candidates, ``detectors.topk_nms``) against
+the class-by-class, image-by-image NMS it replaced, on random and on trained-like logits."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms, nms
+
+from detectors.boxes import decode
+from detectors.ssd import SSD
+
+
+def reference_postprocess(model: SSD, loc, conf, original_sizes):
+    """The post-processing as it was before topk_nms: per image, NMS class by class on each
+    class's sorted candidates above the threshold, then the best ``top_k`` over all classes."""
+    h, w = model.input_size
+    scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)
+    boxes = (decode(loc, model.priors, model.variances) * loc.new_tensor([w, h, w, h])).clamp(min=0)
+    boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
+    k = min(model.candidates_per_class or scores.shape[2], scores.shape[2])
+    top_scores, top_index = scores.topk(k, dim=2)
+    counts = (top_scores > model.score_thresh).sum(dim=2).tolist()
+    detections = []
+    for i, (oh, ow) in enumerate(original_sizes):
+        candidates = boxes[i].index_select(0, top_index[i].reshape(-1))
+        flat_scores = top_scores[i].reshape(-1)
+        kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], model.nms_thresh)
+                for c, n in enumerate(counts[i]) if n > 0]
+        kept = torch.cat(kept) if kept else top_index.new_zeros(0)
+        kept_scores = flat_scores.index_select(0, kept)
+        order = kept_scores.argsort(descending=True)[: model.top_k]
+        kept, kept_scores = kept[order], kept_scores[order]
+        scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
+        detections.append({"boxes": candidates[kept] * scale, "scores": kept_scores, "labels": kept // k + 1})
+    return detections
+
+
+def trained_like_logits(num_images: int, num_priors: int, num_classes: int, generator):
+    """Background wins almost everywhere; a few clusters of boxes score one class highly."""
+    conf = torch.randn(num_images, num_priors, num_classes + 1, generator=generator)
+    conf[..., 0] += 9
+    for i in range(num_images):
+        hot = torch.randint(0, num_priors, (40,), generator=generator)
+        conf[i, hot, torch.randint(1, num_classes + 1, (40,), generator=generator)] += 10
+    return conf
+
+
+def assert_same(new, old):
+    assert len(new) == len(old)
+    for a, b in zip(new, old):
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.equal(a["scores"], b["scores"])
+        assert torch.equal(a["boxes"], b["boxes"])
+
+
+@pytest.mark.parametrize("kind", ["random", "trained_like", "few_above", "small_top_k"])
+def test_one_call_nms_gives_the_reference_detections(kind):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    options = {"small_top_k": {"top_k": 7}, "few_above": {"score_thresh": 0.97}}.get(kind, {})
+    model = SSD(num_classes=20, width=0.0625, **options).eval()
+    b, a = 4, model.priors.shape[0]
+    loc = torch.randn(b, a, 4, generator=generator) * 0.5
+    if kind == "trained_like":
+        conf = trained_like_logits(b, a, 20, generator)
+    else:
+        conf = torch.randn(b, a, 21, generator=generator) * (3.0 if kind == "few_above" else 0.3)
+    sizes = [(300, 300), (375, 500), (480, 640), (200, 250)]
+    batch = model.preprocess([torch.rand(3, *s) for s in sizes])
+    new = model.postprocess((loc, conf), batch)
+    old = reference_postprocess(model, loc, conf, sizes)
+    assert_same(new, old)
+    counts = [len(d["scores"]) for d in new]
+    if kind == "random":
+        assert counts == [200] * 4              # the cap binds: the first round's early stop is exercised
+    elif kind == "small_top_k":
+        assert counts == [7] * 4
+    else:
+        assert min(counts) > 0 and min(counts) < 200, counts  # an image whose every candidate was examined
+
+
+def test_candidates_per_class_none_and_empty_images():
+    torch.manual_seed(0)
+    model = SSD(num_classes=3, width=0.0625, candidates_per_class=None, score_thresh=0.5).eval()
+    a = model.priors.shape[0]
+    conf = torch.zeros(2, a, 4)
+    conf[0, :50, 2] = torch.linspace(4, 6, 50)  # image 0: 50 candidates of class 2 (no ties); image 1: none
+    loc = torch.randn(2, a, 4) * 0.3
+    batch = model.preprocess([torch.rand(3, 300, 300)] * 2)
+    new = model.postprocess((loc, conf), batch)
+    assert_same(new, reference_postprocess(model, loc, conf, [(300, 300)] * 2))
+    assert len(new[1]["scores"]) == 0 and set(new[0]["labels"].tolist()) == {2}
+
+
+def test_matches_torchvision_batched_nms_per_image():
+    """The same kept set as torchvision's batched_nms over each image's candidates (up to order of ties)."""
+    torch.manual_seed(0)
+    model = SSD(num_classes=5, width=0.0625, top_k=10_000).eval()
+    a = model.priors.shape[0]
+    loc, conf = torch.randn(1, a, 4) * 0.5, torch.randn(1, a, 6)
+    batch = model.preprocess([torch.rand(3, 300, 300)])
+    det = model.postprocess((loc, conf), batch)[0]
+    ref = reference_postprocess(model, loc, conf, [(300, 300)])[0]
+    scores = F.softmax(conf, -1)[0, :, 1:]
+    top_scores, top_index = scores.T.topk(400, dim=1)
+    boxes = (decode(loc, model.priors, model.variances)[0] * 300).clamp(0, 300)
+    candidates, flat = boxes[top_index.reshape(-1)], top_scores.reshape(-1)
+    labels = torch.arange(5).repeat_interleave(400)
+    above = flat > model.score_thresh
+    keep = batched_nms(candidates[above], flat[above], labels[above], model.nms_thresh)
+    assert len(det["scores"]) == len(keep) == len(ref["scores"])
+    assert torch.equal(det["scores"].sort().values, flat[above][keep].sort().values)
