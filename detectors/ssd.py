@@ -167,25 +167,25 @@ class SSD(Detector):
         """Softmax; per class the best ``candidates_per_class`` boxes above ``score_thresh``;
         per-class NMS at ``nms_thresh``; the best ``top_k``; boxes in original pixels.
 
-        Written for speed: one top-k for all classes, then ``detectors.topk_nms``: one NMS call
-        for every image and class at once, over only as many of the best candidates as it takes
-        to keep ``top_k`` per image (the same detections as NMS class by class, image by image).
+        Written for speed (``detectors.topk_nms``): one top-k over every (box, class) score per
+        image, NMS over only as many of the best candidates as it takes to keep ``top_k``, and
+        only those boxes decoded; the same detections as NMS class by class over every box.
         """
         loc, conf = outputs
         h, w = self.input_size
-        scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)                 # [B, C, A]
-        boxes = decode(loc, self.priors, self.variances)                          # [B, A, 4] fractions
-        boxes = (boxes * boxes.new_tensor([w, h, w, h])).clamp(min=0)             # input pixels
-        boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
-        num_boxes = scores.shape[2]
-        k = num_boxes if self.candidates_per_class is None else min(self.candidates_per_class, num_boxes)
-        top_scores, top_index = scores.topk(k, dim=2)                             # [B, C, k], sorted
-        kept = topk_per_class_nms(boxes, top_scores, top_index, self.score_thresh, self.nms_thresh,
-                                  self.top_k, float(max(h, w)))
+        scores = F.softmax(conf, dim=-1)[..., 1:]                                 # [B, A, C]
+        limit = loc.new_tensor([w, h, w, h])
+
+        def boxes_of(image: Tensor, box: Tensor) -> Tensor:                       # [N] -> [N, 4] input pixels
+            decoded = decode(loc[image, box], self.priors[box], self.variances) * limit
+            return torch.minimum(decoded.clamp(min=0), limit)
+
+        kept = topk_per_class_nms(scores, boxes_of, self.score_thresh, self.nms_thresh, self.top_k,
+                                  self.candidates_per_class, float(max(h, w)))
         detections = []
-        for i, ((oh, ow), (positions, kept_scores)) in enumerate(zip(batch.original_sizes, kept)):
-            anchors = top_index[i].reshape(-1).index_select(0, positions)         # [K] into A
-            to_original = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-            detections.append(Detection(boxes=boxes[i].index_select(0, anchors) * to_original, scores=kept_scores,
-                                        labels=positions.div(k, rounding_mode="floor") + 1))
+        for i, ((oh, ow), (box, label, kept_scores)) in enumerate(zip(batch.original_sizes, kept)):
+            to_original = loc.new_tensor([ow / w, oh / h, ow / w, oh / h])
+            image = torch.full_like(box, i)
+            detections.append(Detection(boxes=boxes_of(image, box) * to_original, scores=kept_scores,
+                                        labels=label + 1))
         return detections

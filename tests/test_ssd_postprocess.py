@@ -5,45 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms
 
+from benchmarks.ssd_postprocess_speed import reference_postprocess, trained_like_logits
 from detectors.boxes import decode
 from detectors.ssd import SSD
-
-
-def reference_postprocess(model: SSD, loc, conf, original_sizes):
-    """The post-processing as it was before topk_nms: per image, NMS class by class on each
-    class's sorted candidates above the threshold, then the best ``top_k`` over all classes."""
-    h, w = model.input_size
-    scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)
-    boxes = (decode(loc, model.priors, model.variances) * loc.new_tensor([w, h, w, h])).clamp(min=0)
-    boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
-    k = min(model.candidates_per_class or scores.shape[2], scores.shape[2])
-    top_scores, top_index = scores.topk(k, dim=2)
-    counts = (top_scores > model.score_thresh).sum(dim=2).tolist()
-    detections = []
-    for i, (oh, ow) in enumerate(original_sizes):
-        candidates = boxes[i].index_select(0, top_index[i].reshape(-1))
-        flat_scores = top_scores[i].reshape(-1)
-        kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], model.nms_thresh)
-                for c, n in enumerate(counts[i]) if n > 0]
-        kept = torch.cat(kept) if kept else top_index.new_zeros(0)
-        kept_scores = flat_scores.index_select(0, kept)
-        order = kept_scores.argsort(descending=True)[: model.top_k]
-        kept, kept_scores = kept[order], kept_scores[order]
-        scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-        detections.append({"boxes": candidates[kept] * scale, "scores": kept_scores, "labels": kept // k + 1})
-    return detections
-
-
-def trained_like_logits(num_images: int, num_priors: int, num_classes: int, generator):
-    """Background wins almost everywhere; a few clusters of boxes score one class highly."""
-    conf = torch.randn(num_images, num_priors, num_classes + 1, generator=generator)
-    conf[..., 0] += 9
-    for i in range(num_images):
-        hot = torch.randint(0, num_priors, (40,), generator=generator)
-        conf[i, hot, torch.randint(1, num_classes + 1, (40,), generator=generator)] += 10
-    return conf
 
 
 def assert_same(new, old):
