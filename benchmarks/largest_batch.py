@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.speed_table import build_detector  # noqa: E402
+from benchmarks.speed_table import detector_of  # noqa: E402
 from experiments.benchmark import benchmark  # noqa: E402
 from experiments.identity import device_name, model_facts  # noqa: E402
 
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--override", action="append", default=[], help="Hydra override of the detector")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    detector = build_detector(args.detector, args.override)
+    detector = detector_of(args.detector, args.override)
     tried, batch, metrics = [], args.start, None
     while batch >= 1:
         try:

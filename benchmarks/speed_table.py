@@ -5,7 +5,7 @@
     python benchmarks/speed_table.py --device cuda --batch-sizes 1 8 32 128 --modes fp32 bf16 bf16-compile
 
 Each detector is built the way the runner builds it (Hydra's compose API, then
-``hydra.utils.instantiate(cfg.detector.model, num_classes=20)``: Pascal VOC's 20 classes) with
+``experiments.weights.build_detector(cfg.detector.model, 20)``: Pascal VOC's 20 classes) with
 random weights, and fed synthetic images at its own ``input_size``. One row per detector, mode
 and batch size; the columns are ``experiments.benchmark``'s metrics (ms are per batch).
 Modes: ``fp32``; ``bf16`` / ``fp16`` (autocast around the network); ``compile`` and
@@ -27,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from experiments.benchmark import benchmark  # noqa: E402
 from experiments.identity import device_name, model_facts  # noqa: E402
+from experiments.weights import build_detector  # noqa: E402
 
 CONF = ROOT / "conf"
 NUM_CLASSES = 20
@@ -63,11 +63,11 @@ def detector_names() -> list[str]:
     return sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
 
 
-def build_detector(name: str, overrides: list[str] = ()) -> torch.nn.Module:
+def detector_of(name: str, overrides: list[str] = ()) -> torch.nn.Module:
     """The detector of ``conf/detector/<name>.yaml`` with ``NUM_CLASSES`` classes, random weights."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name=f"detector/{name}", overrides=list(overrides))
-    return instantiate(cfg.detector.model, num_classes=NUM_CLASSES)
+    return build_detector(cfg.detector.model, NUM_CLASSES)
 
 
 def overrides_for(name: str, width: float | None, extra: list[str]) -> list[str]:
@@ -164,7 +164,7 @@ def main(argv=None) -> pd.DataFrame:
         if overrides:
             applied[name] = overrides
         try:
-            detector = build_detector(name, overrides)
+            detector = detector_of(name, overrides)
         except Exception as error:
             failures.append(f"{name}: build failed: {type(error).__name__}: {error}")
             continue

@@ -38,12 +38,12 @@ from experiments.identity import device_name  # noqa: E402
 
 def reference_postprocess(model: SSD, loc, conf, original_sizes):
     """SSD's post-processing before ``topk_nms``: per image, NMS class by class on each class's
-    sorted candidates above the threshold, then the best ``top_k`` over all classes."""
+    sorted candidates above the threshold, then the best ``max_detections`` over all classes."""
     h, w = model.input_size
     scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)
     boxes = (decode(loc, model.priors, model.variances) * loc.new_tensor([w, h, w, h])).clamp(min=0)
     boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
-    k = min(model.candidates_per_class or scores.shape[2], scores.shape[2])
+    k = min(model.candidates_before_nms or scores.shape[2], scores.shape[2])
     top_scores, top_index = scores.topk(k, dim=2)
     counts = (top_scores > model.score_thresh).sum(dim=2).tolist()
     detections = []
@@ -54,7 +54,7 @@ def reference_postprocess(model: SSD, loc, conf, original_sizes):
                 for c, n in enumerate(counts[i]) if n > 0]
         kept = torch.cat(kept) if kept else top_index.new_zeros(0)
         kept_scores = flat_scores.index_select(0, kept)
-        order = kept_scores.argsort(descending=True)[: model.top_k]
+        order = kept_scores.argsort(descending=True)[: model.max_detections]
         kept, kept_scores = kept[order], kept_scores[order]
         scale = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
         detections.append({"boxes": candidates[kept] * scale, "scores": kept_scores, "labels": kept // k + 1})

@@ -37,8 +37,8 @@ def worst_case_postprocess_ms(model: YOLO, batch_size: int, device: torch.device
                               repeats: int) -> float:
     """Median ms of ``postprocess`` on one batch's raw outputs with score threshold 0."""
     images = synthetic_images(batch_size, model.input_size, device)
-    threshold = model.score_threshold
-    model.score_threshold = 0.0
+    threshold = model.score_thresh
+    model.score_thresh = 0.0
     try:
         with torch.inference_mode():
             batch = model.preprocess(images)
@@ -51,7 +51,7 @@ def worst_case_postprocess_ms(model: YOLO, batch_size: int, device: torch.device
                 synchronize(device)
                 times.append(time.perf_counter() - start)
     finally:
-        model.score_threshold = threshold
+        model.score_thresh = threshold
     return 1000 * statistics.median(times[1:])
 
 

@@ -4,14 +4,14 @@ Every builder takes a ``width`` multiplier (channels go through ``detectors.base
 so that CPU experiments keep the paper's geometry (strides, map sizes, box counts) at a fraction
 of the compute.
 
-Weights: ``load_vgg16_weights`` / ``load_state_dict_file`` return a short string saying what was
-loaded (``"random"``, ``"torchvision:VGG16_Weights.IMAGENET1K_V1"``, ``"file:/path/to.pt"``);
-detectors keep it as ``weights_source`` so that a run can record it.
+Weights: detectors read no files. ``experiments.weights`` fetches a state_dict (torchvision's
+weights API or a local file) and hands it over; the functions here map its keys onto a trunk and
+return the short string saying what was loaded (``"torchvision:VGG16_Weights.IMAGENET1K_V1"``,
+``"file:/path/to.pt"``), which detectors keep as ``weights_source`` so that a run records it.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torchvision
@@ -85,46 +85,18 @@ def pool_index(trunk: nn.Sequential, which: int) -> int:
     return pools[which - 1]
 
 
-def fetch_vgg16_state(weights: str | None = None, weights_path: str | None = None,
-                      batch_norm: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """A torchvision VGG-16 state_dict and where it came from, or (None, "random").
-
-    weights: a name of torchvision's ``VGG16_Weights`` ("IMAGENET1K_V1", "IMAGENET1K_FEATURES")
-        or, with ``batch_norm``, ``VGG16_BN_Weights`` ("IMAGENET1K_V1"); full width only. Fetched
-        through torchvision's weights API (its cache, else a download).
-        IMAGENET1K_V1 expects ImageNet mean/std input; IMAGENET1K_FEATURES (what torchvision's
-        SSD uses; no classifier) expects [0, 255] pixels minus the mean (mean 0.48235, 0.45882,
-        0.40784 and std 1/255 on [0, 1] images).
-    weights_path: a local ``torch.save``d state_dict of a torchvision ``vgg16``/``vgg16_bn``
-        (keys ``features.N.*``, ``classifier.*``) or of a ``vgg16_trunk`` (keys ``N.*``).
-    """
-    if weights and weights_path:
-        raise ValueError("give either weights (a torchvision weights name) or weights_path, not both")
-    if weights:
-        enum = torchvision.models.VGG16_BN_Weights if batch_norm else torchvision.models.VGG16_Weights
-        try:
-            chosen = enum[weights]
-        except KeyError:
-            raise ValueError(f"unknown {enum.__name__} '{weights}'; choose from {[w.name for w in enum]}") from None
-        return chosen.get_state_dict(progress=False), f"torchvision:{enum.__name__}.{chosen.name}"
-    if weights_path:
-        return torch.load(Path(weights_path), map_location="cpu", weights_only=True), f"file:{weights_path}"
-    return None, "random"
+def vgg16_weights_enum(batch_norm: bool):
+    """torchvision's weights enum for this trunk: ``VGG16_BN_Weights`` with BatchNorm, else
+    ``VGG16_Weights`` (IMAGENET1K_V1: ImageNet mean/std input, with its classifier;
+    IMAGENET1K_FEATURES: no classifier, [0, 255] pixels minus the mean)."""
+    return torchvision.models.VGG16_BN_Weights if batch_norm else torchvision.models.VGG16_Weights
 
 
-def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights_path: str | None = None,
-                       batch_norm: bool = False, state: dict[str, torch.Tensor] | None = None,
-                       source: str | None = None) -> str:
-    """Load ImageNet weights into a ``vgg16_trunk`` in place; return what was loaded
-    ("random" when neither ``weights`` nor ``weights_path`` is given: the trunk is untouched).
-
-    ``weights`` / ``weights_path``: see ``fetch_vgg16_state``; or pass an already fetched
-    ``state`` and its ``source``.
-    """
-    if state is None:
-        state, source = fetch_vgg16_state(weights, weights_path, batch_norm)
-    if state is None:
-        return "random"
+def load_vgg16_trunk_state(trunk: nn.Sequential, state: dict[str, torch.Tensor], source: str,
+                           batch_norm: bool = False) -> str:
+    """Load a torchvision ``vgg16``/``vgg16_bn`` state_dict (keys ``features.N.*``,
+    ``classifier.*``) or a ``vgg16_trunk``'s own (keys ``N.*``) into ``trunk`` in place; return
+    ``source``. Raises ValueError naming ``source`` when it does not fit (width 1 needed)."""
     try:
         trunk.load_state_dict(_trunk_keys(state), strict=True)
     except RuntimeError as error:
@@ -132,6 +104,17 @@ def load_vgg16_weights(trunk: nn.Sequential, weights: str | None = None, weights
                          f"{batch_norm} needed): {error}") from None
     log.info("VGG-16 trunk weights: %s", source)
     return source
+
+
+def vgg16_classifier(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """VGG-16's fc6 [4096, 512*7*7] and fc7 [4096, 4096] (weights and biases, keys fc6.weight,
+    fc6.bias, fc7.weight, fc7.bias) from a torchvision state_dict, or None when it has no usable
+    classifier (IMAGENET1K_FEATURES has none)."""
+    keys = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+    if not all(k in state for k in keys) or not all(torch.isfinite(state[k]).all() for k in keys):
+        return None
+    return {"fc6.weight": state["classifier.0.weight"], "fc6.bias": state["classifier.0.bias"],
+            "fc7.weight": state["classifier.3.weight"], "fc7.bias": state["classifier.3.bias"]}
 
 
 def subsampled_fc6_fc7(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
@@ -142,14 +125,14 @@ def subsampled_fc6_fc7(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     kernel (hence the dilation of the atrous 3x3 convolution); fc7 [4096, 4096] -> [1024, 1024, 1, 1]:
     every 4th filter and every 4th input. Keys: fc6.weight/bias, fc7.weight/bias.
     """
-    keys = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
-    if not all(k in state for k in keys) or not all(torch.isfinite(state[k]).all() for k in keys):
+    fc = vgg16_classifier(state)
+    if fc is None:
         return None
-    fc6 = state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3]     # [1024, 512, 3, 3]
-    fc7 = state["classifier.3.weight"][::4, ::4]                                   # [1024, 1024]
-    return {"fc6.weight": fc6.contiguous(), "fc6.bias": state["classifier.0.bias"][::4].contiguous(),
+    fc6 = fc["fc6.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3]     # [1024, 512, 3, 3]
+    fc7 = fc["fc7.weight"][::4, ::4]                                   # [1024, 1024]
+    return {"fc6.weight": fc6.contiguous(), "fc6.bias": fc["fc6.bias"][::4].contiguous(),
             "fc7.weight": fc7.reshape(1024, 1024, 1, 1).contiguous(),
-            "fc7.bias": state["classifier.3.bias"][::4].contiguous()}
+            "fc7.bias": fc["fc7.bias"][::4].contiguous()}
 
 
 def _trunk_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -160,20 +143,17 @@ def _trunk_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_dict_file(module: nn.Module, weights_path: str | None, prefix: str = "") -> str:
-    """Load a local state_dict file into ``module`` (keys starting with ``prefix``, which is
-    stripped); return "file:<path>", or "random" when ``weights_path`` is None."""
-    if not weights_path:
-        return "random"
-    state = torch.load(Path(weights_path), map_location="cpu", weights_only=True)
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], source: str, prefix: str = "") -> str:
+    """Load ``state`` (keys starting with ``prefix``, which is stripped) into ``module``
+    strictly; return ``source``. Raises ValueError naming ``source`` when it does not fit."""
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{weights_path}: does not fit {type(module).__name__}: {error}") from None
-    log.info("%s weights: file:%s", type(module).__name__, weights_path)
-    return f"file:{weights_path}"
+        raise ValueError(f"{source}: does not fit {type(module).__name__}: {error}") from None
+    log.info("%s weights: %s", type(module).__name__, source)
+    return source
 
 
 # --------------------------------------------------------------------------------------------

@@ -75,6 +75,12 @@ class Batch:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+#: ImageNet's per-channel mean and std on [0, 1] images: what torchvision's IMAGENET1K_V1
+#: classification weights expect, and every detector's input normalisation by default.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class Detector(nn.Module):
     """Base class of every detector in detbench.
 
@@ -118,6 +124,37 @@ class Detector(nn.Module):
         """Boxes scored per image before NMS for an input of ``image_size`` (H, W): SSD300
         8732, YOLO v1 98, Faster R-CNN the proposals kept at test (300)."""
         raise NotImplementedError
+
+    # ---- weights: handed over as state_dicts (``experiments.weights`` reads the files) -----------
+    #: what the weights came from: "random", "torchvision:<enum>.<name>", "file:<path>" (+ notes).
+    weights_source: str = "random"
+
+    def backbone_weights_enum(self) -> type | None:
+        """torchvision's weights enum whose names ``backbone_weights`` may give (e.g.
+        ``VGG16_Weights``), or None when torchvision publishes none for this backbone."""
+        return None
+
+    def load_backbone_state(self, state: dict[str, Tensor], source: str) -> None:
+        """Load an ImageNet-classifier state_dict (torchvision's keys) into the backbone in
+        place and record ``source`` in ``weights_source``. Detectors without a separate
+        backbone raise ValueError."""
+        raise ValueError(f"{type(self).__name__} takes no separate backbone weights "
+                         f"(got {source}); give whole-detector weights instead")
+
+    def load_detector_state(self, state: dict[str, Tensor], source: str) -> None:
+        """Load a whole-detector state_dict (this module's keys) strictly; ValueError naming
+        ``source`` when it does not fit."""
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{source}: does not fit {type(self).__name__} "
+                             f"({self.num_classes} classes): {error}") from None
+        self.weights_source = source
+
+    def set_normalization(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        """Per-channel mean/std applied to [0, 1] images, as the backbone weights expect
+        (set by ``experiments.weights`` from torchvision's weights metadata)."""
+        raise ValueError(f"{type(self).__name__} does not normalise its input")
 
 
 def validate_target(target: Target, image_size: tuple[int, int] | None = None,

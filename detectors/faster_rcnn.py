@@ -12,8 +12,8 @@ torchvision's ``AnchorGenerator``, ``RegionProposalNetwork``, ``RPNHead``, ``RoI
 wires them under detbench's contract. The state_dict keys (``transform``, ``backbone``, ``rpn``,
 ``roi_heads``) are torchvision's ``FasterRCNN``'s, so its weights load as they are.
 
-Builders (what the configs call): ``faster_rcnn_vgg16`` (the paper's setting) and
-``faster_rcnn_resnet50_fpn`` (torchvision's modern setting).
+Builders (what the configs call) live in ``faster_rcnn_builders``: ``faster_rcnn_vgg16`` (the
+paper's setting) and ``faster_rcnn_resnet50_fpn`` (torchvision's modern setting).
 """
 from __future__ import annotations
 
@@ -22,17 +22,13 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_pool
+from torchvision.ops import roi_pool
 
-from detectors.backbones import load_vgg16_weights, vgg16_trunk
-from detectors.base import Batch, Detection, Detector, Target, scale_width
+from detectors.base import Batch, Detection, Detector, Target
 
 
 class SingleMapRoIPool(nn.Module):
@@ -156,6 +152,11 @@ class FasterRCNN(Detector):
         pooled = heads.box_roi_pool(features, proposals, input_sizes)  # [sum P, C, 7, 7]
         return heads.box_predictor(heads.box_head(pooled))
 
+    # ---- weights ------------------------------------------------------------------------------
+    def set_normalization(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        self.transform.image_mean = [float(v) for v in mean]
+        self.transform.image_std = [float(v) for v in std]
+
     # ---- counts -------------------------------------------------------------------------------
     def num_candidates(self, image_size: tuple[int, int]) -> int:
         """Proposals kept per image at test (the RPN's post-NMS top-n: 300 in the paper's
@@ -189,133 +190,3 @@ def feature_map_sizes(transform: GeneralizedRCNNTransform, backbone: nn.Module,
             module.training = training
     maps = features.values() if isinstance(features, dict) else [features]
     return [(int(f.shape[-2]), int(f.shape[-1])) for f in maps]
-
-
-# ---- builders: what the configs' ``_target_`` names ----------------------------------------
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def region_proposal_network(anchor_generator: AnchorGenerator, in_channels: int,
-                            pre_nms_top_n: tuple[int, int], post_nms_top_n: tuple[int, int],
-                            nms_thresh: float, fg_iou_thresh: float, bg_iou_thresh: float,
-                            batch_size_per_image: int, positive_fraction: float
-                            ) -> RegionProposalNetwork:
-    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head.
-    pre/post_nms_top_n: (training, testing); pre-NMS top-n counts per feature map."""
-    head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
-    return RegionProposalNetwork(
-        anchor_generator, head, fg_iou_thresh, bg_iou_thresh, batch_size_per_image,
-        positive_fraction,
-        pre_nms_top_n={"training": pre_nms_top_n[0], "testing": pre_nms_top_n[1]},
-        post_nms_top_n={"training": post_nms_top_n[0], "testing": post_nms_top_n[1]},
-        nms_thresh=nms_thresh)
-
-
-def fast_rcnn_heads(box_roi_pool: nn.Module, in_features: int, representation_size: int,
-                    num_classes: int, fg_iou_thresh: float, bg_iou_thresh: float,
-                    batch_size_per_image: int, positive_fraction: float, score_thresh: float,
-                    nms_thresh: float, detections_per_img: int) -> RoIHeads:
-    """torchvision's RoIHeads: pooled RoIs -> two fc layers (fc6, fc7) of
-    ``representation_size`` -> class scores (num_classes + 1) and class-specific boxes."""
-    return RoIHeads(
-        box_roi_pool, TwoMLPHead(in_features, representation_size),
-        FastRCNNPredictor(representation_size, num_classes + 1),
-        fg_iou_thresh, bg_iou_thresh, batch_size_per_image, positive_fraction,
-        bbox_reg_weights=None, score_thresh=score_thresh, nms_thresh=nms_thresh,
-        detections_per_img=detections_per_img)
-
-
-def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False,
-                      min_size: int = 600, max_size: int = 1000,
-                      input_size: tuple[int, int] = (600, 1000),
-                      anchor_sizes: tuple[float, ...] = (128, 256, 512),
-                      aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
-                      roi_pooling: str = "pool",
-                      rpn_pre_nms_top_n: tuple[int, int] = (12000, 6000),
-                      rpn_post_nms_top_n: tuple[int, int] = (2000, 300),
-                      rpn_nms_thresh: float = 0.7, rpn_fg_iou_thresh: float = 0.7,
-                      rpn_bg_iou_thresh: float = 0.3, rpn_batch_size_per_image: int = 256,
-                      rpn_positive_fraction: float = 0.5,
-                      box_fg_iou_thresh: float = 0.5, box_bg_iou_thresh: float = 0.5,
-                      box_batch_size_per_image: int = 128, box_positive_fraction: float = 0.25,
-                      box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3,
-                      box_detections_per_img: int = 100,
-                      backbone_weights: str | None = None,
-                      backbone_weights_path: str | None = None) -> FasterRCNN:
-    """The paper's setting: VGG-16 conv5_3 features (stride 16, ``scale_width(512, width)``
-    channels); 9 anchors per location (3 sizes x 3 aspect ratios h/w); RPN NMS 0.7 keeping 2000
-    proposals in training and 300 at test (``rpn_post_nms_top_n`` = (training, testing));
-    7x7 RoI pooling (``roi_pooling`` "pool" = Fast R-CNN's RoIPool, "align" = RoIAlign);
-    fc6/fc7 of ``scale_width(4096, width)``; shorter side resized to ``min_size`` (longer at
-    most ``max_size``); test NMS 0.3 as py-faster-rcnn. ``batch_norm`` adds BatchNorm after
-    every convolution (needed to train from scratch in minutes). ImageNet weights for the trunk
-    (full width only; see ``detectors.backbones.load_vgg16_weights``): ``backbone_weights``, a
-    torchvision weights name (downloads unless cached), or ``backbone_weights_path``, a local
-    vgg16 / vgg16_bn state_dict; neither: random. ``weights_source`` records which.
-
-    Left out: the paper ignores cross-boundary anchors in training; torchvision's RPN keeps them.
-    """
-    trunk = vgg16_trunk(width=width, batch_norm=batch_norm)
-    weights_source = load_vgg16_weights(trunk, weights=backbone_weights,
-                                        weights_path=backbone_weights_path, batch_norm=batch_norm)
-    channels = trunk.out_channels
-    anchors = AnchorGenerator(sizes=(tuple(float(s) for s in anchor_sizes),),
-                              aspect_ratios=(tuple(float(r) for r in aspect_ratios),))
-    rpn = region_proposal_network(anchors, channels, tuple(rpn_pre_nms_top_n),
-                                  tuple(rpn_post_nms_top_n), rpn_nms_thresh, rpn_fg_iou_thresh,
-                                  rpn_bg_iou_thresh, rpn_batch_size_per_image, rpn_positive_fraction)
-    if roi_pooling == "pool":
-        pool = SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
-    elif roi_pooling == "align":
-        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
-    else:
-        raise ValueError(f"roi_pooling must be 'pool' or 'align', got {roi_pooling!r}")
-    heads = fast_rcnn_heads(pool, channels * 7 * 7, scale_width(4096, width), num_classes,
-                            box_fg_iou_thresh, box_bg_iou_thresh, box_batch_size_per_image,
-                            box_positive_fraction, box_score_thresh, box_nms_thresh,
-                            box_detections_per_img)
-    # Padding to a multiple of 16 gives conv5_3 ceil(H/16) x ceil(W/16), as Caffe's rounding-up
-    # pools did in the paper: 38 x 63 x 9 = 21546 anchors for 600 x 1000.
-    transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD,
-                                         size_divisible=16)
-    model = FasterRCNN(num_classes, trunk, rpn, heads, transform, tuple(input_size))
-    model.weights_source = weights_source
-    return model
-
-
-def faster_rcnn_resnet50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
-                             input_size: tuple[int, int] = (800, 1333),
-                             trainable_layers: int = 5, frozen_batch_norm: bool = False,
-                             anchor_sizes: tuple[float, ...] = (32, 64, 128, 256, 512),
-                             aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
-                             rpn_pre_nms_top_n: tuple[int, int] = (2000, 1000),
-                             rpn_post_nms_top_n: tuple[int, int] = (2000, 1000),
-                             rpn_nms_thresh: float = 0.7, rpn_fg_iou_thresh: float = 0.7,
-                             rpn_bg_iou_thresh: float = 0.3, rpn_batch_size_per_image: int = 256,
-                             rpn_positive_fraction: float = 0.5,
-                             box_fg_iou_thresh: float = 0.5, box_bg_iou_thresh: float = 0.5,
-                             box_batch_size_per_image: int = 512,
-                             box_positive_fraction: float = 0.25,
-                             box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5,
-                             box_detections_per_img: int = 100) -> FasterRCNN:
-    """torchvision's ``fasterrcnn_resnet50_fpn`` setting: ResNet-50 + FPN (256 channels, maps
-    '0'..'3' at strides 4..32 and 'pool' at 64), one anchor size per map x 3 ratios, RoIAlign
-    7x7 on maps '0'..'3', two fc layers of 1024. Defaults equal torchvision's random-weights
-    build (plain BatchNorm, all 5 stages trainable); ``frozen_batch_norm`` / ``trainable_layers``
-    give its pretrained-backbone form. Random weights (no downloads)."""
-    norm_layer = FrozenBatchNorm2d if frozen_batch_norm else nn.BatchNorm2d
-    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=norm_layer,
-                                   trainable_layers=trainable_layers)
-    anchors = AnchorGenerator(sizes=tuple((float(s),) for s in anchor_sizes),
-                              aspect_ratios=(tuple(float(r) for r in aspect_ratios),) * len(anchor_sizes))
-    rpn = region_proposal_network(anchors, backbone.out_channels, tuple(rpn_pre_nms_top_n),
-                                  tuple(rpn_post_nms_top_n), rpn_nms_thresh, rpn_fg_iou_thresh,
-                                  rpn_bg_iou_thresh, rpn_batch_size_per_image, rpn_positive_fraction)
-    pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-    heads = fast_rcnn_heads(pool, backbone.out_channels * 7 * 7, 1024, num_classes,
-                            box_fg_iou_thresh, box_bg_iou_thresh, box_batch_size_per_image,
-                            box_positive_fraction, box_score_thresh, box_nms_thresh,
-                            box_detections_per_img)
-    transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD)
-    return FasterRCNN(num_classes, backbone, rpn, heads, transform, tuple(input_size))

@@ -16,13 +16,11 @@ Loss keys get a ``loss_`` prefix where torchvision's lack one (``classification`
 ``loss_classification``).
 
 Weights: random by default (``weights=None, weights_backbone=None``: nothing is downloaded);
-``weights_path`` loads a local state_dict of the torchvision model (as torchvision publishes
-them), or of the adapter itself (keys prefixed ``model.``). Reduced input sizes
+``experiments.weights`` hands a whole-detector state_dict (torchvision's published keys, or the
+adapter's own, ``model.``-prefixed) to ``load_detector_state``. Reduced input sizes
 (``min_size``/``max_size``) keep the CPU cost down; SSD300 and SSDlite320 have fixed sizes.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torchvision.models.detection as tvd
@@ -35,27 +33,6 @@ from torchvision.ops import box_iou
 
 from detectors.base import Batch, Detection, Detector, Target
 from detectors.faster_rcnn import FasterRCNN, feature_map_sizes
-
-
-def load_weights_file(model: nn.Module, weights_path: str | None) -> str:
-    """Load a local state_dict (torchvision's keys, or an adapter's ``model.``-prefixed keys)
-    into ``model``; return "random" or "file:<path>". Raises ValueError naming the file."""
-    if not weights_path:
-        return "random"
-    path = Path(weights_path)
-    if not path.is_file():
-        raise ValueError(f"{path}: weights file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state_dict (dict of tensors), got {type(state).__name__}")
-    if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise ValueError(f"{path}: does not fit {type(model).__name__} (check num_classes: "
-                         f"torchvision counts background, so num_classes + 1): {error}") from None
-    return f"file:{path}"
 
 
 def _prefixed(losses: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -71,15 +48,24 @@ class TorchvisionSingleShot(Detector):
     "locations_per_level": h*w per feature map}; training: {"losses": {loss_*}}.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, input_size: tuple[int, int],
-                 weights_path: str | None = None) -> None:
+    def __init__(self, model: nn.Module, num_classes: int, input_size: tuple[int, int]) -> None:
         super().__init__()
         if not isinstance(model, (SSD, RetinaNet, FCOS)):
             raise TypeError(f"expected a torchvision SSD, RetinaNet or FCOS, got {type(model).__name__}")
         self.model = model
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.weights_source = load_weights_file(model, weights_path)
+
+    def load_detector_state(self, state: dict[str, Tensor], source: str) -> None:
+        """torchvision's published keys, or this adapter's (``model.``-prefixed)."""
+        if state and not all(k.startswith("model.") for k in state):
+            state = {f"model.{k}": v for k, v in state.items()}
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{source}: does not fit {type(self.model).__name__} (check num_classes: "
+                             f"torchvision counts background, so num_classes + 1): {error}") from None
+        self.weights_source = source
 
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
@@ -150,68 +136,53 @@ class TorchvisionSingleShot(Detector):
         return sum(h * w * a for (h, w), a in zip(sizes, per_location))
 
 
-def _two_stage(model: tvd.faster_rcnn.FasterRCNN, num_classes: int, input_size, weights_path) -> FasterRCNN:
-    """detbench's FasterRCNN around the torchvision model's own parts (same state_dict keys)."""
-    source = load_weights_file(model, weights_path)
-    detector = FasterRCNN(num_classes, model.backbone, model.rpn, model.roi_heads,
-                          model.transform, tuple(input_size))
-    detector.weights_source = source
-    return detector
+# ---- the one builder: what conf/detector/tv_*.yaml name ---------------------------------------
+#: architecture -> (torchvision builder, one- or two-stage, whether min_size/max_size apply).
+ARCHITECTURES = {
+    "ssd300": (tvd.ssd300_vgg16, "one", False),                      # fixed 300x300
+    "ssdlite320": (tvd.ssdlite320_mobilenet_v3_large, "one", False),  # fixed 320x320
+    "retinanet_r50_fpn": (tvd.retinanet_resnet50_fpn, "one", True),
+    "fcos_r50_fpn": (tvd.fcos_resnet50_fpn, "one", True),
+    "frcnn_r50_fpn": (tvd.fasterrcnn_resnet50_fpn, "two", True),
+    "frcnn_mbv3_fpn": (tvd.fasterrcnn_mobilenet_v3_large_fpn, "two", True),
+}
+#: detbench's shared setting -> the torchvision keyword, for one- and two-stage models.
+SHARED_NAMES = {
+    "one": {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",
+            "max_detections": "detections_per_img", "candidates_before_nms": "topk_candidates"},
+    "two": {"score_thresh": "box_score_thresh", "nms_thresh": "box_nms_thresh",
+            "max_detections": "box_detections_per_img", "candidates_before_nms": "rpn_post_nms_top_n_test"},
+}
 
 
-# ---- builders: what conf/detector/tv_*.yaml name ---------------------------------------------
-def tv_ssd300(num_classes: int, input_size: tuple[int, int] = (300, 300),
-              weights_path: str | None = None, options: dict | None = None) -> TorchvisionSingleShot:
-    """torchvision ``ssd300_vgg16`` (random weights, all VGG layers trainable, fixed 300x300).
-    ``options``: further keyword arguments of torchvision's ``SSD`` (score_thresh, ...)."""
-    model = tvd.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                             **dict(options or {}))
-    return TorchvisionSingleShot(model, num_classes, input_size, weights_path)
+def torchvision_detector(architecture: str, num_classes: int, input_size: tuple[int, int] = (800, 1333),
+                         min_size: int | None = None, max_size: int | None = None,
+                         score_thresh: float | None = None, nms_thresh: float | None = None,
+                         max_detections: int | None = None, candidates_before_nms: int | None = None,
+                         options: dict | None = None) -> Detector:
+    """torchvision's ``architecture`` (a key of ``ARCHITECTURES``) with random weights
+    (``weights=None, weights_backbone=None``: nothing is downloaded) under detbench's contract.
 
-
-def tv_ssdlite320(num_classes: int, input_size: tuple[int, int] = (320, 320),
-                  weights_path: str | None = None, options: dict | None = None) -> TorchvisionSingleShot:
-    """torchvision ``ssdlite320_mobilenet_v3_large`` (random weights; with no pretrained
-    backbone torchvision uses MobileNetV3's reduced tail; fixed 320x320)."""
-    model = tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                              num_classes=num_classes + 1, **dict(options or {}))
-    return TorchvisionSingleShot(model, num_classes, input_size, weights_path)
-
-
-def tv_retinanet_r50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
-                         input_size: tuple[int, int] = (800, 1333), weights_path: str | None = None,
-                         options: dict | None = None) -> TorchvisionSingleShot:
-    """torchvision ``retinanet_resnet50_fpn`` (random weights, plain BatchNorm, all trainable)."""
-    model = tvd.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                       min_size=min_size, max_size=max_size, **dict(options or {}))
-    return TorchvisionSingleShot(model, num_classes, input_size, weights_path)
-
-
-def tv_fcos_r50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
-                    input_size: tuple[int, int] = (800, 1333), weights_path: str | None = None,
-                    options: dict | None = None) -> TorchvisionSingleShot:
-    """torchvision ``fcos_resnet50_fpn`` (random weights, plain BatchNorm, all trainable)."""
-    model = tvd.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                  min_size=min_size, max_size=max_size, **dict(options or {}))
-    return TorchvisionSingleShot(model, num_classes, input_size, weights_path)
-
-
-def tv_frcnn_r50_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
-                     input_size: tuple[int, int] = (800, 1333), weights_path: str | None = None,
-                     options: dict | None = None) -> FasterRCNN:
-    """torchvision ``fasterrcnn_resnet50_fpn`` (random weights, plain BatchNorm, all trainable)
-    wrapped as detbench's ``FasterRCNN`` (1000 proposals at test)."""
-    model = tvd.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                        num_classes=num_classes + 1, min_size=min_size,
-                                        max_size=max_size, **dict(options or {}))
-    return _two_stage(model, num_classes, input_size, weights_path)
-
-
-def tv_frcnn_mbv3_fpn(num_classes: int, min_size: int = 800, max_size: int = 1333,
-                      input_size: tuple[int, int] = (800, 1333), weights_path: str | None = None,
-                      options: dict | None = None) -> FasterRCNN:
-    """torchvision ``fasterrcnn_mobilenet_v3_large_fpn`` (random weights) as ``FasterRCNN``."""
-    model = tvd.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None,
-                                                  num_classes=num_classes + 1, min_size=min_size,
-                                                  max_size=max_size, **dict(options or {}))
-    return _two_stage(model, num_classes, input_size, weights_path)
+    The shared settings map onto torchvision's own keywords (``SHARED_NAMES``; for two-stage
+    models ``candidates_before_nms`` is the RPN's test proposals); None keeps torchvision's
+    default. ``min_size``/``max_size`` resize (not for the fixed-size SSD300 / SSDlite320);
+    ``options``: further keyword arguments of the torchvision builder.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown torchvision architecture '{architecture}'; choose from {sorted(ARCHITECTURES)}")
+    build, stages, resizable = ARCHITECTURES[architecture]
+    kwargs = dict(options or {})
+    shared = {"score_thresh": score_thresh, "nms_thresh": nms_thresh, "max_detections": max_detections,
+              "candidates_before_nms": candidates_before_nms}
+    for name, value in shared.items():
+        if value is not None:
+            kwargs[SHARED_NAMES[stages][name]] = value
+    if resizable:
+        kwargs.update({k: v for k, v in (("min_size", min_size), ("max_size", max_size)) if v is not None})
+    elif min_size is not None or max_size is not None:
+        raise ValueError(f"torchvision's {architecture} has a fixed input size: min_size/max_size do not apply")
+    model = build(weights=None, weights_backbone=None, num_classes=num_classes + 1, **kwargs)
+    if stages == "two":
+        return FasterRCNN(num_classes, model.backbone, model.rpn, model.roi_heads, model.transform,
+                          tuple(input_size))
+    return TorchvisionSingleShot(model, num_classes, input_size)

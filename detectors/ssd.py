@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from detectors.base import Batch, Detection, Detector, Target
+from detectors.base import IMAGENET_MEAN, IMAGENET_STD, Batch, Detection, Detector, Target
 from detectors.boxes import decode
 from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
 from detectors.ssd_features import EXTRA_LAYERS, MobileNetSourceMaps, VGGSourceMaps, xavier_init
@@ -61,33 +61,34 @@ class SSD(Detector):
     backbone: "vgg16" | "mobilenet_v1".  input_size: (H, W) every image is resized to.
     width: channel multiplier of every layer.  batch_norm: BatchNorm after every convolution
         (not in the paper; what training from scratch needs).
-    weights / weights_path: torchvision VGG-16 weights name (full width) / a local state_dict
-        of the base network; neither: random. ``weights_source`` records which.
+    Weights start random; ``load_backbone_state`` takes torchvision's VGG-16 ImageNet weights
+    (full width) or a MobileNetV1 state_dict, and ``weights_source`` records which.
     extra_layers: rows [mid, out, kernel, stride, padding] or a name of ``EXTRA_LAYERS``.
     scales: a name of ``SCALE_PRESETS`` or s_1..s_{m+1}; or None and s_min, s_max, first_scale
         for the paper's formula.  aspect_ratios: per map.  steps: per map, input pixels.
         clip: clamp default boxes' sizes to the image.
     variances: offset encoding (centre, size).  iou_threshold: matching.  neg_pos_ratio: hard
         negative mining.  loc_weight: alpha.
-    score_thresh, nms_thresh, top_k: inference; candidates_per_class: the best boxes per class
-        kept before NMS (Caffe and torchvision: 400; None keeps all).
-    image_mean / image_std: per channel, applied to [0, 1] images before resizing.
+    score_thresh, nms_thresh, max_detections: inference (keep_top_k 200 in Caffe);
+        candidates_before_nms: the best boxes per class kept before NMS (Caffe's and
+        torchvision's top_k: 400; None keeps all).
+    image_mean / image_std: per channel, applied to [0, 1] images before resizing; None:
+        ImageNet's (what torchvision's IMAGENET1K_V1 weights expect).
     channels_last: run the convolutions in NHWC memory format (faster with oneDNN on CPUs;
         the same results up to float rounding).
     """
 
     def __init__(self, num_classes: int, backbone: str = "vgg16", input_size: tuple[int, int] = (300, 300),
-                 width: float = 1.0, batch_norm: bool = False, weights: str | None = None,
-                 weights_path: str | None = None, extra_layers: str | list[list[int]] = "ssd300",
+                 width: float = 1.0, batch_norm: bool = False, extra_layers: str | list[list[int]] = "ssd300",
                  scales: str | list[float] | None = "voc300", s_min: float | None = None,
                  s_max: float | None = None, first_scale: float | None = None,
                  aspect_ratios: list[list[float]] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
                  steps: list[float] | None = (8, 16, 32, 64, 100, 300), clip: bool = True,
                  variances: tuple[float, float] = (0.1, 0.2), iou_threshold: float = 0.5,
                  neg_pos_ratio: float = 3.0, loc_weight: float = 1.0, score_thresh: float = 0.01,
-                 nms_thresh: float = 0.45, top_k: int = 200, candidates_per_class: int | None = 400,
-                 image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-                 image_std: tuple[float, float, float] = (0.229, 0.224, 0.225), channels_last: bool = True):
+                 nms_thresh: float = 0.45, max_detections: int = 200, candidates_before_nms: int | None = 400,
+                 image_mean: tuple[float, float, float] | None = None,
+                 image_std: tuple[float, float, float] | None = None, channels_last: bool = True):
         super().__init__()
         if backbone not in SOURCE_MAPS:
             raise ValueError(f"unknown SSD backbone '{backbone}'; choose from {sorted(SOURCE_MAPS)}")
@@ -97,10 +98,7 @@ class SSD(Detector):
             extra_layers = EXTRA_LAYERS[extra_layers]
         self.num_classes = num_classes
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.features = SOURCE_MAPS[backbone](width, batch_norm, [list(r) for r in extra_layers],
-                                              weights, weights_path)
-        self.weights_source = self.features.weights_source
-        log.info("SSD %s width %s: base network weights %s", backbone, width, self.weights_source)
+        self.features = SOURCE_MAPS[backbone](width, batch_norm, [list(r) for r in extra_layers])
         map_sizes = self.features.map_sizes(self.input_size)
         self.aspect_ratios = [list(r) for r in aspect_ratios]
         if len(self.aspect_ratios) != len(map_sizes):
@@ -113,12 +111,13 @@ class SSD(Detector):
         priors = default_boxes(map_sizes, self.input_size, self.scales, self.aspect_ratios, self.steps, clip)
         self.register_buffer("priors", priors, persistent=False)                          # [A, 4] cxcywh
         self.register_buffer("priors_xyxy", box_convert(priors, "cxcywh", "xyxy"), persistent=False)
+        image_mean, image_std = image_mean or IMAGENET_MEAN, image_std or IMAGENET_STD
         self.register_buffer("image_mean", torch.tensor([float(v) for v in image_mean]).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor([float(v) for v in image_std]).view(3, 1, 1), persistent=False)
         self.variances = (float(variances[0]), float(variances[1]))
         self.multibox_loss = MultiBoxLoss(iou_threshold, neg_pos_ratio, loc_weight, self.variances)
-        self.score_thresh, self.nms_thresh, self.top_k = score_thresh, nms_thresh, top_k
-        self.candidates_per_class = candidates_per_class
+        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
+        self.candidates_before_nms = candidates_before_nms
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -127,8 +126,22 @@ class SSD(Detector):
         """Default boxes scored per image; every image is resized to ``input_size`` first."""
         return self.priors.shape[0]
 
+    def backbone_weights_enum(self) -> type | None:
+        return self.features.weights_enum()
+
+    def load_backbone_state(self, state: dict[str, Tensor], source: str) -> None:
+        self.weights_source = self.features.load_base_state(state, source)
+        log.info("SSD base network weights: %s", self.weights_source)
+
+    def set_normalization(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        self.image_mean.copy_(torch.tensor([float(v) for v in mean]).view(3, 1, 1))
+        self.image_std.copy_(torch.tensor([float(v) for v in std]).view(3, 1, 1))
+
     def preprocess(self, images: list[Tensor], targets: list[Target] | None = None) -> Batch:
-        """Normalise, resize to ``input_size`` (bilinear), stack; targets rescaled likewise."""
+        """Normalise, resize to ``input_size`` (bilinear), stack; targets rescaled likewise.
+
+        Each box is scaled once, to fractions of its image (``extras["gt_fractions"]``, what
+        matching uses); ``targets`` hold the same boxes in input pixels (the contract)."""
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         mean, std = self.image_mean.to(images[0].dtype), self.image_std.to(images[0].dtype)
         if len(set(original_sizes)) == 1:
@@ -138,15 +151,15 @@ class SSD(Detector):
         else:
             x = torch.cat([F.interpolate(((im - mean) / std)[None], size=self.input_size, mode="bilinear",
                                          align_corners=False) for im in images])
-        scaled = None
+        scaled, extras = None, {}
         if targets is not None:
-            scaled = []
-            for target, (h, w) in zip(targets, original_sizes):
-                factor = torch.tensor([self.input_size[1] / w, self.input_size[0] / h] * 2,
-                                      device=target["boxes"].device)
-                scaled.append({**target, "boxes": target["boxes"] * factor})
+            fractions = [t["boxes"] / t["boxes"].new_tensor([w, h, w, h])
+                         for t, (h, w) in zip(targets, original_sizes)]              # [N, 4] xyxy in [0, 1]
+            to_input = torch.tensor([self.input_size[1], self.input_size[0]] * 2, dtype=torch.float32)
+            scaled = [{**t, "boxes": f * to_input.to(f.device)} for t, f in zip(targets, fractions)]
+            extras["gt_fractions"] = fractions
         return Batch(images=x, original_sizes=original_sizes,
-                     input_sizes=[self.input_size] * len(images), targets=scaled)
+                     input_sizes=[self.input_size] * len(images), targets=scaled, extras=extras)
 
     def network(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Returns (offsets [B, A, 4], class logits [B, A, C + 1])."""
@@ -155,20 +168,18 @@ class SSD(Detector):
 
     def loss(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> dict[str, Tensor]:
         loc, conf = outputs
-        h, w = self.input_size
-        to_fraction = loc.new_tensor([w, h, w, h])
-        gt_boxes = [t["boxes"].to(loc.device) / to_fraction for t in batch.targets]       # fractions, xyxy
+        gt_boxes = [f.to(loc.device) for f in batch.extras["gt_fractions"]]               # fractions, xyxy
         gt_labels = [t["labels"].to(loc.device) for t in batch.targets]
         class_targets, offset_targets = self.multibox_loss.assign(self.priors, self.priors_xyxy, gt_boxes, gt_labels)
         return self.multibox_loss(loc, conf, class_targets, offset_targets)
 
     @torch.no_grad()
     def postprocess(self, outputs: tuple[Tensor, Tensor], batch: Batch) -> list[Detection]:
-        """Softmax; per class the best ``candidates_per_class`` boxes above ``score_thresh``;
-        per-class NMS at ``nms_thresh``; the best ``top_k``; boxes in original pixels.
+        """Softmax; per class the best ``candidates_before_nms`` boxes above ``score_thresh``;
+        per-class NMS at ``nms_thresh``; the best ``max_detections``; boxes in original pixels.
 
         Written for speed (``detectors.topk_nms``): one top-k over every (box, class) score per
-        image, NMS over only as many of the best candidates as it takes to keep ``top_k``, and
+        image, NMS over only as many of the best candidates as it takes to keep ``max_detections``, and
         only those boxes decoded; the same detections as NMS class by class over every box.
         """
         loc, conf = outputs
@@ -180,8 +191,8 @@ class SSD(Detector):
             decoded = decode(loc[image, box], self.priors[box], self.variances) * limit
             return torch.minimum(decoded.clamp(min=0), limit)
 
-        kept = topk_per_class_nms(scores, boxes_of, self.score_thresh, self.nms_thresh, self.top_k,
-                                  self.candidates_per_class, float(max(h, w)))
+        kept = topk_per_class_nms(scores, boxes_of, self.score_thresh, self.nms_thresh, self.max_detections,
+                                  self.candidates_before_nms, float(max(h, w)))
         detections = []
         for i, ((oh, ow), (box, label, kept_scores)) in enumerate(zip(batch.original_sizes, kept)):
             to_original = loc.new_tensor([ow / w, oh / h, ow / w, oh / h])

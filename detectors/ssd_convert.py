@@ -61,7 +61,7 @@ def ssd300_from_torchvision(model: nn.Module, **overrides) -> SSD:
         backbone="vgg16", input_size=(300, 300), width=1.0, batch_norm=False, extra_layers="ssd300",
         scales="coco300", aspect_ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]], steps=[8, 16, 32, 64, 100, 300],
         clip=True, score_thresh=model.score_thresh, nms_thresh=model.nms_thresh,
-        top_k=model.detections_per_img, candidates_per_class=model.topk_candidates,
+        max_detections=model.detections_per_img, candidates_before_nms=model.topk_candidates,
         image_mean=tuple(model.transform.image_mean), image_std=tuple(model.transform.image_std))
     settings.update(overrides)
     ssd = SSD(num_classes=num_outputs - 1, **settings)

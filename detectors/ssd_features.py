@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from detectors.backbones import (
     MobileNetV1,
-    fetch_vgg16_state,
-    load_state_dict_file,
-    load_vgg16_weights,
+    load_module_state,
+    load_vgg16_trunk_state,
     pool_index,
     subsampled_fc6_fc7,
     vgg16_trunk,
+    vgg16_weights_enum,
 )
 from detectors.base import scale_width
 
@@ -101,15 +101,13 @@ class L2Norm(nn.Module):
 
 
 class VGGSourceMaps(nn.Module):
-    """SSD's VGG-16 base + extra layers (see the module docstring). ``weights_source`` says
-    which trunk weights were loaded ("random", "torchvision:...", "file:...")."""
+    """SSD's VGG-16 base + extra layers (see the module docstring); random weights until
+    ``load_base_state`` hands it torchvision's VGG-16 ImageNet weights."""
 
-    def __init__(self, width: float = 1.0, batch_norm: bool = False, extra_layers: list[list[int]] | None = None,
-                 weights: str | None = None, weights_path: str | None = None):
+    def __init__(self, width: float = 1.0, batch_norm: bool = False, extra_layers: list[list[int]] | None = None):
         super().__init__()
+        self.batch_norm = batch_norm
         trunk = vgg16_trunk(width, batch_norm, ceil_mode_pool3=True)
-        state, source = fetch_vgg16_state(weights, weights_path, batch_norm)
-        self.weights_source = load_vgg16_weights(trunk, batch_norm=batch_norm, state=state, source=source)
         pool4 = pool_index(trunk, 4)
         conv4_3_channels = scale_width(512, width)
         fc_channels = scale_width(1024, width)
@@ -120,15 +118,38 @@ class VGGSourceMaps(nn.Module):
             *_conv(trunk.out_channels, fc_channels, batch_norm, kernel_size=3, padding=6, dilation=6),  # fc6
             *_conv(fc_channels, fc_channels, batch_norm, kernel_size=1))                                # fc7
         xavier_init(fc)
-        fc_weights = subsampled_fc6_fc7(state) if state is not None else None
-        if fc_weights is not None and not batch_norm:       # the paper: fc6/fc7 subsampled from VGG's
-            fc[1].load_state_dict({"weight": fc_weights["fc6.weight"], "bias": fc_weights["fc6.bias"]})
-            fc[3].load_state_dict({"weight": fc_weights["fc7.weight"], "bias": fc_weights["fc7.bias"]})
-            self.weights_source += " (+ fc6/fc7 subsampled from its classifier)"
         self.to_fc7 = nn.Sequential(*trunk[pool4:], *fc)         # pool4 .. conv5_3, pool5, fc6, fc7
         self.extras, extra_channels = build_extra_layers(fc_channels, extra_layers or EXTRA_LAYERS["ssd300"],
                                                          width, batch_norm)
         self.out_channels = [conv4_3_channels, fc_channels, *extra_channels]
+
+    def weights_enum(self) -> type:
+        return vgg16_weights_enum(self.batch_norm)
+
+    def load_base_state(self, state: dict[str, Tensor], source: str) -> str:
+        """Load torchvision's VGG-16 weights (full width): conv1_1 .. conv5_3 as they are, and,
+        as the paper did, fc6/fc7 subsampled from its classifier (every 4th filter, every 3rd
+        tap: ``subsampled_fc6_fc7``) when the state has one. Returns what was loaded."""
+        # the same modules, indexed as torchvision's vgg16().features (conv1_1 .. conv5_3)
+        trunk = nn.Sequential(*self.to_conv4_3, *self.to_fc7[: len(self.to_fc7) - len(self._fc_layers())])
+        load_vgg16_trunk_state(trunk, state, source, self.batch_norm)
+        fc_weights = subsampled_fc6_fc7(state)
+        if fc_weights is None:
+            return f"{source} (fc6/fc7 random: no classifier in these weights)"
+        fc6, fc7 = self.fc6_fc7()
+        fc6.load_state_dict({"weight": fc_weights["fc6.weight"], "bias": fc_weights["fc6.bias"]})
+        fc7.load_state_dict({"weight": fc_weights["fc7.weight"], "bias": fc_weights["fc7.bias"]})
+        return f"{source} (+ fc6/fc7 subsampled from its classifier)"
+
+    def fc6_fc7(self) -> tuple[nn.Conv2d, nn.Conv2d]:
+        """The atrous 3x3 fc6 and the 1x1 fc7 convolutions."""
+        fc6, fc7 = [m for m in self._fc_layers() if isinstance(m, nn.Conv2d)]
+        return fc6, fc7
+
+    def _fc_layers(self) -> list[nn.Module]:
+        """pool5, fc6 (+BN) + ReLU, fc7 (+BN) + ReLU: the tail of ``to_fc7`` after conv5_3."""
+        per_conv = 3 if self.batch_norm else 2
+        return list(self.to_fc7)[-(1 + 2 * per_conv):]
 
     def forward(self, x: Tensor) -> list[Tensor]:
         conv4_3 = self.to_conv4_3(x)                              # [B, 512w, H/8, W/8]
@@ -149,19 +170,24 @@ class VGGSourceMaps(nn.Module):
 
 class MobileNetSourceMaps(nn.Module):
     """MobileNetV1's stride-16 and stride-32 maps + extra layers (see the module docstring).
-    ``weights_path`` (a local state_dict of ``MobileNetV1``) is the only source of trained weights."""
+    torchvision has no MobileNetV1: trained weights come from a local ``MobileNetV1`` state_dict
+    (``load_base_state``)."""
 
-    def __init__(self, width: float = 1.0, batch_norm: bool = False, extra_layers: list[list[int]] | None = None,
-                 weights: str | None = None, weights_path: str | None = None):
+    def __init__(self, width: float = 1.0, batch_norm: bool = False, extra_layers: list[list[int]] | None = None):
         super().__init__()
-        if weights:
-            raise ValueError(f"torchvision has no MobileNetV1 weights ('{weights}'); use weights_path")
         self.base = MobileNetV1(width)
-        self.weights_source = load_state_dict_file(self.base, weights_path)
         self.extras, extra_channels = build_extra_layers(self.base.out_channels[1],
                                                          extra_layers or EXTRA_LAYERS["mobilenet300"],
                                                          width, batch_norm)
         self.out_channels = [*self.base.out_channels, *extra_channels]
+
+    def weights_enum(self) -> None:
+        return None
+
+    def load_base_state(self, state: dict[str, Tensor], source: str) -> str:
+        """Load a ``MobileNetV1`` state_dict (its own keys, or ``base.``-prefixed) strictly."""
+        prefix = "base." if state and all(k.startswith("base.") for k in state) else ""
+        return load_module_state(self.base, state, source, prefix)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         stride16, x = self.base(x)                                # [B, 512w, H/16, W/16], [B, 1024w, H/32, W/32]

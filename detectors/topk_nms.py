@@ -1,13 +1,13 @@
 """Per-class NMS that stops once enough boxes are kept: SSD's post-processing on a fused top-k.
 
 SSD keeps, per image, the best ``max_detections`` boxes (over all classes) that survive
-per-class greedy NMS among each class's best ``candidates_per_class`` boxes above the score
+per-class greedy NMS among each class's best ``candidates_before_nms`` boxes above the score
 threshold. Greedy NMS decides a box's fate from the higher-scoring boxes of its own class only,
 so running it on the candidates in descending score order, across classes, and stopping at
 ``max_detections`` kept gives exactly the full result's top ``max_detections``. Done in rounds:
 
 1. one top-``m`` over every (box, class) score of each image, the prefix of candidates;
-   a class's rank inside that prefix is its rank overall, so ``candidates_per_class`` is
+   a class's rank inside that prefix is its rank overall, so ``candidates_before_nms`` is
    applied by counting (no per-class top-k over every box);
 2. NMS over the prefix, classes kept apart by a coordinate offset per class (float64, exact for
    float32 boxes plus integer offsets, so IoUs are those of the original boxes): on CPU one call
@@ -36,17 +36,17 @@ def _class_rank(classes: Tensor, num_classes: int) -> Tensor:
 
 
 def topk_per_class_nms(scores: Tensor, boxes_of: Callable[[Tensor, Tensor], Tensor], score_thresh: float,
-                       nms_thresh: float, max_detections: int, candidates_per_class: int | None,
+                       nms_thresh: float, max_detections: int, candidates_before_nms: int | None,
                        extent: float) -> list[tuple[Tensor, Tensor, Tensor]]:
     """scores: [B, A, C] class scores (background excluded) of A boxes; ``boxes_of(image [N],
     box [N])`` -> [N, 4] xyxy in [0, extent]. Candidates: scores above ``score_thresh`` among
-    each class's best ``candidates_per_class`` (None: all).
+    each class's best ``candidates_before_nms`` (None: all).
 
     Returns per image (box indices [K] into A, classes [K] in 0..C-1, scores [K]) by descending
     score, K <= max_detections."""
     b, a, c = scores.shape
     flat = scores.reshape(b, a * c)                                              # entry p: box p // C, class p % C
-    per_class = a if candidates_per_class is None else min(int(candidates_per_class), a)
+    per_class = a if candidates_before_nms is None else min(int(candidates_before_nms), a)
     empty = [(flat.new_zeros(0, dtype=torch.long), flat.new_zeros(0, dtype=torch.long), flat.new_zeros(0))] * b
     if b == 0 or max_detections <= 0:
         return empty

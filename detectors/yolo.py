@@ -51,23 +51,24 @@ class YOLO(Detector):
     hidden_features:   the first FC layer's size before ``width`` (paper 4096).
     dropout:           after the first FC layer (paper 0.5).
     lambda_coord, lambda_noobj, confidence_target: the loss (``yolo_loss``; paper 5, 0.5, "iou").
-    score_threshold:   keep (box, class) pairs scoring above it (low for AP, e.g. 0.005; the
+    score_thresh:      keep (box, class) pairs scoring above it (low for AP, e.g. 0.005; the
                        paper's demo draws at 0.2).
-    nms_threshold:     IoU of per-class NMS.
+    nms_thresh:        IoU of per-class NMS.
     max_detections:    per image, after NMS.
+    candidates_before_nms: per class, the best boxes kept before NMS (None: all S*S*B).
     head:              "fc" (the paper: FC hidden_features, then FC S*S*(B*5+C)) or "conv" (the
                        same two layers as 1x1 convs per cell; needs an input of 64*S).
-    weights_path:      a local ``torch.save``d state_dict of ``self.backbone`` (YOLO: the 20
-                       conv layers the paper pretrains on ImageNet; Fast YOLO: its 9), or None.
+    Weights start random; ``load_backbone_state`` takes a state_dict of ``self.backbone``
+    (YOLO: the 20 conv layers the paper pretrains on ImageNet; Fast YOLO: its 9).
     """
 
     def __init__(self, num_classes: int, architecture: str = "yolo", grid_size: int = 7,
                  boxes_per_cell: int = 2, width: float = 1.0, batch_norm: bool = False,
                  input_size: int | Sequence[int] = 448, hidden_features: int = 4096,
                  dropout: float = 0.5, lambda_coord: float = 5.0, lambda_noobj: float = 0.5,
-                 confidence_target: str = "iou", score_threshold: float = 0.005,
-                 nms_threshold: float = 0.5, max_detections: int = 100,
-                 head: str = "fc", weights_path: str | None = None) -> None:
+                 confidence_target: str = "iou", score_thresh: float = 0.005,
+                 nms_thresh: float = 0.5, max_detections: int = 100,
+                 candidates_before_nms: int | None = None, head: str = "fc") -> None:
         super().__init__()
         if architecture not in darknet.ARCHITECTURES:
             raise ValueError(f"architecture must be one of {sorted(darknet.ARCHITECTURES)}, "
@@ -80,9 +81,10 @@ class YOLO(Detector):
         self.boxes_per_cell = boxes_per_cell
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.input_size = (int(size[0]), int(size[1]))
-        self.score_threshold = score_threshold
-        self.nms_threshold = nms_threshold
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
         self.max_detections = max_detections
+        self.candidates_before_nms = candidates_before_nms
 
         backbone_specs, detection_specs = darknet.ARCHITECTURES[architecture]
         self.backbone, channels = darknet.make_layers(backbone_specs, 3, width, batch_norm)
@@ -117,14 +119,17 @@ class YOLO(Detector):
         self.initialise_output_layer()
         self.criterion = YOLOLoss(grid_size, boxes_per_cell, num_classes, lambda_coord,
                                   lambda_noobj, confidence_target)
-        if weights_path:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            try:
-                self.backbone.load_state_dict(state)
-            except RuntimeError as error:
-                raise ValueError(f"{weights_path}: not a state_dict of the {architecture} "
-                                 f"backbone at width {width}, batch_norm {batch_norm}: {error}"
-                                 ) from error
+        self._backbone_description = f"the {architecture} backbone at width {width}, batch_norm {batch_norm}"
+
+    def load_backbone_state(self, state: dict[str, Tensor], source: str) -> None:
+        """Load a state_dict of ``self.backbone`` (darknet's pretrained conv layers) strictly."""
+        prefix = "backbone." if state and all(k.startswith("backbone.") for k in state) else ""
+        state = {k[len(prefix):]: v for k, v in state.items()}
+        try:
+            self.backbone.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{source}: not a state_dict of {self._backbone_description}: {error}") from None
+        self.weights_source = source
 
     @torch.no_grad()
     def initialise_output_layer(self) -> None:
@@ -160,8 +165,7 @@ class YOLO(Detector):
             for target, (h, w) in zip(targets, original_sizes):
                 scale = torch.tensor([width / w, height / h, width / w, height / h],
                                      device=target["boxes"].device)
-                scaled_targets.append({**target, "boxes": target["boxes"] * scale,
-                                       "area": target["area"] * (width / w) * (height / h)})
+                scaled_targets.append({**target, "boxes": target["boxes"] * scale})
         return Batch(images=stacked, original_sizes=original_sizes,
                      input_sizes=[self.input_size] * len(images), targets=scaled_targets)
 
@@ -187,13 +191,19 @@ class YOLO(Detector):
     @torch.no_grad()
     def postprocess(self, outputs: Tensor, batch: Batch) -> list[Detection]:
         """Class score = clamp(Pr(class | object), 0, 1) * clamp(confidence, 0, 1) (the outputs
-        are linear, so they are clamped to be probabilities), for every box and class; keep
-        scores above ``score_threshold``; NMS per class; boxes to the original pixels."""
+        are linear, so they are clamped to be probabilities), for every box and class; per class
+        the best ``candidates_before_nms`` boxes (ties broken by ``topk``) scoring above
+        ``score_thresh``; NMS per class; the best ``max_detections``; boxes to original pixels."""
         boxes, confidence, class_scores = decode_boxes(outputs.float(), self.boxes_per_cell)
         scores = class_scores.clamp(0, 1) * confidence.clamp(0, 1)[..., None]  # [N, S*S*B, C]
+        k = self.candidates_before_nms
+        if k is not None and k < scores.shape[1]:  # per class, only its best k boxes stay candidates
+            best = scores.topk(k, dim=1).indices                                   # [N, k, C]
+            chosen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, best, True)
+            scores = scores.masked_fill(~chosen, -1.0)                             # never above a threshold >= 0
         detections = []
         for i, (h, w) in enumerate(batch.original_sizes):
-            box_index, class_index = (scores[i] > self.score_threshold).nonzero(as_tuple=True)
+            box_index, class_index = (scores[i] > self.score_thresh).nonzero(as_tuple=True)
             kept_scores = scores[i, box_index, class_index]
             scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
             kept_boxes = boxes[i, box_index] * scale
@@ -203,7 +213,7 @@ class YOLO(Detector):
                         & (kept_boxes[:, 3] > kept_boxes[:, 1])).nonzero().squeeze(1)
             kept_boxes, kept_scores = kept_boxes[nonempty], kept_scores[nonempty]
             class_index = class_index[nonempty]
-            keep = batched_nms(kept_boxes, kept_scores, class_index, self.nms_threshold)
+            keep = batched_nms(kept_boxes, kept_scores, class_index, self.nms_thresh)
             keep = keep[: self.max_detections]  # batched_nms sorts by score, high to low
             detections.append(Detection(boxes=kept_boxes[keep], scores=kept_scores[keep],
                                         labels=class_index[keep] + 1))

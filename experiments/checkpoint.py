@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from experiments.weights import load_torch_file
+
 
 def rng_states() -> dict[str, Any]:
     states = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -46,10 +48,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"checkpoint {path} is corrupt or not a detbench checkpoint: "
-                           f"{type(error).__name__}: {error}") from error
+        state = load_torch_file(path, "checkpoint")
+    except ValueError as error:
+        raise RuntimeError(f"checkpoint {path} is corrupt or not a detbench checkpoint: {error}") from error
     missing = {"model", "optimizer", "epoch", "iteration"} - set(state)
     if missing:
         raise RuntimeError(f"checkpoint {path} lacks {sorted(missing)}")

@@ -6,7 +6,8 @@ written twice from different inputs):
 - ``device``: :func:`device_name`, the one human name of the device (GPU model, or the CPU's
   model from /proc/cpuinfo with the torch thread count);
 - ``torch_version``, ``torchvision_version``, ``python_version``, ``hostname``: :func:`environment`;
-- ``params``, ``num_candidates``, ``weights_source``: :func:`model_facts`.
+- ``params``, ``num_candidates``: :func:`model_facts` (``weights_source`` the runner writes
+  after loading any weights).
 
 :func:`synchronize` is the one wait-for-the-device used by the speed protocol
 (``experiments.benchmark``, ``experiments.peak``) and by every script in ``benchmarks/``.
@@ -55,9 +56,8 @@ def environment() -> dict[str, str]:
             "python_version": platform.python_version(), "hostname": platform.node()}
 
 
-def model_facts(model: torch.nn.Module, image_size: tuple[int, int]) -> dict[str, int | str]:
-    """``params`` (parameters, all of them), ``num_candidates`` (boxes scored per image of
-    ``image_size`` (H, W) before NMS) and ``weights_source`` of a detbench detector."""
+def model_facts(model: torch.nn.Module, image_size: tuple[int, int]) -> dict[str, int]:
+    """``params`` (parameters, all of them) and ``num_candidates`` (boxes scored per image of
+    ``image_size`` (H, W) before NMS) of a detbench detector."""
     return {"params": sum(p.numel() for p in model.parameters()),
-            "num_candidates": int(model.num_candidates((int(image_size[0]), int(image_size[1])))),
-            "weights_source": getattr(model, "weights_source", "random")}
+            "num_candidates": int(model.num_candidates((int(image_size[0]), int(image_size[1]))))}

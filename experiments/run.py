@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.identity import device_name, environment, model_facts
 from experiments.settings import check_config
+from experiments.weights import build_detector, load_run_weights
 
 log = logging.getLogger("detbench")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +46,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         metrics["device"] = device_name(device)
         seed_everything(cfg.seed, cfg.deterministic)
         val_set = build_val_set(cfg)
-        model = instantiate(cfg.detector.model, num_classes=val_set.num_classes).to(device)
+        model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
         train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
         metrics.update(model_facts(model, tuple(val_set[0][0].shape[-2:])))
         if cfg.weights:
-            load_weights(model, Path(cfg.weights))
+            load_run_weights(model, cfg.weights)
+            log.info("loaded weights from %s", cfg.weights)
+        metrics["weights_source"] = model.weights_source
         if "train" in cfg.stages:
             metrics.update(train_stage(cfg, model, train_set, val_set, device, out))
             write_metrics(out, metrics, is_main)
@@ -170,13 +173,6 @@ def save_samples(dataset, folder: Path, count: int) -> None:
     for i in range(min(count, len(dataset))):
         image, target = dataset[i]
         save_image(image, folder / f"{target['image_id']}.png")
-
-
-def load_weights(model, path: Path) -> None:
-    from experiments.checkpoint import load_checkpoint
-
-    model.load_state_dict(load_checkpoint(path)["model"])
-    log.info("loaded weights from %s", path)
 
 
 def write_metrics(out: Path, metrics: dict, is_main: bool) -> None:

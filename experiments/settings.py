@@ -1,15 +1,19 @@
 """Typed schemas for the run-level parts of the config, checked before anything is built.
 
+The schemas hold types only: every value has one home, the YAML under conf/.
+
 ``check_config`` merges the composed config into these dataclasses, so a value of the wrong
 type (``train.epochs=ten``) or an unknown stage fails at once with OmegaConf's message, naming
 the key, before any data is read or any training starts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from experiments.weights import check_renamed_options
 
 STAGES = ("train", "eval", "bench")
 DEVICES = ("auto", "cpu", "cuda")
@@ -17,48 +21,60 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class TrainSchema:
-    epochs: int = 1
-    batch_size: int = 8
-    num_workers: int = 0
-    amp: bool = False
-    grad_clip: float = 0.0
-    log_every: int = 10
-    val_every: int = 0          # epochs between validations (0: none during training)
-    val_images: int = 64        # images used by those validations
-    max_time_s: float = 0.0     # stop training after this many seconds (0: no limit)
-    augmentation: Optional[str] = None  # None: the detector's own policy
-    shuffle: bool = True
-    warmup_iterations: int = 0
-    warmup_factor: float = 0.1
-    optimizer: Any = None
-    scheduler: Any = None
+    """Types of ``train.*``; the values live in conf/train/*.yaml only (no defaults here)."""
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    num_workers: int = MISSING
+    amp: bool = MISSING
+    grad_clip: float = MISSING
+    log_every: int = MISSING
+    val_every: int = MISSING    # epochs between validations (0: none during training)
+    val_images: int = MISSING   # images used by those validations
+    max_time_s: float = MISSING  # stop training after this many seconds (0: no limit)
+    augmentation: Optional[str] = MISSING  # None: the detector's own policy
+    shuffle: bool = MISSING
+    warmup_iterations: int = MISSING
+    warmup_factor: float = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
 
 
 @dataclass
 class EvalSchema:
-    backend: str = "faster_coco_eval"
-    batch_size: int = 8
-    max_images: int = 0         # 0: the whole validation split
-    samples: int = 4            # validation images saved for the report's detection grid
+    """Types of ``eval.*``; values in conf/eval/default.yaml."""
+    backend: str = MISSING
+    batch_size: int = MISSING
+    max_images: int = MISSING   # 0: the whole validation split
+    samples: int = MISSING      # validation images saved for the report's detection grid
 
 
 @dataclass
 class RunSchema:
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    deterministic: bool = False
-    weights: Optional[str] = None
+    """Types of the run-level keys; values in conf/config.yaml."""
+    stages: list[str] = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    resume: bool = MISSING
+    deterministic: bool = MISSING
+    weights: Optional[str] = MISSING
+
+
+def _checked(schema: type, values, where: str) -> None:
+    """Merge ``values`` into ``schema`` (types checked by OmegaConf, naming the key) and fail
+    on any key the schema declares that ``values`` does not set."""
+    merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ValueError(f"{where}: no value for {missing} (set them in the config)")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise (ValueError or OmegaConf's ValidationError) if the config is malformed."""
     run_part = {k: cfg[k] for k in RunSchema.__dataclass_fields__ if k in cfg}
-    OmegaConf.merge(OmegaConf.structured(RunSchema), run_part)
-    OmegaConf.merge(OmegaConf.structured(TrainSchema), cfg.train)
+    _checked(RunSchema, run_part, "config")
+    _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
-    OmegaConf.merge(OmegaConf.structured(EvalSchema), eval_part)
+    _checked(EvalSchema, eval_part, "eval")
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
@@ -67,6 +83,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("name", "model"):
         if key not in cfg.detector:
             raise ValueError(f"detector config lacks '{key}' (see conf/detector/*.yaml)")
+    check_renamed_options(cfg.detector.model)
     for key in ("name", "val"):
         if key not in cfg.dataset:
             raise ValueError(f"dataset config lacks '{key}' (see conf/dataset/*.yaml)")

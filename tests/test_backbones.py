@@ -2,7 +2,8 @@
 import torch
 import torchvision
 
-from detectors.backbones import MobileNetV1, load_vgg16_weights, pool_index, vgg16_trunk
+from detectors.backbones import MobileNetV1, load_vgg16_trunk_state, pool_index, vgg16_trunk
+from experiments.weights import read_state_dict
 
 
 def features_only(vgg) -> dict:
@@ -17,7 +18,7 @@ def test_vgg16_trunk_matches_torchvision_layout_and_loads_its_weights(tmp_path):
     torch.save(features_only(reference), path)
     trunk = vgg16_trunk()
     assert len(trunk) == len(reference.features) - 1  # everything but pool5
-    assert load_vgg16_weights(trunk, weights_path=str(path)) == f"file:{path}"
+    assert load_vgg16_trunk_state(trunk, read_state_dict(path), f"file:{path}") == f"file:{path}"
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(trunk(x), reference.features[:-1](x))
@@ -29,7 +30,7 @@ def test_vgg16_bn_trunk_loads_vgg16_bn_state_dict(tmp_path):
     path = tmp_path / "vgg16_bn.pt"
     torch.save(features_only(reference), path)
     trunk = vgg16_trunk(batch_norm=True)
-    load_vgg16_weights(trunk, weights_path=str(path), batch_norm=True)
+    load_vgg16_trunk_state(trunk, read_state_dict(path), f"file:{path}", batch_norm=True)
     assert torch.equal(trunk[0].weight, reference.features[0].weight)
     assert pool_index(trunk, 4) == 33
 
@@ -41,14 +42,13 @@ def test_vgg16_trunk_width_strides_and_ceil_mode():
     assert out.shape == (1, 128, 19, 19)  # 300 -> 150 -> 75 -> 38 (ceil) -> 19
     conv4_3 = trunk[:pool_index(trunk, 4)](torch.rand(1, 3, 300, 300))
     assert conv4_3.shape[-2:] == (38, 38)
-    assert load_vgg16_weights(trunk) == "random"
 
 
 def test_vgg16_weights_mismatch_is_a_clear_error(tmp_path):
     path = tmp_path / "vgg16.pt"
     torch.save(features_only(torchvision.models.vgg16(weights=None)), path)
     try:
-        load_vgg16_weights(vgg16_trunk(width=0.5), weights_path=str(path))
+        load_vgg16_trunk_state(vgg16_trunk(width=0.5), read_state_dict(path), f"file:{path}")
     except ValueError as error:
         assert str(path) in str(error)
     else:
@@ -73,8 +73,9 @@ def test_ssd_vgg_loads_trunk_and_subsamples_fc6_fc7_from_a_vgg16_state_dict(tmp_
     reference = torchvision.models.vgg16(weights=None)
     path = tmp_path / "vgg16.pt"
     torch.save(reference.state_dict(), path)
-    maps = VGGSourceMaps(weights_path=str(path))
-    assert maps.weights_source == f"file:{path} (+ fc6/fc7 subsampled from its classifier)"
+    maps = VGGSourceMaps()
+    source = maps.load_base_state(read_state_dict(path), f"file:{path}")
+    assert source == f"file:{path} (+ fc6/fc7 subsampled from its classifier)"
     assert torch.equal(maps.to_conv4_3[0].weight, reference.features[0].weight)
     assert torch.equal(maps.to_fc7[5].weight, reference.features[28].weight)         # conv5_3
     fc6 = reference.classifier[0].weight.view(4096, 512, 7, 7)
@@ -92,10 +93,40 @@ def test_ssd_mobilenet_loads_a_local_state_dict_and_refuses_torchvision_names(tm
     source = MobileNetV1(width=0.25)
     path = tmp_path / "mobilenet_v1.pt"
     torch.save(source.state_dict(), path)
-    maps = MobileNetSourceMaps(width=0.25, weights_path=str(path))
-    assert maps.weights_source == f"file:{path}"
+    maps = MobileNetSourceMaps(width=0.25)
+    assert maps.load_base_state(read_state_dict(path), f"file:{path}") == f"file:{path}"
     assert torch.equal(maps.base.features[13][3].weight, source.features[13][3].weight)
-    with pytest.raises(ValueError, match="MobileNetV1"):
-        MobileNetSourceMaps(width=0.25, weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match=str(path)):
-        MobileNetSourceMaps(width=0.5, weights_path=str(path))
+        MobileNetSourceMaps(width=0.5).load_base_state(read_state_dict(path), f"file:{path}")
+
+
+def test_backbone_weights_by_name_or_file_through_the_one_loader(tmp_path):
+    """``backbone_weights``: a file path, else a name of the detector's torchvision enum; a
+    backbone torchvision has no weights for takes files only."""
+    import pytest
+    from omegaconf import OmegaConf
+
+    from experiments.weights import build_detector
+
+    torch.manual_seed(2)
+    source = MobileNetV1(width=0.25)
+    path = tmp_path / "mobilenet_v1.pt"
+    torch.save(source.state_dict(), path)
+    spec = {"_target_": "detectors.ssd.SSD", "backbone": "mobilenet_v1", "width": 0.25,
+            "extra_layers": "mobilenet300", "scales": "mobilenet300", "aspect_ratios": [[2, 3]] * 6,
+            "steps": [16, 32, 64, 100, 150, 300]}
+    model = build_detector(OmegaConf.create({**spec, "backbone_weights": str(path)}), 3)
+    assert model.weights_source == f"file:{path}"
+    assert torch.equal(model.features.base.features[0][0].weight, source.features[0][0].weight)
+    with pytest.raises(ValueError, match="IMAGENET1K_V1 is not a file"):
+        build_detector(OmegaConf.create({**spec, "backbone_weights": "IMAGENET1K_V1"}), 3)
+    vgg = {"_target_": "detectors.ssd.SSD", "width": 0.125}
+    with pytest.raises(ValueError, match="unknown VGG16_Weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+        build_detector(OmegaConf.create({**vgg, "backbone_weights": "IMAGENET9K"}), 3)
+    with pytest.raises(ValueError, match="missing.pt is not a file"):
+        build_detector(OmegaConf.create({**vgg, "backbone_weights": str(tmp_path / "missing.pt")}), 3)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt is corrupt or not a torch file"):
+        build_detector(OmegaConf.create({**vgg, "weights": str(tmp_path / "junk.pt")}), 3)
+    with pytest.raises(ValueError, match=r"detector.model.top_k is now max_detections"):
+        build_detector(OmegaConf.create({**vgg, "top_k": 100}), 3)

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
 from experiments.benchmark import benchmark, count_forward_flops
 from experiments.identity import model_facts
+from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -21,7 +21,7 @@ def build(name: str, num_classes: int, overrides: list[str] = ()):
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose(config_name=f"detector/{name}", overrides=list(overrides))
     torch.manual_seed(0)
-    return instantiate(cfg.detector.model, num_classes=num_classes)
+    return build_detector(cfg.detector.model, num_classes)
 
 
 def quick_benchmark(detector):

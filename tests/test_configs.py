@@ -4,9 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 from hydra.utils import instantiate
 
 from detectors.base import Detector
+from detectors.ssd import SSD
+from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DETECTORS = sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
@@ -18,7 +22,7 @@ LAUNCHERS = sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
 def test_every_detector_config_builds_a_detector(compose_config, name):
     cfg = compose_config([f"detector={name}"])
     assert cfg.detector.name and cfg.detector.augmentation in ("none", "ssd", "yolo")
-    model = instantiate(cfg.detector.model, num_classes=3)
+    model = build_detector(cfg.detector.model, 3)
     assert isinstance(model, Detector) and model.num_classes == 3
     assert len(model.input_size) == 2 and model.num_candidates(tuple(model.input_size)) > 0
 
@@ -35,13 +39,39 @@ def test_synthetic_dataset_config_instantiates(compose_config):
     assert len(train) == 2 and len(val) > 0 and train.class_names == val.class_names
 
 
+@pytest.fixture(scope="module")
+def fabricated_vgg16_file(tmp_path_factory):
+    """A local torchvision-format vgg16 state_dict (random, seeded), standing in for the
+    IMAGENET1K_V1 download that the paper experiments name."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vgg16.pth"
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), path)
+    return path
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_and_builds_its_detector(compose_config, name):
+def test_every_experiment_composes_and_builds_its_detector(compose_config, name, fabricated_vgg16_file):
     cfg = compose_config([f"experiment={name}"], return_hydra_config=True)
-    if "weights" in cfg.detector.model:  # the papers' ImageNet weights would be downloaded
-        cfg.detector.model.weights = None
-    model = instantiate(cfg.detector.model, num_classes=20)
+    named = cfg.detector.model.get("backbone_weights")
+    if named:  # the papers' ImageNet weights: a local file of the same format instead of a download
+        assert named == "IMAGENET1K_V1"
+        cfg.detector.model.backbone_weights = str(fabricated_vgg16_file)
+    model = build_detector(cfg.detector.model, 20)
     assert isinstance(model, Detector)
+    if named:  # fc6/fc7 come from VGG-16's classifier, as the papers did
+        state = torch.load(fabricated_vgg16_file, weights_only=True)
+        assert "fc6/fc7" in model.weights_source and "random" not in model.weights_source
+        if isinstance(model, SSD):  # subsampled into the atrous fc6 and the 1x1 fc7
+            fc6, fc7 = model.features.fc6_fc7()
+            assert torch.equal(fc6.weight, state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3])
+            assert torch.equal(fc7.bias, state["classifier.3.bias"][::4])
+        else:  # Faster R-CNN: the fully connected fc6/fc7 as they are; conv1-2 frozen
+            assert torch.equal(model.roi_heads.box_head.fc6.weight, state["classifier.0.weight"])
+            assert torch.equal(model.roi_heads.box_head.fc7.bias, state["classifier.3.bias"])
+            trainable = [p.requires_grad for p in model.backbone.parameters()]
+            assert trainable[:8] == [False] * 8 and all(trainable[8:])   # conv1_1..conv2_2: 4 convs
+        trunk = model.features if isinstance(model, SSD) else model.backbone
+        assert torch.equal(next(trunk.parameters()), state["features.0.weight"])
     instantiate(cfg.train.optimizer)(model.parameters())
     if cfg.train.scheduler:
         assert callable(instantiate(cfg.train.scheduler))

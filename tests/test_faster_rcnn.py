@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.models.detection.image_list import ImageList
 
 from detectors.base import empty_target, validate_target
-from detectors.faster_rcnn import FasterRCNN, faster_rcnn_resnet50_fpn, faster_rcnn_vgg16
+from detectors.faster_rcnn import FasterRCNN
+from detectors.faster_rcnn_builders import faster_rcnn_resnet50_fpn, faster_rcnn_vgg16
 from experiments.data.synthetic import SyntheticShapes
+from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
@@ -73,7 +74,7 @@ def test_300_proposals_at_test_and_2000_in_training():
 def test_training_gives_the_four_named_losses_and_gradients():
     dataset = SyntheticShapes(2, image_size=160, seed=0)
     images, targets = zip(*[dataset[i] for i in range(2)])
-    model = small_vgg(min_size=160, max_size=160, anchor_sizes=(32, 64, 128)).train()
+    model = small_vgg(min_size=160, max_size=160, rpn={"anchor_sizes": (32, 64, 128)}).train()
     losses = model(list(images), list(targets))
     assert set(losses) == LOSS_KEYS
     assert all(torch.isfinite(v) and v.ndim == 0 for v in losses.values())
@@ -119,9 +120,11 @@ def test_eval_gives_valid_detections_in_original_pixels():
 
 def test_roi_pooling_variants_and_bad_value():
     assert type(small_vgg().roi_heads.box_roi_pool).__name__ == "SingleMapRoIPool"
-    assert type(small_vgg(roi_pooling="align").roi_heads.box_roi_pool).__name__ == "MultiScaleRoIAlign"
-    with pytest.raises(ValueError, match="roi_pooling"):
-        small_vgg(roi_pooling="warp")
+    assert type(small_vgg(roi_heads={"pooling": "align"}).roi_heads.box_roi_pool).__name__ == "MultiScaleRoIAlign"
+    with pytest.raises(ValueError, match="roi_heads.pooling"):
+        small_vgg(roi_heads={"pooling": "warp"})
+    with pytest.raises(ValueError, match=r"RoIHeadSettings: unknown settings \['poling'\]"):
+        small_vgg(roi_heads={"poling": "align"})
 
 
 def test_width_scales_channels_and_fc_layers():
@@ -153,13 +156,13 @@ def test_the_configs_build_the_papers_settings():
     vgg_cfg = OmegaConf.load(CONF / "faster_rcnn_vgg16.yaml")
     assert vgg_cfg.name == "faster_rcnn_vgg16" and "num_classes" not in vgg_cfg.model
     vgg_cfg.model.width = 0.125  # the geometry is what is checked here
-    model = instantiate(vgg_cfg.model, num_classes=20)
+    model = build_detector(vgg_cfg.model, 20)
     assert isinstance(model, FasterRCNN) and model.input_size == (600, 1000)
     assert model.num_candidates(model.input_size) == 300
     assert model.rpn.anchor_generator.num_anchors_per_location() == [9]
     assert model.roi_heads.box_predictor.cls_score.out_features == 21
     r50_cfg = OmegaConf.load(CONF / "faster_rcnn_r50_fpn.yaml")
-    model = instantiate(r50_cfg.model, num_classes=3)
+    model = build_detector(r50_cfg.model, 3)
     assert model.input_size == (800, 1333) and model.num_candidates((800, 1333)) == 1000
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from detectors.faster_rcnn import faster_rcnn_vgg16
+from detectors.faster_rcnn_builders import faster_rcnn_vgg16
 from experiments.data.synthetic import SyntheticShapes
 from experiments.evaluation import evaluate
 
@@ -21,8 +21,9 @@ def test_small_vgg16_faster_rcnn_overfits_four_synthetic_images():
         # RoIAlign; 300x300 kept as is, so anchors from 32 px; fewer proposals in training.
         model = faster_rcnn_vgg16(dataset.num_classes, width=0.25, batch_norm=True,
                                   min_size=300, max_size=300, input_size=(300, 300),
-                                  anchor_sizes=(32, 64, 128, 256), roi_pooling="align",
-                                  rpn_pre_nms_top_n=(2000, 1000), rpn_post_nms_top_n=(500, 300))
+                                  rpn={"anchor_sizes": (32, 64, 128, 256), "pre_nms_top_n": (2000, 1000),
+                                       "post_nms_top_n_train": 500},
+                                  roi_heads={"pooling": "align"}, candidates_before_nms=300)
         assert model.num_candidates((300, 300)) == 300
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
         model.train()

@@ -2,29 +2,37 @@
 gives exactly what the torchvision model's own forward gives (losses and detections)."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision.models.detection as tvd
+from omegaconf import OmegaConf
 
 from detectors import reference
 from detectors.base import Detector, empty_target, validate_target
 from experiments.data.synthetic import SyntheticShapes
+from experiments.weights import build_detector
 
 NUM_CLASSES = 3
 SMALL = dict(min_size=128, max_size=128)
+FCOS = {"_target_": "detectors.reference.torchvision_detector", "architecture": "fcos_r50_fpn", **SMALL}
 # Fewer proposals and sampled RoIs: the two-stage models' training step is then quick.
 FEW_ROIS = dict(rpn_post_nms_top_n_train=300, box_batch_size_per_image=64)
 # adapter builder, torchvision builder, sizes (both), options (the adapter's ``options``,
 # torchvision's keyword arguments); small inputs keep it quick.
+def tv(architecture: str):
+    return functools.partial(reference.torchvision_detector, architecture)
+
+
 ADAPTERS = {
-    "tv_ssdlite320": (reference.tv_ssdlite320, tvd.ssdlite320_mobilenet_v3_large, {}, {}),
-    "tv_frcnn_r50_fpn": (reference.tv_frcnn_r50_fpn, tvd.fasterrcnn_resnet50_fpn, SMALL, FEW_ROIS),
-    "tv_frcnn_mbv3_fpn": (reference.tv_frcnn_mbv3_fpn, tvd.fasterrcnn_mobilenet_v3_large_fpn, SMALL,
-                          FEW_ROIS),
-    "tv_retinanet_r50_fpn": (reference.tv_retinanet_r50_fpn, tvd.retinanet_resnet50_fpn, SMALL, {}),
-    "tv_fcos_r50_fpn": (reference.tv_fcos_r50_fpn, tvd.fcos_resnet50_fpn, SMALL, {}),
+    "tv_ssdlite320": (tv("ssdlite320"), tvd.ssdlite320_mobilenet_v3_large, {}, {}),
+    "tv_frcnn_r50_fpn": (tv("frcnn_r50_fpn"), tvd.fasterrcnn_resnet50_fpn, SMALL, FEW_ROIS),
+    "tv_frcnn_mbv3_fpn": (tv("frcnn_mbv3_fpn"), tvd.fasterrcnn_mobilenet_v3_large_fpn, SMALL, FEW_ROIS),
+    "tv_retinanet_r50_fpn": (tv("retinanet_r50_fpn"), tvd.retinanet_resnet50_fpn, SMALL, {}),
+    "tv_fcos_r50_fpn": (tv("fcos_r50_fpn"), tvd.fcos_resnet50_fpn, SMALL, {}),
 }
-SLOW_ADAPTERS = {"tv_ssd300": (reference.tv_ssd300, tvd.ssd300_vgg16, {}, {})}
+SLOW_ADAPTERS = {"tv_ssd300": (tv("ssd300"), tvd.ssd300_vgg16, {}, {})}
 
 
 @pytest.fixture(autouse=True)
@@ -115,17 +123,17 @@ def test_heavy_adapter_trains_and_predicts_as_torchvision_does(name):
 
 def test_candidate_counts():
     torch.manual_seed(0)
-    assert reference.tv_ssdlite320(NUM_CLASSES).num_candidates((320, 320)) == 3234
+    assert tv("ssdlite320")(NUM_CLASSES).num_candidates((320, 320)) == 3234
     # RetinaNet: P3..P7 of a 128x128 input are 16, 8, 4, 2, 1 cells a side, 9 anchors each.
-    assert reference.tv_retinanet_r50_fpn(NUM_CLASSES, **SMALL).num_candidates((128, 128)) == 341 * 9
-    assert reference.tv_fcos_r50_fpn(NUM_CLASSES, **SMALL).num_candidates((128, 128)) == 341
+    assert tv("retinanet_r50_fpn")(NUM_CLASSES, **SMALL).num_candidates((128, 128)) == 341 * 9
+    assert tv("fcos_r50_fpn")(NUM_CLASSES, **SMALL).num_candidates((128, 128)) == 341
     # Faster R-CNN: the proposals kept at test (torchvision's 1000).
-    assert reference.tv_frcnn_r50_fpn(NUM_CLASSES).num_candidates((800, 1333)) == 1000
+    assert tv("frcnn_r50_fpn")(NUM_CLASSES).num_candidates((800, 1333)) == 1000
 
 
 def test_weights_file_round_trip_and_bad_files(tmp_path):
     torch.manual_seed(0)
-    trained = reference.tv_fcos_r50_fpn(NUM_CLASSES, **SMALL).eval()
+    trained = tv("fcos_r50_fpn")(NUM_CLASSES, **SMALL).eval()
     torch.save(trained.model.state_dict(), tmp_path / "fcos.pt")   # torchvision's keys
     torch.save(trained.state_dict(), tmp_path / "adapter.pt")       # the adapter's (model.*)
     images, _ = synthetic(1)
@@ -133,16 +141,17 @@ def test_weights_file_round_trip_and_bad_files(tmp_path):
         expected = trained(images)[0]
     torch.manual_seed(123)  # other random weights, then overwritten by the file
     for path in (tmp_path / "fcos.pt", tmp_path / "adapter.pt"):
-        loaded = reference.tv_fcos_r50_fpn(NUM_CLASSES, weights_path=str(path), **SMALL).eval()
+        loaded = build_detector(OmegaConf.create({**FCOS, "weights": str(path)}), NUM_CLASSES).eval()
         assert loaded.weights_source == f"file:{path}"
         with torch.no_grad():
             torch.testing.assert_close(loaded(images)[0]["scores"], expected["scores"])
-    with pytest.raises(ValueError, match="missing.pt: weights file not found"):
-        reference.tv_fcos_r50_fpn(NUM_CLASSES, weights_path=str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="missing.pt not found"):
+        build_detector(OmegaConf.create({**FCOS, "weights": str(tmp_path / "missing.pt")}), NUM_CLASSES)
     with pytest.raises(ValueError, match="fcos.pt: does not fit .*num_classes"):
-        reference.tv_fcos_r50_fpn(NUM_CLASSES + 1, weights_path=str(tmp_path / "fcos.pt"))
+        build_detector(OmegaConf.create({**FCOS, "weights": str(tmp_path / "fcos.pt")}), NUM_CLASSES + 1)
     torch.manual_seed(0)
-    frcnn = reference.tv_frcnn_mbv3_fpn(NUM_CLASSES, **SMALL)
+    frcnn = tv("frcnn_mbv3_fpn")(NUM_CLASSES, **SMALL)
     torch.save(frcnn.state_dict(), tmp_path / "frcnn.pt")
-    again = reference.tv_frcnn_mbv3_fpn(NUM_CLASSES, weights_path=str(tmp_path / "frcnn.pt"), **SMALL)
+    mbv3 = {"_target_": "detectors.reference.torchvision_detector", "architecture": "frcnn_mbv3_fpn", **SMALL}
+    again = build_detector(OmegaConf.create({**mbv3, "weights": str(tmp_path / "frcnn.pt")}), NUM_CLASSES)
     assert all(torch.equal(a, b) for a, b in zip(frcnn.state_dict().values(), again.state_dict().values()))

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from detectors.base import empty_target, validate_target
 from detectors.ssd import SSD
 from detectors.ssd_default_boxes import SCALE_PRESETS, default_box_scales, default_boxes, resolve_scales
+from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 SSD512_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]
@@ -36,7 +36,7 @@ def test_configs_build_the_papers_geometry_at_reduced_width(name, candidates, ma
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name and cfg.augmentation == "ssd" and "num_classes" not in cfg.model
     cfg.model.width = 0.125
-    model = instantiate(cfg.model, num_classes=3)
+    model = build_detector(cfg.model, 3)
     assert model.num_candidates(model.input_size) == candidates
     assert [h for h, _ in model.features.map_sizes(model.input_size)] == maps
     assert model.weights_source == "random"
@@ -96,7 +96,7 @@ def test_eval_output_is_a_detection_per_image_in_original_pixels():
 def test_boxes_map_back_to_the_original_image():
     """A network that always predicts the default boxes themselves: decoded boxes are the
     priors, scaled from the 300x300 input to each original image."""
-    model = small_ssd300(score_thresh=0.0, nms_thresh=1.0, top_k=100000, candidates_per_class=None).eval()
+    model = small_ssd300(score_thresh=0.0, nms_thresh=1.0, max_detections=100000, candidates_before_nms=None).eval()
     loc = torch.zeros(1, 8732, 4)
     conf = torch.zeros(1, 8732, 6)
     conf[0, :, 2] = 5.0                                                # everything is class 2

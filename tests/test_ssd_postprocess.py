@@ -20,11 +20,11 @@ def assert_same(new, old):
         assert torch.equal(a["boxes"], b["boxes"])
 
 
-@pytest.mark.parametrize("kind", ["random", "trained_like", "few_above", "small_top_k"])
+@pytest.mark.parametrize("kind", ["random", "trained_like", "few_above", "small_max_detections"])
 def test_one_call_nms_gives_the_reference_detections(kind):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
-    options = {"small_top_k": {"top_k": 7}, "few_above": {"score_thresh": 0.97}}.get(kind, {})
+    options = {"small_max_detections": {"max_detections": 7}, "few_above": {"score_thresh": 0.97}}.get(kind, {})
     model = SSD(num_classes=20, width=0.0625, **options).eval()
     b, a = 4, model.priors.shape[0]
     loc = torch.randn(b, a, 4, generator=generator) * 0.5
@@ -40,15 +40,15 @@ def test_one_call_nms_gives_the_reference_detections(kind):
     counts = [len(d["scores"]) for d in new]
     if kind == "random":
         assert counts == [200] * 4              # the cap binds: the first round's early stop is exercised
-    elif kind == "small_top_k":
+    elif kind == "small_max_detections":
         assert counts == [7] * 4
     else:
         assert min(counts) > 0 and min(counts) < 200, counts  # an image whose every candidate was examined
 
 
-def test_candidates_per_class_none_and_empty_images():
+def test_candidates_before_nms_none_and_empty_images():
     torch.manual_seed(0)
-    model = SSD(num_classes=3, width=0.0625, candidates_per_class=None, score_thresh=0.5).eval()
+    model = SSD(num_classes=3, width=0.0625, candidates_before_nms=None, score_thresh=0.5).eval()
     a = model.priors.shape[0]
     conf = torch.zeros(2, a, 4)
     conf[0, :50, 2] = torch.linspace(4, 6, 50)  # image 0: 50 candidates of class 2 (no ties); image 1: none
@@ -62,7 +62,7 @@ def test_candidates_per_class_none_and_empty_images():
 def test_matches_torchvision_batched_nms_per_image():
     """The same kept set as torchvision's batched_nms over each image's candidates (up to order of ties)."""
     torch.manual_seed(0)
-    model = SSD(num_classes=5, width=0.0625, top_k=10_000).eval()
+    model = SSD(num_classes=5, width=0.0625, max_detections=10_000).eval()
     a = model.priors.shape[0]
     loc, conf = torch.randn(1, a, 4) * 0.5, torch.randn(1, a, 6)
     batch = model.preprocess([torch.rand(3, 300, 300)])

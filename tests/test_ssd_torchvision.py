@@ -43,7 +43,7 @@ def test_converter_maps_every_key(models):
     reference, ours = models
     converted = convert_torchvision_ssd300_state_dict(reference.state_dict())
     assert set(converted) == set(ours.state_dict())
-    assert ours.num_classes == 20 and ours.candidates_per_class == 400 and ours.top_k == 200
+    assert ours.num_classes == 20 and ours.candidates_before_nms == 400 and ours.max_detections == 200
     with pytest.raises(ValueError, match="no rule"):
         convert_torchvision_ssd300_state_dict({"backbone.unknown.weight": torch.zeros(1)})
 

@@ -13,6 +13,7 @@ from detectors.base import Batch, empty_target
 from detectors.yolo import YOLO
 from detectors.yolo_grid import assign_objects_to_cells
 from detectors.yolo_loss import YOLOLoss
+from experiments.weights import read_state_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "detector"
 
@@ -77,12 +78,14 @@ def test_backbone_weights_from_a_local_file(tmp_path):
     source = small_yolo(batch_norm=True)
     path = tmp_path / "darknet.pt"
     torch.save(source.backbone.state_dict(), path)
-    loaded = small_yolo(batch_norm=True, weights_path=str(path))
+    loaded = small_yolo(batch_norm=True)
+    loaded.load_backbone_state(read_state_dict(path), f"file:{path}")
+    assert loaded.weights_source == f"file:{path}"
     for (name, a), b in zip(source.backbone.state_dict().items(),
                             loaded.backbone.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="darknet.pt"):
-        small_yolo(architecture="fast_yolo", weights_path=str(path))
+        small_yolo(architecture="fast_yolo").load_backbone_state(read_state_dict(path), f"file:{path}")
 
 
 def test_bad_settings_are_refused():
@@ -223,7 +226,7 @@ def test_detector_loss_uses_input_pixels_and_skips_crowds():
 
 def test_decoding_a_hand_made_output():
     """S = 2, B = 2, C = 2; the original image is 200 wide and 100 high."""
-    model = small_yolo(num_classes=2, grid_size=2, score_threshold=0.1, nms_threshold=0.5)
+    model = small_yolo(num_classes=2, grid_size=2, score_thresh=0.1, nms_thresh=0.5)
     outputs = torch.zeros(1, 2, 2, 12)
     # Cell (row 1, col 0), predictor 1: centre ((0 + .5) / 2, (1 + .5) / 2) = (.25, .75),
     # w = h = .25 -> [.125, .625, .375, .875] -> pixels [25, 62.5, 75, 87.5]; conf 0.9;
@@ -250,7 +253,7 @@ def test_decoding_a_hand_made_output():
 
 def test_eval_forward_returns_detections_in_original_pixels():
     torch.manual_seed(0)
-    model = small_yolo(score_threshold=0.0).eval()
+    model = small_yolo(score_thresh=0.0).eval()
     detections = model([torch.rand(3, 60, 90), torch.rand(3, 300, 200)])
     assert len(detections) == 2
     for det, (h, w) in zip(detections, [(60, 90), (300, 200)]):
@@ -273,14 +276,15 @@ def test_empty_target_trains():
 
 @pytest.mark.parametrize("name, architecture", [("yolov1", "yolo"), ("fast_yolo", "fast_yolo")])
 def test_configs_instantiate(name, architecture):
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from experiments.weights import build_detector
 
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     assert cfg.name == name and cfg.augmentation == "yolo"
     assert "num_classes" not in cfg.model
     cfg.model.width = 0.125  # the paper's width 1 is 200M+ parameters: too slow for a test
-    model = instantiate(cfg.model, num_classes=5)
+    model = build_detector(cfg.model, 5)
     assert isinstance(model, YOLO) and model.architecture == architecture
     assert model.num_candidates(model.input_size) == 98 and model.input_size == (448, 448)
 
