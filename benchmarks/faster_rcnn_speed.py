@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,23 +24,10 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from detectors.faster_rcnn import FasterRCNN
 from detectors.faster_rcnn_builders import faster_rcnn_resnet50_fpn, faster_rcnn_vgg16
+from experiments.identity import device_name, synchronize
 
 STAGES = ("preprocess", "backbone", "rpn", "roi_head", "postprocess")
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_stages(model: FasterRCNN, images: list[torch.Tensor], device: torch.device) -> dict[str, float]:
@@ -51,7 +37,7 @@ def time_stages(model: FasterRCNN, images: list[torch.Tensor], device: torch.dev
 
     def lap(name: str) -> None:
         nonlocal clock
-        sync(device)
+        synchronize(device)
         now = time.perf_counter()
         seconds[name] = now - clock
         clock = now
@@ -82,10 +68,10 @@ def median_stages(model: FasterRCNN, images, device, warmup: int, iterations: in
 def median_forward(model: torch.nn.Module, images, device, warmup: int, iterations: int) -> float:
     times = []
     for i in range(warmup + iterations):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         model(images)
-        sync(device)
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -119,8 +105,7 @@ def main(argv: list[str] | None = None) -> str:
         reference.load_state_dict(settings["r50_fpn"].state_dict())
         reference.eval().to(device)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    lines = [f"# Faster R-CNN speed, {args.device} ({device_name}), torch {torch.__version__}, "
+    lines = [f"# Faster R-CNN speed, {args.device} ({device_name(device)}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}",
              f"# random weights, eval, fp32, median of {args.iterations} passes after {args.warmup} warm-up; "
              "ms per batch by stage",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,13 +29,9 @@ import torch
 import torchvision
 
 from detectors.ssd_convert import ssd300_from_torchvision
+from experiments.identity import device_name, synchronize
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device) -> float:
@@ -117,11 +112,9 @@ def main() -> None:
     reference = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
                                                           num_classes=args.num_classes).to(device)
     ours = ssd300_from_torchvision(reference, channels_last=not args.contiguous).to(device)
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else platform.processor() or platform.machine())
     lines = [f"detbench SSD300 vs torchvision ssd300_vgg16 ({args.num_classes} classes incl. background, random "
              f"seeded weights shared through detectors.ssd_convert)",
-             f"device: {args.device} ({device_name}), torch {torch.__version__}, "
+             f"device: {args.device} ({device_name(device)}), torch {torch.__version__}, "
              f"torchvision {torchvision.__version__}, "
              f"detbench channels_last {ours.channels_last}, threads {torch.get_num_threads()}, "
              f"repeats {args.repeats} (median), inputs of mixed sizes, "

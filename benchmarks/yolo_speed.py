@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.yolo import YOLO  # noqa: E402
 from experiments.benchmark import benchmark, synthetic_images  # noqa: E402
-from experiments.flops import synchronize  # noqa: E402
+from experiments.identity import model_facts, synchronize  # noqa: E402
 
 PAPER_FPS = {"yolo": 45.0, "fast_yolo": 155.0}  # Titan X, batch 1, VOC 2007 (Table 1)
 NUM_CLASSES = 20  # VOC, as the paper
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> str:
             stages = m[f"preprocess_ms_b{b}"] + m[f"network_ms_b{b}"] + post_ms
             worst[b] = 100 * post_ms / stages
         fps[architecture] = (m["fps_b1"], m["fps_b8"])
-        lines.append(f"{architecture:<10} {m['params'] / 1e6:>9.1f} {m['gmacs']:>7.2f} "
+        params = model_facts(model, model.input_size)["params"]
+        lines.append(f"{architecture:<10} {params / 1e6:>9.1f} {m['gmacs']:>7.2f} "
                      f"{m['fps_b1']:>9.2f} {m['fps_b8']:>9.2f} {m['postprocess_share_b1']:>9.2f} "
                      f"{m['postprocess_share_b8']:>9.2f} {worst[1]:>15.2f} {worst[8]:>15.2f} "
                      f"{PAPER_FPS[architecture]:>9.0f}")

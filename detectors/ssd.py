@@ -16,7 +16,7 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_convert, nms
+from torchvision.ops import box_convert
 
 from detectors.assignment import ObjectAssignment
 from detectors.base import IMAGENET_MEAN, IMAGENET_STD, Batch, Detection, Detector, Target
@@ -24,14 +24,10 @@ from detectors.boxes import decode
 from detectors.ssd_default_boxes import boxes_per_location, default_boxes, resolve_scales
 from detectors.ssd_features import EXTRA_LAYERS, MobileNetSourceMaps, VGGSourceMaps, xavier_init
 from detectors.ssd_loss import MultiBoxLoss
+from detectors.topk_nms import topk_per_class_nms
 
 log = logging.getLogger(__name__)
 SOURCE_MAPS = {"vgg16": VGGSourceMaps, "mobilenet_v1": MobileNetSourceMaps}
-
-
-def one_nms_call_per_image(scores: Tensor) -> bool:
-    """Whether post-processing runs one ``batched_nms`` per image (GPU) or NMS class by class (CPU)."""
-    return scores.is_cuda
 
 
 def check_geometry(input_size: tuple[int, int], map_sizes: list[tuple[int, int]], steps, backbone: str) -> None:
@@ -223,38 +219,25 @@ class SSD(Detector):
         """Softmax; per class the best ``candidates_before_nms`` boxes above ``score_thresh``;
         per-class NMS at ``nms_thresh``; the best ``max_detections``; boxes in original pixels.
 
-        Written for speed: one top-k for all classes. On a CPU the boxes above the threshold are
-        a prefix of each class's sorted candidates, so NMS runs on slices, class by class
-        (cheaper than one NMS over all classes, whose cost grows with the square of the count);
-        on a GPU one ``batched_nms`` call per image saves kernel launches.
+        Written for speed (``detectors.topk_nms``): one top-k over every (box, class) score per
+        image, NMS over only as many of the best candidates as it takes to keep ``max_detections``, and
+        only those boxes decoded; the same detections as NMS class by class over every box.
         """
         loc, conf = outputs
         h, w = self.input_size
-        scores = F.softmax(conf, dim=-1)[..., 1:].transpose(1, 2)                 # [B, C, A]
-        boxes = decode(loc, self.priors, self.variances)                          # [B, A, 4] fractions
-        boxes = (boxes * boxes.new_tensor([w, h, w, h])).clamp(min=0)             # input pixels
-        boxes = torch.minimum(boxes, boxes.new_tensor([w, h, w, h]))
-        num_classes, num_boxes = scores.shape[1:]
-        k = num_boxes if self.candidates_before_nms is None else min(self.candidates_before_nms, num_boxes)
-        top_scores, top_index = scores.topk(k, dim=2)                             # [B, C, k], sorted
-        above = top_scores > self.score_thresh                                    # [B, C, k]
-        counts = None if one_nms_call_per_image(conf) else above.sum(dim=2).tolist()          # [B][C]
+        scores = F.softmax(conf, dim=-1)[..., 1:]                                 # [B, A, C]
+        limit = loc.new_tensor([w, h, w, h])
+
+        def boxes_of(image: Tensor, box: Tensor) -> Tensor:                       # [N] -> [N, 4] input pixels
+            decoded = decode(loc[image, box], self.priors[box], self.variances) * limit
+            return torch.minimum(decoded.clamp(min=0), limit)
+
+        kept = topk_per_class_nms(scores, boxes_of, self.score_thresh, self.nms_thresh, self.max_detections,
+                                  self.candidates_before_nms, float(max(h, w)))
         detections = []
-        for i, (oh, ow) in enumerate(batch.original_sizes):
-            candidates = boxes[i].index_select(0, top_index[i].reshape(-1))       # [C k, 4]
-            flat_scores = top_scores[i].reshape(-1)                               # [C k]
-            if counts is None:   # GPU: one launch for all classes (torchvision picks the method)
-                valid = above[i].reshape(-1).nonzero().squeeze(1)
-                kept = valid[batched_nms(candidates[valid], flat_scores[valid], valid.div(k, rounding_mode="floor"),
-                                         self.nms_thresh)]
-            else:
-                kept = [c * k + nms(candidates[c * k: c * k + n], flat_scores[c * k: c * k + n], self.nms_thresh)
-                        for c, n in enumerate(counts[i]) if n > 0]
-                kept = torch.cat(kept) if kept else top_index.new_zeros(0)        # [K] into C k
-            kept_scores = flat_scores.index_select(0, kept)
-            order = kept_scores.argsort(descending=True)[: self.max_detections]
-            kept, kept_scores = kept.index_select(0, order), kept_scores.index_select(0, order)
-            to_original = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
-            detections.append(Detection(boxes=candidates.index_select(0, kept) * to_original, scores=kept_scores,
-                                        labels=kept.div(k, rounding_mode="floor") + 1))
+        for i, ((oh, ow), (box, label, kept_scores)) in enumerate(zip(batch.original_sizes, kept)):
+            to_original = loc.new_tensor([ow / w, oh / h, ow / w, oh / h])
+            image = torch.full_like(box, i)
+            detections.append(Detection(boxes=boxes_of(image, box) * to_original, scores=kept_scores,
+                                        labels=label + 1))
         return detections

@@ -22,19 +22,26 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   batches where Linux allows it), which includes the weights and Python itself.
   ``peak_memory_kind`` says which.
 - ``network_gflops_per_s``: the network stage's FLOPs over its median time, and
-  ``network_utilisation``: that as a percentage of ``matmul_peak_gflops``, a large matrix
-  product in the same dtype measured in the same call (``experiments.flops``): before each
-  batch size and once at the end, the best of these, so that a moment of contention on a
-  shared machine depresses the peak less.
+  ``network_utilisation``: that as a percentage of the machine's peak (``experiments.peak``):
+  ``theoretical_peak_gflops`` (cores x clock x FLOP/cycle) when the hardware says enough and it
+  is not below what was measured, else ``measured_peak_gflops``, the best of a matrix product
+  (``matmul_peak_gflops``) and a 3x3 convolution (``conv_peak_gflops``) in the same dtype,
+  measured before each batch size and once at the end, so that a moment of contention on a
+  shared machine depresses the peak less. ``utilisation_against`` says which; ``peak_assumption``
+  states the FLOP/cycle and clock assumptions; ``peak_implied_clock_ghz`` is the clock the
+  measured peak implies under them. A utilisation above 100% (the network did fewer multiplies
+  than FlopCounterMode counts, or the peak was measured in a moment of contention) comes with
+  ``network_utilisation_note`` saying so; ``bench_mkldnn_fp32_precision`` records whether
+  oneDNN may run fp32 convolutions in reduced precision.
 
-Per detector: ``params``; ``gmacs`` (10⁹ multiply-adds per image over all three stages,
-FlopCounterMode's FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``;
-``num_candidates`` (boxes scored per image before NMS; for Faster R-CNN an upper bound, the
-RPN's post-NMS top-n) and ``candidates_scored_b{b}``, the mean count the timed forwards actually
-scored (Faster R-CNN: proposals its RPN kept); and the identity of the
-measurement: ``bench_device``, ``bench_device_type``, ``bench_threads``, ``bench_dtype``,
-``bench_channels_last``, ``bench_compile``, ``bench_image_size``, ``bench_warmup``,
-``bench_iterations``, ``torch_version``, ``torchvision_version``, ``python_version``.
+Per detector: ``gmacs`` (10⁹ multiply-adds per image over all three stages, FlopCounterMode's
+FLOPs / 2, counted once at batch 1 in fp32) and ``gmacs_network``; ``candidates_scored_b{b}``,
+the mean count of boxes the timed forwards actually scored before NMS (Faster R-CNN: the
+proposals its RPN kept, at most its ``num_candidates``); and the settings of the measurement:
+``bench_threads``, ``bench_dtype``, ``bench_channels_last``, ``bench_compile``,
+``bench_image_size``, ``bench_warmup``, ``bench_iterations``. Only speed keys: the identity keys
+(``device``, ``params``, ``num_candidates``, versions) are the runner's, from
+``experiments.identity``, written once.
 
 Options: ``dtype`` fp32, or bf16 / fp16 autocast around the network stage (its floating
 outputs are cast back to fp32 inside the network's time, so that decoding and NMS always run
@@ -45,7 +52,6 @@ says ``failed (<error type>)``).
 from __future__ import annotations
 
 import contextlib
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -53,12 +59,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from detectors.base import Detector
-from experiments.flops import DTYPES, count_flops, matmul_peak_gflops, synchronize
+from experiments.flops import DTYPES, count_flops
+from experiments.identity import synchronize
+from experiments.peak import measured_peak_gflops, theoretical_peak, utilisation_denominator
 
 
 def synthetic_images(count: int, image_size: tuple[int, int], device: str | torch.device = "cpu",
@@ -67,18 +74,6 @@ def synthetic_images(count: int, image_size: tuple[int, int], device: str | torc
     generator = torch.Generator().manual_seed(seed)
     h, w = image_size
     return [torch.rand(3, h, w, generator=generator).to(device) for _ in range(count)]
-
-
-def device_name(device: torch.device) -> str:
-    """A human name for the device: the GPU's model, or the CPU's model from /proc/cpuinfo."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _reset_peak_memory(device: torch.device) -> str:
@@ -214,6 +209,21 @@ def _batch_metrics(b: int, stage_times: list[tuple[float, float, float]], kept: 
     }
 
 
+def _peak_metrics(peaks: list[dict[str, float]], device: torch.device, dtype: str) -> dict:
+    """The peak keys from the measurements taken during one call, and the denominator."""
+    best = {kind: max(p[kind] for p in peaks) for kind in ("matmul", "conv", "max")}
+    theory = theoretical_peak(device, dtype)
+    denominator, against = utilisation_denominator(best["max"], theory["gflops"])
+    metrics = {"matmul_peak_gflops": best["matmul"], "conv_peak_gflops": best["conv"],
+               "measured_peak_gflops": best["max"], "utilisation_against": against,
+               "peak_assumption": theory["assumption"], "_denominator": denominator}
+    if theory["gflops"]:
+        metrics["theoretical_peak_gflops"] = theory["gflops"]
+    if theory["flop_per_cycle"] and theory["cores"]:
+        metrics["peak_implied_clock_ghz"] = best["max"] / (theory["cores"] * theory["flop_per_cycle"])
+    return metrics
+
+
 def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: int = 1,
               iterations: int = 3, device: str | torch.device = "cpu", dtype: str = "fp32",
               channels_last: bool = False, compile: bool = False, images: list[Tensor] | None = None,
@@ -244,34 +254,31 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
     first_size = tuple(images[0].shape[-2:])
 
     metrics: dict[str, float | int | str] = {
-        "bench_device": device_name(device), "bench_device_type": device.type,
         "bench_threads": torch.get_num_threads(), "bench_dtype": dtype,
         "bench_channels_last": bool(channels_last),
         "bench_image_size": f"{first_size[0]}x{first_size[1]}",
         "bench_batch_sizes": ",".join(map(str, sizes)),
         "bench_warmup": int(warmup), "bench_iterations": int(iterations),
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-        "python_version": platform.python_version(),
-        "params": sum(p.numel() for p in detector.parameters()),
-        "num_candidates": int(detector.num_candidates(first_size)),
     }
     if device.type == "cuda":
         metrics["bench_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+    conv_backend = getattr(torch.backends.mkldnn, "conv", None)
+    metrics["bench_mkldnn_fp32_precision"] = str(getattr(conv_backend, "fp32_precision", "unknown"))
     try:
         with torch.inference_mode():
             total_flops, net_flops = count_forward_flops(detector, images[:1])
             metrics["gmacs"] = total_flops / 2 / 1e9
             metrics["gmacs_network"] = net_flops / 2 / 1e9
-            peaks = []  # the matmul peak before each batch size and at the end: the best counts
+            peaks = []  # the measured peaks before each batch size and at the end: the best counts
 
-            def measure_matmul_peak():
+            def measure_peak_rate():
                 with _matmul_like_convolutions(device):
-                    peaks.append(matmul_peak_gflops(device, dtype))
+                    peaks.append(measured_peak_gflops(device, dtype))
 
             forward = _Forward(detector, device, dtype, channels_last, compile)
             timed = {}  # batch size -> (stage times per batch, boxes kept per image)
             for b in sizes:
-                measure_matmul_peak()
+                measure_peak_rate()
                 batch_images = [images[i % len(images)] for i in range(b)]
                 for _ in range(int(warmup) if not compile else max(1, int(warmup))):
                     try:
@@ -292,10 +299,19 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
                 if measure_peak:
                     metrics[f"peak_memory_mb_b{b}"] = _peak_memory_mb(device)
                 timed[b] = stage_times, kept
-            measure_matmul_peak()
-            metrics["matmul_peak_gflops"] = max(peaks)
+            measure_peak_rate()
+            metrics.update(_peak_metrics(peaks, device, dtype))
+            denominator = metrics.pop("_denominator")
             for b, (stage_times, kept) in timed.items():
-                metrics.update(_batch_metrics(b, stage_times, kept, net_flops, max(peaks)))
+                metrics.update(_batch_metrics(b, stage_times, kept, net_flops, denominator))
+            over = [b for b in sizes if metrics[f"network_utilisation_b{b}"] > 100]
+            if over:
+                metrics["network_utilisation_note"] = (
+                    f"above 100% of the {metrics['utilisation_against']} peak at batch "
+                    f"{','.join(map(str, over))}: the network did fewer multiplies than FlopCounterMode "
+                    "counts (Winograd/FFT convolutions, zero-padding taps a direct convolution skips, fp32 "
+                    f"math in reduced precision: mkldnn fp32_precision {metrics['bench_mkldnn_fp32_precision']}) "
+                    "or the peak was measured in a moment of contention")
             metrics["bench_compile"] = forward.compile_status
     finally:
         detector.train(was_training)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import preflight
 from experiments.budgets import detector_facts
 from experiments.data.prepare import NoObjectsError, decode_failures, prepare_datasets
+from experiments.identity import device_name, environment, model_facts
 from experiments.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.robustness import robustness_stage, robustness_weights
 from experiments.run_folder import RunFolder, decide, describe_error
@@ -80,6 +80,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         if weights:
             load_run_weights(model, weights)
             log.info("loaded weights from %s", weights)
+        train_set = build_train_set(cfg, model.input_size) if "train" in cfg.stages else None
+        metrics.update(model_facts(model, tuple(val_set[0][0].shape[-2:])))
+        if cfg.weights:
+            load_run_weights(model, cfg.weights)
+            log.info("loaded weights from %s", cfg.weights)
         metrics["weights_source"] = model.weights_source
         if train_set is not None:
             preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set),
@@ -168,8 +173,7 @@ def identity(cfg: DictConfig) -> dict:
             "dataset": OmegaConf.select(cfg, "dataset.name", default="?"),
             "seed": OmegaConf.select(cfg, "seed", default=None), "status": "running",
             "overrides": overrides, "git_commit": git_commit(),
-            "torch_version": torch.__version__, "torchvision_version": _tv_version(),
-            "python_version": platform.python_version(), "hostname": platform.node(),
+            **environment(),
             **{f"paper_{k}": v for k, v in (OmegaConf.select(cfg, "paper") or {}).items()}}
 
 
@@ -314,12 +318,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def setup_distributed(cfg: DictConfig) -> bool:
     """Join the process group when launched by torchrun or by a multi-task SLURM job
     (submitit exports the environment); returns whether this is rank 0."""
@@ -347,12 +345,6 @@ def git_commit() -> str:
                               text=True, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _tv_version() -> str:
-    import torchvision
-
-    return torchvision.__version__
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

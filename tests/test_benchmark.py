@@ -16,7 +16,9 @@ from torchvision.ops import batched_nms
 from detectors.base import Batch, Detector
 from experiments import benchmark as benchmark_module
 from experiments.benchmark import benchmark
-from experiments.flops import count_flops, matmul_peak_gflops
+from experiments.flops import count_flops
+from experiments.identity import device_name, model_facts
+from experiments.peak import matmul_peak_gflops
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -73,24 +75,27 @@ PER_BATCH = ["fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_mean", "prep
              "network_ms", "postprocess_ms", "preprocess_share", "network_share",
              "postprocess_share", "boxes_kept", "peak_memory_mb", "network_gflops_per_s",
              "network_utilisation"]
-IDENTITY = ["params", "gmacs", "gmacs_network", "num_candidates", "matmul_peak_gflops",
-            "bench_device", "bench_device_type", "bench_threads", "bench_dtype",
+SETTINGS = ["gmacs", "gmacs_network", "matmul_peak_gflops", "conv_peak_gflops", "measured_peak_gflops",
+            "utilisation_against", "peak_assumption", "bench_threads", "bench_dtype",
             "bench_channels_last", "bench_compile", "bench_image_size", "bench_batch_sizes",
-            "bench_warmup", "bench_iterations", "peak_memory_kind", "torch_version",
-            "torchvision_version", "python_version"]
+            "bench_warmup", "bench_iterations", "peak_memory_kind"]
+RUNNER_OWNS = ["device", "bench_device", "bench_device_type", "params", "num_candidates",
+               "weights_source", "torch_version", "torchvision_version", "python_version"]
 
 
 def test_protocol_returns_every_field_with_known_counts():
     torch.manual_seed(0)
     detector = TinyDetector().train()
     metrics = benchmark(detector, batch_sizes=(1, 3), warmup=1, iterations=3)
-    expected = IDENTITY + [f"{key}_b{b}" for key in PER_BATCH for b in (1, 3)]
+    expected = SETTINGS + [f"{key}_b{b}" for key in PER_BATCH for b in (1, 3)]
     assert sorted(set(expected) - set(metrics)) == []
+    assert sorted(set(RUNNER_OWNS) & set(metrics)) == []  # identity keys are written once, by the runner
     assert all(isinstance(v, (int, float, str, bool)) for v in metrics.values())  # flat, JSON-able
-    assert metrics["params"] == sum(p.numel() for p in detector.parameters())
+    facts = model_facts(detector, detector.input_size)
+    assert facts["params"] == sum(p.numel() for p in detector.parameters())
     assert metrics["gmacs"] == pytest.approx(tiny_macs(detector) / 1e9, rel=1e-9)
     assert metrics["gmacs_network"] == metrics["gmacs"]  # pre/post-processing: no counted ops
-    assert metrics["num_candidates"] == 8 * 12
+    assert facts["num_candidates"] == 8 * 12
     assert metrics["bench_image_size"] == "32x48" and metrics["bench_batch_sizes"] == "1,3"
     assert metrics["bench_dtype"] == "fp32" and metrics["bench_compile"] == "off"
     for b in (1, 3):
@@ -209,10 +214,10 @@ def test_torchvision_ssd300_gmacs_match_its_model_card():
     """torchvision's card gives 34.858 GMACs ("_ops") for the COCO model, 91 classes with
     background; the protocol counts 2 FLOPs per multiply-add and reports MACs."""
     torch.manual_seed(0)
-    metrics = benchmark(TorchvisionSSD300(num_classes=90), batch_sizes=(1,), warmup=0, iterations=1,
-                        measure_peak=False)
+    detector = TorchvisionSSD300(num_classes=90)
+    metrics = benchmark(detector, batch_sizes=(1,), warmup=0, iterations=1, measure_peak=False)
     assert metrics["gmacs"] == pytest.approx(34.858, rel=0.02)
-    assert metrics["num_candidates"] == 8732
+    assert model_facts(detector, (300, 300))["num_candidates"] == 8732
     assert 0 <= metrics["boxes_kept_b1"] <= 200  # torchvision keeps at most 200 per image
 
 
@@ -257,3 +262,8 @@ def test_timings_follow_a_known_clock(monkeypatch):
         == pytest.approx((1.0, 7.0, 2.0))                                      # medians per stage
     assert metrics["network_share_b2"] == pytest.approx(70.0)
     assert metrics["candidates_scored_b2"] == 8 * 12                           # a fixed grid
+
+
+def test_one_device_name_for_runner_and_benchmarks():
+    name = device_name(torch.device("cpu"))
+    assert name.startswith("cpu: ") and name.endswith(f"{torch.get_num_threads()} threads")

@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.benchmark import benchmark, count_forward_flops
+from experiments.identity import model_facts
 from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -30,9 +31,10 @@ def quick_benchmark(detector):
 def test_ssd300_gmacs_match_torchvision_card():
     """torchvision's 34.858 GMACs is its COCO model: 90 classes + background. With VOC's 20
     the class heads shrink by 70 x (sum over maps of h*w*9*channels*boxes) MACs."""
-    metrics = quick_benchmark(build("ssd300", num_classes=90))
+    detector = build("ssd300", num_classes=90)
+    metrics = quick_benchmark(detector)
     assert metrics["gmacs"] == pytest.approx(34.858, rel=0.02)
-    assert metrics["num_candidates"] == 8732
+    assert model_facts(detector, (300, 300))["num_candidates"] == 8732
     per_class = sum(h * w * 9 * c * a for h, w, c, a in [(38, 38, 512, 4), (19, 19, 1024, 6), (10, 10, 512, 6),
                                                        (5, 5, 256, 6), (3, 3, 256, 4), (1, 1, 256, 4)])
     with torch.inference_mode():
@@ -46,7 +48,7 @@ def test_paper_detectors_report_their_candidates(name, candidates):
     7x7 grid x 2, Faster R-CNN's 300 test proposals (at width 1/8 to keep the test quick)."""
     detector = build(name, num_classes=20, overrides=["detector.model.width=0.125"])
     metrics = quick_benchmark(detector)
-    assert metrics["num_candidates"] == candidates
+    assert model_facts(detector, detector.input_size)["num_candidates"] == candidates
     assert metrics["gmacs"] > 0 and metrics["fps_b1"] > 0
     assert 0 <= metrics["boxes_kept_b1"] <= candidates
     if name != "faster_rcnn_vgg16":

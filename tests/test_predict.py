@@ -77,11 +77,15 @@ def make_run(folder: Path, data: Path, epochs: int = 0) -> dict:
     else:
         torch.manual_seed(0)
         model = build_detector(_compose("config", overrides).detector.model, num_classes=len(CLASS_NAMES))
-        save_checkpoint(folder / "checkpoints/last.pt",
-                        {"model": model.state_dict(), "optimizer": {}, "epoch": 0, "iteration": 0})
-        cfg = _compose("config", [*overrides, "stages=[eval]", f"weights={folder / 'checkpoints/last.pt'}"])
+        # beside the folder: run() refuses a folder that already holds checkpoints/ (a previous run)
+        initial = folder.parent / f"{folder.name}_initial.pt"
+        save_checkpoint(initial, {"model": model.state_dict(), "optimizer": {}, "epoch": 0, "iteration": 0})
+        cfg = _compose("config", [*overrides, "stages=[eval]", f"weights={initial}"])
     metrics = run(cfg, folder)
     assert metrics["status"] == "ok", metrics.get("error")
+    if not epochs:
+        (folder / "checkpoints").mkdir(exist_ok=True)
+        shutil.copy(initial, folder / "checkpoints/last.pt")
     (folder / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(cfg, folder / ".hydra/config.yaml")
     return metrics

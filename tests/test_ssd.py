@@ -170,18 +170,3 @@ def test_training_and_inference_under_bfloat16_autocast():
         model.eval()
         det = model(images)[0]
     assert det["boxes"].shape[0] > 0 and torch.isfinite(det["boxes"]).all()
-
-
-def test_gpu_style_single_nms_call_gives_the_same_detections(monkeypatch):
-    import detectors.ssd as ssd_module
-
-    model = small_ssd300().eval()
-    with torch.no_grad():
-        batch = model.preprocess([torch.rand(3, 300, 300), torch.rand(3, 200, 250)])
-        outputs = model.network(batch)
-        per_class = model.postprocess(outputs, batch)
-        monkeypatch.setattr(ssd_module, "one_nms_call_per_image", lambda scores: True)
-        single_call = model.postprocess(outputs, batch)
-    for a, b in zip(per_class, single_call):
-        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["scores"], b["scores"])
-        assert torch.allclose(a["boxes"], b["boxes"])
