@@ -37,8 +37,7 @@ import torchvision
 from tqdm import tqdm
 
 from experiments.benchmark import _Forward as StageTimer  # the speed protocol's synchronised stages
-from experiments.benchmark import device_name
-from experiments.flops import synchronize
+from experiments.identity import device_name, synchronize
 from experiments.inference.drawing import caption, draw_detections, side_by_side, to_uint8
 from experiments.inference.outputs import VideoWriter, coco_records, save_annotated_image, write_json
 from experiments.inference.prefetch import Prefetcher
