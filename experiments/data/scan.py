@@ -109,8 +109,8 @@ def apply_bad_image_policy(dataset, result: ScanResult, where: str) -> dict:
     if result.bad and policy == "error":
         listed = "; ".join(f"{p}: {r} ({d})" for p, r, d in result.bad[:10])
         more = f" and {len(result.bad) - 10} more" if len(result.bad) > 10 else ""
-        raise ImageFileError(f"{where}: {len(result.bad)} bad image file(s) "
-                             f"{dict(result.counts)}: {listed}{more}. Set dataset.bad_images=skip "
+        raise ImageFileError(f"{where}: {len(result.bad)} bad image file(s) found by the header scan before "
+                             f"training {dict(result.counts)}: {listed}{more}. Set dataset.bad_images=skip "
                              "to leave them out, or =repair to read truncated / misnamed ones")
     drop = {p: r for p, r, _ in result.bad if policy == "skip" or r not in REPAIRABLE}
     if drop and hasattr(dataset, "drop_records"):
