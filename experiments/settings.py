@@ -79,7 +79,10 @@ class RunSchema:
 
 def _checked(schema: type, values, where: str) -> None:
     """Merge ``values`` into ``schema`` (types checked by OmegaConf, naming the key) and fail
-    on any key the schema declares that ``values`` does not set."""
+    on any key the schema declares that ``values`` does not set. A part of the composed config
+    is resolved in its place first, so interpolations to other parts (``${detector.name}``) work."""
+    if isinstance(values, DictConfig):
+        values = OmegaConf.to_container(values, resolve=True)
     merged = OmegaConf.merge(OmegaConf.structured(schema), values)
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:

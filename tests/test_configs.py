@@ -87,3 +87,15 @@ def test_the_primary_config_runs_every_stage_by_default(compose_config):
     cfg = compose_config([])
     assert list(cfg.stages) == ["train", "eval", "bench"] and cfg.device == "auto"
     assert cfg.dataset.name == "synthetic"
+
+
+@pytest.mark.parametrize("detector", ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu"])
+def test_compare_passes_the_runners_checks_with_its_schedules(compose_config, detector):
+    """experiment=compare's schedules interpolate ``${detector.name}``: the runner's checks
+    resolve them in the whole config (the README's main command runs this path)."""
+    from experiments.settings import check_config
+
+    cfg = compose_config(["experiment=compare", f"detector={detector}"])
+    check_config(cfg)
+    planned = {"ssd300_cpu": 200, "yolov1_cpu": 300, "faster_rcnn_vgg16_cpu": 200}[detector]
+    assert cfg.train.iterations == planned and cfg.train.max_time_s == 0
