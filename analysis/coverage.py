@@ -72,9 +72,20 @@ def coverage_table(runs: pd.DataFrame) -> Table:
     return Table("coverage", title, data, shown, note)
 
 
+def _ap_error_bars(summary_row: pd.Series):
+    """[2, 3] distances from AP per size bucket to its image-bootstrap interval (95%), or None."""
+    value = np.array([summary_row.get(f"map_{b}_mean", np.nan) for b in BUCKETS], dtype=float)
+    low = np.array([summary_row.get(f"map_{b}_ci_low", np.nan) for b in BUCKETS], dtype=float)
+    high = np.array([summary_row.get(f"map_{b}_ci_high", np.nan) for b in BUCKETS], dtype=float)
+    if np.isnan(low).all():
+        return None
+    return 100 * np.nan_to_num(np.stack([np.maximum(value - low, 0), np.maximum(high - value, 0)]))
+
+
 def plot_coverage_vs_size(coverage: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Left: coverage (%) per size bucket, one line per detector (its headline stage, the
-    first); right: AP (%) per size bucket of the same groups (``summary``: accuracy means)."""
+    first); right: AP (%) per size bucket of the same groups (``summary``: accuracy means), error bars
+    the 95% image-bootstrap interval where the runs have one."""
     if coverage.empty or "coverage_small" not in coverage:
         return []
     first = coverage[coverage["stage"] != MISSING].drop_duplicates(["group", "dataset"])
@@ -89,7 +100,8 @@ def plot_coverage_vs_size(coverage: pd.DataFrame, summary: pd.DataFrame, out_dir
             left.plot(x, [100 * getattr(row, f"coverage_{b}") for b in BUCKETS], label=label, **style)
             match = summary[(summary["group"] == row.group) & (summary["dataset"] == row.dataset)]
             if len(match) and "map_small_mean" in match:
-                right.plot(x, [100 * match[f"map_{b}_mean"].iat[0] for b in BUCKETS], label=row.group, **style)
+                right.errorbar(x, [100 * match[f"map_{b}_mean"].iat[0] for b in BUCKETS],
+                               yerr=_ap_error_bars(match.iloc[0]), capsize=4, label=row.group, **style)
         for ax, ylabel, title in ((left, "objects with >= 1 positive (%)", "Assignment coverage (no training)"),
                                   (right, "COCO AP@[.5:.95] (%)", "AP by object size (after training)")):
             ax.set_xticks(x, ["small\n(< 32² px)", "medium", "large\n(> 96² px)"])

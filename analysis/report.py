@@ -151,7 +151,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
                   provenance.provenance_table(runs), provenance.incomplete_table(labelled),
                   fidelity.fidelity_table()]
     robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
-    all_tables[-4:-4] = robust_tables   # before the published figures
+    all_tables[-4:-4] = sweeps.report_tables(runs) + robust_tables   # before the published figures
     significance = significance_tables.report_tables(labelled, problems)
     all_tables += significance
     for table in all_tables:

@@ -7,7 +7,9 @@
   ``candidates_before_nms``, any detector's ``max_detections``), and AP against latency at
   batch 1, like Huang et al. 2017's proposals figure; one line per detector and budget.
 
-A line needs at least two runs of one detector that differ in that one number only.
+A line needs at least two runs of one detector that differ in that one number only. Where the
+runs carry the image-bootstrap intervals (``<metric>_ci_low/_ci_high``, averaged over seeds like
+the metric), the plots draw them as error bars and the tables print ``AP [low, high]``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.runs import ok_runs
+from analysis.tables import MISSING, Table, value_with_interval
 
 BUDGETS = {"proposals": "test proposals (RPN post-NMS top-n)",
            "candidates_before_nms": "candidates per class before NMS",
@@ -27,6 +30,42 @@ SIZE_METRICS = [("map_small", "APs"), ("map_medium", "APm"), ("map_large", "APl"
 
 def _numeric(runs: pd.DataFrame, key: str) -> pd.Series:
     return pd.to_numeric(runs[key], errors="coerce") if key in runs else pd.Series(np.nan, index=runs.index)
+
+
+def _with_intervals(runs: pd.DataFrame, keys) -> list[str]:
+    """``keys`` present in ``runs``, each followed by its ``_ci_low`` / ``_ci_high`` columns where
+    the runs hold them."""
+    columns = []
+    for key in keys:
+        if key in runs:
+            columns += [key] + [f"{key}_{end}" for end in ("ci_low", "ci_high") if f"{key}_{end}" in runs]
+    return columns
+
+
+def _mean_per(runs: pd.DataFrame, by: str, columns: list[str]) -> pd.DataFrame:
+    """Mean over seeds of every column, one row per value of ``by``, sorted by it."""
+    return runs.groupby(by)[columns].apply(lambda g: g.apply(pd.to_numeric, errors="coerce").mean()).reset_index()
+
+
+def error_bars(points: pd.DataFrame, key: str, scale: float = 100.0):
+    """[2, n] distances below / above ``points[key]`` to its interval (0 where a point has none),
+    or None when no point has one."""
+    if f"{key}_ci_low" not in points:
+        return None
+    value = points[key].to_numpy(float) * scale
+    low = points[f"{key}_ci_low"].to_numpy(float) * scale
+    high = points[f"{key}_ci_high"].to_numpy(float) * scale
+    if np.isnan(low).all():
+        return None
+    return np.nan_to_num(np.stack([np.maximum(value - low, 0), np.maximum(high - value, 0)]))
+
+
+def with_interval(points: pd.DataFrame, key: str, scale: float = 100.0, decimals: int = 1) -> list[str]:
+    """'35.8 [33.1, 38.4]' per point (the value alone without an interval; '–' without a value)."""
+    def get(row, name):
+        return row.get(name, np.nan)
+    return [value_with_interval(get(row, key), get(row, f"{key}_ci_low"), get(row, f"{key}_ci_high"), scale, decimals)
+            for _, row in points.iterrows()]
 
 
 def resolution_series(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -41,9 +80,9 @@ def resolution_series(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for (family, kind, dataset), of in ok.dropna(subset=["input_h"]).groupby(["family", "kind", "dataset"]):
         if of["input_h"].nunique() < 2:
             continue
-        columns = [k for k in ("map", "map_small", "map_medium", "map_large", "fps_b1") if k in of]
-        series[f"{family} {kind} ({dataset})"] = of.groupby("input_h")[columns].apply(
-            lambda g: g.apply(pd.to_numeric, errors="coerce").mean()).reset_index()
+        columns = _with_intervals(of, ("map", "map_small", "map_medium", "map_large", "fps_b1"))
+        series[f"{family} {kind} ({dataset})"] = _mean_per(of, "input_h", columns).assign(
+            runs=of.groupby("input_h").size().to_numpy())
     return series
 
 
@@ -56,7 +95,8 @@ def plot_resolution(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
             style = plots.series_style(i)
             for ax, (key, name) in zip(axes[0][:3], SIZE_METRICS):
                 if key in points:
-                    ax.plot(points["input_h"], points[key] * 100, label=label, **style)
+                    ax.errorbar(points["input_h"], points[key] * 100, yerr=error_bars(points, key), capsize=4,
+                                label=label, **style)
                     ax.set_title(f"{name} vs input size")
                     ax.set_ylabel(f"{name} (%)")
             if "fps_b1" in points:
@@ -82,9 +122,9 @@ def budget_series(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if len(varying) != 1:
             continue
         key = varying[0]
-        columns = [k for k in ("map", "mar_100", "latency_ms_p50_b1", "num_candidates") if k in of]
-        points = of.assign(**{key: _numeric(of, key)}).groupby(key)[columns].apply(
-            lambda g: g.apply(pd.to_numeric, errors="coerce").mean()).reset_index()
+        columns = _with_intervals(of, ("map", "mar_100", "latency_ms_p50_b1", "num_candidates"))
+        of = of.assign(**{key: _numeric(of, key)})
+        points = _mean_per(of, key, columns).assign(runs=of.groupby(key).size().to_numpy())
         series[f"{detector} ({dataset}): {key}"] = points.rename(columns={key: "budget"}).assign(knob=key)
     return series
 
@@ -97,12 +137,14 @@ def plot_box_budget(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
         left, right = axes[0]
         for i, (label, points) in enumerate(series.items()):
             style = plots.series_style(i)
-            left.plot(points["budget"], points["map"] * 100, label=f"{label} AP", **style)
+            left.errorbar(points["budget"], points["map"] * 100, yerr=error_bars(points, "map"), capsize=4,
+                          label=f"{label} AP", **style)
             if "mar_100" in points:
-                left.plot(points["budget"], points["mar_100"] * 100, label=f"{label} AR100",
-                          **{**style, "linestyle": ":", "alpha": 0.7})
+                left.errorbar(points["budget"], points["mar_100"] * 100, yerr=error_bars(points, "mar_100"),
+                              capsize=4, label=f"{label} AR100", **{**style, "linestyle": ":", "alpha": 0.7})
             if "latency_ms_p50_b1" in points:
-                right.plot(points["latency_ms_p50_b1"], points["map"] * 100, label=label, **style)
+                right.errorbar(points["latency_ms_p50_b1"], points["map"] * 100, yerr=error_bars(points, "map"),
+                               capsize=4, label=label, **style)
                 for x, y, b in zip(points["latency_ms_p50_b1"], points["map"] * 100, points["budget"]):
                     right.annotate(f"{b:.0f}", (x, y), xytext=(5, 5), textcoords="offset points", fontsize=10)
         knobs = sorted({p["knob"].iat[0] for p in series.values()})
@@ -116,3 +158,51 @@ def plot_box_budget(runs: pd.DataFrame, out_dir: Path) -> list[Path]:
         right.set_ylabel("COCO AP@[.5:.95] (%)")
         right.set_title("Accuracy vs latency (labels: budget)")
         return plots.save(fig, out_dir, "box_budget")
+
+
+INTERVAL_NOTE = ("In %; [low, high]: the 95% image-bootstrap interval of the validation images (eval.bootstrap), "
+                 "averaged over seeds like the value; runs: the runs averaged at that point.")
+
+
+def resolution_table(runs: pd.DataFrame) -> Table | None:
+    """AP, APs, APm, APl (with intervals) and images/s per input size of every resolution
+    series; None when the folder holds no resolution sweep."""
+    series = resolution_series(runs)
+    if not series:
+        return None
+    rows, shown = [], []
+    for label, points in series.items():
+        for i, (_, point) in enumerate(points.iterrows()):
+            rows.append({"series": label, **point.to_dict()})
+            one = points.iloc[[i]]
+            shown.append({"series": label, "input": f"{point['input_h']:.0f}", "runs": int(point["runs"]),
+                          **{name: with_interval(one, key)[0] for key, name in [("map", "AP"), *SIZE_METRICS]},
+                          "img/s (b1)": MISSING if pd.isna(point.get("fps_b1", np.nan)) else f"{point['fps_b1']:.1f}"})
+    return Table("resolution_sweep", "Input resolution sweep", pd.DataFrame(rows), pd.DataFrame(shown),
+                 INTERVAL_NOTE + " Trained: a model trained at each size; test-time: one set of weights "
+                 "evaluated at each size.")
+
+
+def budget_table(runs: pd.DataFrame) -> Table | None:
+    """AP and AR100 (with intervals), latency and boxes scored per budget of every box-budget
+    series; None when the folder holds no budget sweep."""
+    series = budget_series(runs)
+    if not series:
+        return None
+    rows, shown = [], []
+    for label, points in series.items():
+        knob = points["knob"].iat[0]
+        for i, (_, point) in enumerate(points.iterrows()):
+            rows.append({"series": label, **point.to_dict()})
+            one = points.iloc[[i]]
+            latency = point.get("latency_ms_p50_b1", np.nan)
+            shown.append({"series": label, "budget": f"{BUDGETS[knob]} = {point['budget']:.0f}",
+                          "runs": int(point["runs"]), "AP": with_interval(one, "map")[0],
+                          "AR100": with_interval(one, "mar_100")[0],
+                          "latency b1 p50 (ms)": MISSING if pd.isna(latency) else f"{latency:.1f}"})
+    return Table("box_budget", "Box-budget sweep", pd.DataFrame(rows), pd.DataFrame(shown), INTERVAL_NOTE)
+
+
+def report_tables(runs: pd.DataFrame) -> list[Table]:
+    """The sweep tables this folder has (none, one or both)."""
+    return [t for t in (resolution_table(runs), budget_table(runs)) if t is not None]

@@ -55,6 +55,17 @@ def mean_std(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
 
 
+def value_with_interval(value: float, low: float, high: float, scale: float = 100.0, decimals: int = 1) -> str:
+    """0.358, 0.331, 0.384 -> '35.8 [33.1, 38.4]'; the value alone when a bound is NaN; '–' when
+    the value is."""
+    if pd.isna(value):
+        return MISSING
+    text = f"{value * scale:.{decimals}f}"
+    if not (pd.isna(low) or pd.isna(high)):
+        text += f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
+    return text
+
+
 def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
     """' [low, high]': the runs' image-bootstrap interval (``<key>_ci_low/_ci_high``, averaged
     over seeds) into ``row`` and as text; '' when no run holds one."""

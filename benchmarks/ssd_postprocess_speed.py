@@ -1,7 +1,8 @@
 """SSD300's post-processing: the one-call NMS (``detectors.topk_nms``) against the class-by-class
 NMS it replaced, side by side in one process, and its share of the eval forward at batch 8.
 
-    python benchmarks/ssd_postprocess_speed.py [--batch 8] [--repeats 7] [--clock wall|thread] [--save]
+    python benchmarks/ssd_postprocess_speed.py [--batch 8] [--repeats 7] [--clock wall|thread]
+        [--weights RUN_DIR] [--save]
 
 ``--clock thread`` times with the calling thread's CPU time (``time.thread_time``) and runs torch
 on that one thread: on a machine shared with other jobs it counts the work done, not the time
@@ -12,8 +13,12 @@ Two kinds of network output, both for SSD300 (8732 default boxes, VOC's 20 class
 ``random``: the full-width network with random weights on noise images (near-uniform class
 scores: every class keeps 400 candidates above 0.01, NMS at its slowest); ``trained-like``:
 logits where background wins almost everywhere and 40 boxes per image score one class highly
-(no trained SSD300 weights exist in this project yet, so these stand in for them). The share is
-post-processing over preprocess + network + post-processing, network timed in the same run.
+(a stand-in with VOC's 20 classes); with ``--weights RUN_DIR`` a third row, ``trained``: the
+outputs of a trained SSD run (e.g. experiment=compare's ssd300_cpu: 1/8 width, 5 classes, its own
+score threshold and NMS settings) on synthetic validation images, post-processed by that model.
+Post-processing depends on the outputs only (8732 boxes x classes), so every share is against the
+full-width network timed in this run; the trained row also gives its share of its own (reduced)
+network. The share is post-processing over preprocess + network + post-processing.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 from detectors.boxes import decode  # noqa: E402
 from detectors.ssd import SSD  # noqa: E402
+from experiments.data.synthetic import SyntheticShapes  # noqa: E402
 from experiments.identity import device_name  # noqa: E402
+from experiments.inference.weights import load_detector  # noqa: E402
 
 
 def reference_postprocess(model: SSD, loc, conf, original_sizes):
@@ -71,6 +78,20 @@ def trained_like_logits(num_images: int, num_priors: int, num_classes: int, gene
     return conf
 
 
+def trained_outputs(weights: str, num_images: int, repeats: int):
+    """(model, batch, sizes, offsets, logits, network ms) of a trained SSD run on the first
+    ``num_images`` synthetic validation images at its input size."""
+    loaded = load_detector(weights, torch.device("cpu"))
+    model = loaded.model
+    if not isinstance(model, SSD):
+        raise SystemExit(f"--weights {weights}: a {type(model).__name__} run, not an SSD")
+    images = [image for image, _ in SyntheticShapes(num_images, split="val")]
+    batch = model.preprocess(images)
+    net_ms = median_ms(lambda: model.network(batch), max(1, repeats // 2))
+    offsets, logits = model.network(batch)
+    return model, batch, [tuple(image.shape[1:]) for image in images], offsets, logits, net_ms
+
+
 CLOCK = {"wall": time.perf_counter, "thread": time.thread_time}
 clock = time.perf_counter
 
@@ -90,6 +111,7 @@ def main(argv=None) -> str:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per variant (median)")
     parser.add_argument("--clock", choices=sorted(CLOCK), default="wall")
+    parser.add_argument("--weights", help="a trained SSD run folder or checkpoint: adds the 'trained' row")
     parser.add_argument("--save", action="store_true", help="write benchmarks/results/ssd_postprocess_cpu_<clock>.txt")
     args = parser.parse_args(argv)
     global clock
@@ -106,29 +128,34 @@ def main(argv=None) -> str:
         pre_ms = median_ms(lambda: model.preprocess(images), args.repeats)
         net_ms = median_ms(lambda: model.network(batch), max(1, args.repeats // 2))
         loc, conf = model.network(batch)
-        outputs = {"random": (loc, conf),
-                   "trained-like": (loc, trained_like_logits(args.batch, loc.shape[1], 20,
-                                                             torch.Generator().manual_seed(1)))}
+        outputs = {"random": (model, batch, sizes, loc, conf, None),
+                   "trained-like": (model, batch, sizes, loc, trained_like_logits(
+                       args.batch, loc.shape[1], 20, torch.Generator().manual_seed(1)), None)}
+        if args.weights:
+            outputs["trained"] = trained_outputs(args.weights, args.batch, args.repeats)
         lines = [f"SSD300 post-processing, batch {args.batch}, {device_name('cpu')}, torch {torch.__version__}; "
                  f"{args.clock} clock, median of {args.repeats} calls; load average {load_start:.1f} at the start and "
                  f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} CPUs",
                  f"preprocess {pre_ms:.2f} ms, network {net_ms:.1f} ms (random full-width weights)", "",
                  f"{'outputs':<13} {'kept/img':>8} {'old ms':>8} {'new ms':>8} {'new/old':>8} "
                  f"{'old %':>7} {'new %':>7}"]
-        for kind, (offsets, logits) in outputs.items():
+        for kind, (model, batch, sizes, offsets, logits, own_net_ms) in outputs.items():
             new = model.postprocess((offsets, logits), batch)
             old = reference_postprocess(model, offsets, logits, sizes)
             same = all(torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
                        and torch.equal(a["labels"], b["labels"]) for a, b in zip(new, old))
             old_ms, new_ms = [], []
             for _ in range(args.repeats):  # alternate, so contention hits both alike
-                old_ms.append(median_ms(lambda o=offsets, c=logits: reference_postprocess(model, o, c, sizes), 1))
-                new_ms.append(median_ms(lambda o=offsets, c=logits: model.postprocess((o, c), batch), 1))
+                old_ms.append(median_ms(lambda m=model, o=offsets, c=logits, s=sizes: reference_postprocess(m, o, c, s),
+                                        1))
+                new_ms.append(median_ms(lambda m=model, o=offsets, c=logits, b=batch: m.postprocess((o, c), b), 1))
             o, n = statistics.median(old_ms), statistics.median(new_ms)
             kept = sum(len(d["scores"]) for d in new) / len(new)
             lines.append(f"{kind:<13} {kept:>8.1f} {o:>8.2f} {n:>8.2f} {n / o:>8.3f} "
                          f"{100 * o / (pre_ms + net_ms + o):>7.2f} {100 * n / (pre_ms + net_ms + n):>7.2f}"
-                         f"{'' if same else '  DETECTIONS DIFFER'}")
+                         f"{'' if same else '  DETECTIONS DIFFER'}"
+                         + ("" if own_net_ms is None else f"   (of its own {own_net_ms:.1f} ms network: old "
+                            f"{100 * o / (pre_ms + own_net_ms + o):.2f} %, new {100 * n / (pre_ms + own_net_ms + n):.2f} %)"))
     lines.append(f"(load average {os.getloadavg()[0]:.1f} at the end)")
     text = "\n".join(lines)
     print(text)

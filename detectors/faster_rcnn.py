@@ -176,7 +176,11 @@ class FasterRCNN(Detector):
         Fixed-size RPN / RoI sampling (256 anchors, 128 or 512 RoIs per image) is random per
         iteration and not modelled: positives are those the sampler draws from."""
         image_list = ImageList(batch.images, batch.input_sizes)
-        shapes = feature_map_sizes_of_input(self.backbone, batch.images)
+        size = tuple(batch.images.shape[1:])
+        cache = self.__dict__.setdefault("_map_sizes_by_input", {})   # one meta-device pass per input size
+        if size not in cache:
+            cache[size] = feature_map_sizes_of_input(self.backbone, batch.images)
+        shapes = cache[size]
         maps = [batch.images.new_empty(1, 1, h, w) for h, w in shapes]
         anchors = self.rpn.anchor_generator(image_list, maps)                  # per image [A, 4]
         targets = [{"boxes": t["boxes"].to(a.device, a.dtype), "labels": t["labels"].to(a.device)}

@@ -17,12 +17,15 @@ Every cell is a full ``experiments.evaluation.evaluate`` of the corrupted images
 happens in the DataLoader workers (``CorruptedDataset``); under DDP each rank predicts its share
 and rank 0 scores (``experiments.predict``). ``robustness.csv`` keeps one row per cell (the clean
 row has corruption ``clean``, severity 0) with the objects per size bucket.
+
+Intervals: with ``eval.bootstrap`` > 0 every cell is bootstrapped on one shared resampling of the
+images (``experiments.robustness_intervals``), so each ``robust_*`` figure gets its 95%
+``_ci_low`` / ``_ci_high`` (mPC and rPC computed per replicate) and each csv row its cell's.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -30,15 +33,15 @@ import numpy as np
 import pandas as pd
 
 from experiments.data.corrupted import HELD_OUT, CorruptedDataset, check_corruptions, family_of
+from experiments.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
 
 log = logging.getLogger("detbench")
 
-SIZES = ("small", "medium", "large")
 # pycocotools' area ranges (pixels², both ends inclusive, so an object of area exactly 32² or 96²
 # is counted in two buckets, as COCOeval counts it).
 AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
-CELL_METRICS = ("map", "map_50", "map_small", "map_medium", "map_large")
 CSV_COLUMNS = ("corruption", "family", "severity", "held_out", "images", *CELL_METRICS,
+               *(f"{k}_{end}" for k in CELL_METRICS for end in ("ci_low", "ci_high")),
                "num_gt", "num_gt_small", "num_gt_medium", "num_gt_large", "time_s")
 
 
@@ -53,47 +56,28 @@ def objects_per_bucket(area: np.ndarray, iscrowd: np.ndarray) -> dict[str, int]:
     return counts
 
 
-def cell_row(result, corruption: str, severity: int, time_s: float) -> dict:
-    """One row of robustness.csv from an EvaluationResult."""
+def cell_row(result, corruption: str, severity: int, time_s: float, replicates: CellReplicates | None = None) -> dict:
+    """One row of robustness.csv from an EvaluationResult; with ``replicates``, the cell is
+    bootstrapped on the shared resampling and its intervals join the row."""
     gt = result.ground_truth
+    intervals = cell_intervals(replicates.add(result)) if replicates is not None else {}
     return {"corruption": corruption, "family": "clean" if severity == 0 else family_of(corruption),
             "severity": severity, "held_out": corruption in HELD_OUT, "images": len(gt.image_ids),
-            **{k: result.metrics[k] for k in CELL_METRICS},
+            **{k: result.metrics[k] for k in CELL_METRICS}, **intervals,
             **objects_per_bucket(gt.area, gt.iscrowd), "time_s": time_s}
 
 
-def _mean(values) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not (math.isnan(a) or math.isnan(b)) else math.nan
-
-
 def summarise(rows: pd.DataFrame) -> dict:
-    """robustness.csv rows (one clean row, severity 0) -> the flat ``robust_*`` metrics."""
-    clean = rows[rows["severity"] == 0]
-    if len(clean) != 1:
-        raise ValueError(f"robustness rows need exactly one clean row (severity 0), got {len(clean)}")
-    clean = clean.iloc[0]
+    """robustness.csv rows (one clean row, severity 0) -> the flat ``robust_*`` metrics (the
+    point figures of ``summary_arrays``, plus each cell's AP and the cell counts)."""
+    values = {k: (rows[k].to_numpy(np.float64) if k in rows else np.full(len(rows), np.nan))[:, None]
+              for k in CELL_METRICS}
+    metrics = {name: float(v[0]) for name, v in summary_arrays(rows, values).items()}
     corrupted = rows[rows["severity"] > 0]
-    benchmark, held_out = corrupted[~corrupted["held_out"]], corrupted[corrupted["held_out"]]
-    metrics = {}
-    for suffix, key in [("", "map"), ("_50", "map_50")] + [(f"_{s}", f"map_{s}") for s in SIZES]:
-        p = float(clean[key])
-        mpc = _mean(benchmark[key])
-        metrics[f"robust_p{suffix}"] = p
-        metrics[f"robust_mpc{suffix}"] = mpc
-        metrics[f"robust_rpc{suffix}"] = _ratio(mpc, p)
-        metrics[f"robust_mpc_heldout{suffix}"] = _mean(held_out[key])
-        metrics[f"robust_rpc_heldout{suffix}"] = _ratio(metrics[f"robust_mpc_heldout{suffix}"], p)
-    for corruption, cells in corrupted.groupby("corruption", sort=False):
-        metrics[f"robust_mpc_{corruption}"] = _mean(cells["map"])
-        for row in cells.itertuples():
-            metrics[f"robust_map_{corruption}_{row.severity}"] = float(row.map)
-    metrics["robust_cells"] = int(len(benchmark))
-    metrics["robust_cells_heldout"] = int(len(held_out))
+    for row in corrupted.itertuples():
+        metrics[f"robust_map_{row.corruption}_{row.severity}"] = float(row.map)
+    metrics["robust_cells"] = int(np.count_nonzero(~corrupted["held_out"].to_numpy(bool)))
+    metrics["robust_cells_heldout"] = int(np.count_nonzero(corrupted["held_out"].to_numpy(bool)))
     return metrics
 
 
@@ -117,14 +101,16 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
                        settings.num_workers)
         return result, time.perf_counter() - start
 
+    bootstrap = int(cfg.eval.bootstrap)
+    replicates = CellReplicates(bootstrap, cfg.eval.bootstrap_seed) if bootstrap > 0 and is_main else None
     start = time.perf_counter()
     result, seconds = cell(val_set)
-    rows = [cell_row(result, "clean", 0, seconds)] if result is not None else []
+    rows = [cell_row(result, "clean", 0, seconds, replicates)] if result is not None else []
     for corruption in corruptions:
         for severity in severities:
             result, seconds = cell(CorruptedDataset(val_set, corruption, severity, cfg.seed))
             if result is not None:
-                rows.append(cell_row(result, corruption, severity, seconds))
+                rows.append(cell_row(result, corruption, severity, seconds, replicates))
                 log.info("robustness: %s %d: AP %.3f (%.0f s)", corruption, severity,
                          result.metrics["map"], seconds)
     if not is_main or not rows:
@@ -132,6 +118,8 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
     table.to_csv(out / "robustness.csv", index=False)
     metrics = summarise(table)
+    if replicates is not None:
+        metrics.update(replicates.intervals(table))
     metrics.update({"robust_corruptions": corruptions, "robust_severities": severities,
                     "robust_images": n_images, "robust_time_s": time.perf_counter() - start})
     log.info("robustness: P %.3f  mPC %.3f  rPC %.3f  (mPC over %d cells)", metrics["robust_p"],

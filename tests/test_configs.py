@@ -97,5 +97,5 @@ def test_compare_passes_the_runners_checks_with_its_schedules(compose_config, de
 
     cfg = compose_config(["experiment=compare", f"detector={detector}"])
     check_config(cfg)
-    planned = {"ssd300_cpu": 200, "yolov1_cpu": 300, "faster_rcnn_vgg16_cpu": 200}[detector]
+    planned = {"ssd300_cpu": 150, "yolov1_cpu": 150, "faster_rcnn_vgg16_cpu": 150}[detector]
     assert cfg.train.iterations == planned and cfg.train.max_time_s == 0

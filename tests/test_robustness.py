@@ -78,9 +78,10 @@ class SaturationDetector(nn.Module):
         return outputs
 
 
-def _stage_cfg(corruptions, severities, images=0, num_workers=0):
+def _stage_cfg(corruptions, severities, images=0, num_workers=0, bootstrap=0):
     return OmegaConf.create({"seed": 3, "weights": None, "stages": ["robustness"],
-                             "eval": {"batch_size": 2, "backend": "faster_coco_eval"},
+                             "eval": {"batch_size": 2, "backend": "faster_coco_eval", "bootstrap": bootstrap,
+                                      "bootstrap_seed": 0},
                              "robustness": {"corruptions": corruptions, "severities": severities,
                                             "images": images, "num_workers": num_workers, "source": None}})
 

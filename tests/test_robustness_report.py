@@ -18,7 +18,7 @@ from tests.test_robustness import Rectangles, SaturationDetector, _stage_cfg
 def robustness_runs(tmp_path_factory):
     """Two finished runs ('oracle-a' on 4 images, 'oracle-b' on 3) with robustness.csv."""
     root = tmp_path_factory.mktemp("runs")
-    cfg = _stage_cfg(["gaussian_noise", "motion_blur", "fog", "pixelate", "saturate"], [1, 3])
+    cfg = _stage_cfg(["gaussian_noise", "motion_blur", "fog", "pixelate", "saturate"], [1, 3], bootstrap=50)
     for name, images in (("oracle-a", 4), ("oracle-b", 3)):
         out = root / name
         out.mkdir()
@@ -36,6 +36,12 @@ def test_table_holds_ours_and_the_published_figures(robustness_runs):
     assert list(ours.index) == ["oracle-a", "oracle-b"]
     for _, row in ours.iterrows():
         assert row["robust_rpc"] == pytest.approx(row["robust_mpc"] / row["robust_p"])
+        assert row["robust_mpc_ci_low"] <= row["robust_mpc"] <= row["robust_mpc_ci_high"]
+    shown = table.shown.set_index("detector")
+    a = ours.loc["oracle-a"]
+    assert shown.loc["oracle-a", "mPC"] == (f"{100 * a['robust_mpc']:.1f} [{100 * a['robust_mpc_ci_low']:.1f}, "
+                                           f"{100 * a['robust_mpc_ci_high']:.1f}]")
+    assert "[" not in shown.loc["faster_rcnn_r50_fpn (paper)", "P"].iloc[0]   # published: no interval
     published = table.data[table.data["detector"] == "faster_rcnn_r50_fpn (paper)"].set_index("dataset")
     coco, voc = published.filter(like="COCO-C", axis=0).iloc[0], published.filter(like="Pascal-C", axis=0).iloc[0]
     assert (coco["robust_p"], coco["robust_mpc"], coco["robust_rpc"]) == pytest.approx((0.363, 0.182, 0.502))

@@ -2,6 +2,7 @@
 the facts every run records, and the report's sweep plots on fabricated run folders."""
 import json
 
+import numpy as np
 import pytest
 
 from analysis import sweeps
@@ -66,3 +67,43 @@ def test_sweep_plots_from_run_folders(tmp_path):
                                                                                    "resolution_sweep.pdf"]
     assert sweeps.plot_box_budget(runs, tmp_path / "plots")[0].name == "box_budget.png"
     assert sweeps.plot_resolution(runs[runs["detector"] == "ssd300_cpu"], tmp_path) == []   # one size: no line
+
+
+def test_sweep_tables_and_plots_carry_the_bootstrap_intervals(tmp_path, monkeypatch):
+    for i, size in enumerate((300, 512)):
+        _run(tmp_path / f"res{i}", detector=f"ssd{size}_cpu", family="SSD", input_h=size, train_iterations=40,
+             map=0.1 * (i + 1), map_ci_low=0.08 * (i + 1), map_ci_high=0.12 * (i + 1),
+             map_small=0.05, map_small_ci_low=0.04, map_small_ci_high=0.07, map_medium=0.1, map_large=0.2,
+             fps_b1=20.0)
+    for proposals, ap in ((10, 0.05), (1000, 0.2)):
+        _run(tmp_path / f"budget{proposals}", detector="faster_rcnn_vgg16_cpu", family="FasterRCNN",
+             input_h=300, proposals=proposals, map=ap, map_ci_low=ap - 0.01, map_ci_high=ap + 0.02,
+             mar_100=ap + 0.1, latency_ms_p50_b1=50 + proposals / 10)
+    runs = load_runs(tmp_path)
+    points = sweeps.resolution_series(runs)["SSD trained (synthetic)"]
+    np.testing.assert_allclose(sweeps.error_bars(points, "map"), [[2.0, 4.0], [2.0, 4.0]])
+    assert sweeps.error_bars(points, "map_medium") is None            # no interval: no error bar
+    resolution = sweeps.resolution_table(runs)
+    assert resolution.shown["AP"].tolist() == ["10.0 [8.0, 12.0]", "20.0 [16.0, 24.0]"]
+    assert resolution.shown["APs"].tolist() == ["5.0 [4.0, 7.0]"] * 2
+    assert resolution.shown["APm"].tolist() == ["10.0", "10.0"]
+    budget = sweeps.budget_table(runs)
+    assert budget.shown["AP"].tolist() == ["5.0 [4.0, 7.0]", "20.0 [19.0, 22.0]"]
+    assert budget.shown["budget"].iat[1].endswith("= 1000")
+    assert [t.name for t in sweeps.report_tables(runs)] == ["resolution_sweep", "box_budget"]
+    assert sweeps.report_tables(runs[runs["detector"] == "ssd300_cpu"]) == []
+    # the plots draw one error bar per point (matplotlib keeps them as LineCollections)
+    import matplotlib.pyplot as plt
+    drawn = []
+    original = plt.Axes.errorbar
+
+    def spy(self, x, y, yerr=None, **kwargs):
+        drawn.append(yerr)
+        return original(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, "errorbar", spy)
+    sweeps.plot_resolution(runs, tmp_path / "plots")
+    sweeps.plot_box_budget(runs, tmp_path / "plots")
+    with_bars = [y for y in drawn if y is not None]
+    assert len(with_bars) == 3   # APs vs size (AP itself is not a panel), AP vs budget, AP vs latency
+    np.testing.assert_allclose(with_bars[1], [[1.0, 1.0], [2.0, 2.0]])
