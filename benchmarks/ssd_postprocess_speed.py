@@ -154,8 +154,9 @@ def main(argv=None) -> str:
             lines.append(f"{kind:<13} {kept:>8.1f} {o:>8.2f} {n:>8.2f} {n / o:>8.3f} "
                          f"{100 * o / (pre_ms + net_ms + o):>7.2f} {100 * n / (pre_ms + net_ms + n):>7.2f}"
                          f"{'' if same else '  DETECTIONS DIFFER'}"
-                         + ("" if own_net_ms is None else f"   (of its own {own_net_ms:.1f} ms network: old "
-                            f"{100 * o / (pre_ms + own_net_ms + o):.2f} %, new {100 * n / (pre_ms + own_net_ms + n):.2f} %)"))
+                         + ("" if own_net_ms is None else
+                            f"   (of its own {own_net_ms:.1f} ms network: old {100 * o / (pre_ms + own_net_ms + o):.2f}"
+                            f" %, new {100 * n / (pre_ms + own_net_ms + n):.2f} %)"))
     lines.append(f"(load average {os.getloadavg()[0]:.1f} at the end)")
     text = "\n".join(lines)
     print(text)
