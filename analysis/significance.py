@@ -57,6 +57,9 @@ def same_images_problem(a: dict, b: dict) -> str | None:
 
 
 def p_value(deltas: np.ndarray) -> float:
+    """Two-sided bootstrap p-value of delta = 0 from the replicate deltas [B] (NaN left out):
+    min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)). The one implementation: the
+    evaluator's paired bootstrap (experiments.evaluation.bootstrap) uses it too."""
     deltas = deltas[~np.isnan(deltas)]
     if len(deltas) == 0:
         return math.nan
@@ -65,6 +68,8 @@ def p_value(deltas: np.ndarray) -> float:
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """(low, high): the (1-level)/2 and (1+level)/2 quantiles of the replicate values [B], NaN left
+    out; NaN when fewer than 2 are defined. The evaluator's percentile intervals are this one."""
     values = values[~np.isnan(values)]
     if len(values) < 2:
         return math.nan, math.nan

@@ -25,6 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from analysis.significance import p_value, percentile_interval
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
@@ -123,6 +124,8 @@ def interval(values: np.ndarray, level: float = 0.95, method: str = "percentile"
     """
     if method not in METHODS:
         raise ValueError(f"unknown interval method '{method}', choose one of {METHODS}")
+    if method == "percentile":
+        return percentile_interval(values, level)
     values = values[~np.isnan(values)]
     if len(values) < 2:
         return math.nan, math.nan
@@ -175,15 +178,6 @@ def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, name
                              f"only in {names[0]}: {only_a[:10]}{' ...' if len(only_a) > 10 else ''} "
                              f"({len(only_a)}), only in {names[1]}: {only_b[:10]}"
                              f"{' ...' if len(only_b) > 10 else ''} ({len(only_b)})")
-
-
-def p_value(deltas: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of delta = 0 from the replicate deltas [B] (NaN left out)."""
-    deltas = deltas[~np.isnan(deltas)]
-    if len(deltas) == 0:
-        return math.nan
-    tail = min(np.count_nonzero(deltas <= 0), np.count_nonzero(deltas >= 0))
-    return float(min(1.0, 2 * (tail + 1) / (len(deltas) + 1)))
 
 
 def paired_deltas(point_a: dict, point_b: dict, reps_a: dict, reps_b: dict, level: float = 0.95,
