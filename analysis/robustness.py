@@ -7,7 +7,8 @@
 * AP vs severity, one panel per corruption family (noise, blur, weather, digital; the held-out
   four in a fifth), one line per setting: the mean over the family's corruptions that the run
   scored, severity 0 being the clean images;
-* rPC by size bucket, one bar per setting.
+* rPC by size bucket, one bar per setting, error bars its 95% image-bootstrap interval where
+  the runs have one.
 
 Means over seeds are plain means of the runs that finished. Which corruptions, severities and
 images a run used is said in the table's note (the default is a CPU-budget subset).
@@ -131,8 +132,12 @@ def plot_rpc_by_size(table: Table, out_dir: Path) -> list[Path]:
     with plots.figure() as (fig, axes):
         ax = axes[0][0]
         for i, (_, row) in enumerate(ours.iterrows()):
-            values = [100 * row[k] for k in keys.values()]
-            ax.bar(np.arange(len(keys)) + i * width, values, width, label=row["detector"],
+            values = np.array([100 * row[k] for k in keys.values()])
+            low = np.array([100 * row.get(f"{k}_ci_low", np.nan) for k in keys.values()])
+            high = np.array([100 * row.get(f"{k}_ci_high", np.nan) for k in keys.values()])
+            errors = None if np.isnan(low).all() else np.nan_to_num(
+                np.stack([np.maximum(values - low, 0), np.maximum(high - values, 0)]))  # the 95% bootstrap interval
+            ax.bar(np.arange(len(keys)) + i * width, values, width, yerr=errors, capsize=4, label=row["detector"],
                    color=plots.COLOURS[i % len(plots.COLOURS)], hatch=plots.HATCHES[i % len(plots.HATCHES)],
                    edgecolor="black")
         ax.set_xticks(np.arange(len(keys)) + width * (len(ours) - 1) / 2,
