@@ -164,43 +164,56 @@ INTERVAL_NOTE = ("In %; [low, high]: the 95% image-bootstrap interval of the val
                  "averaged over seeds like the value; runs: the runs averaged at that point.")
 
 
+def _number(point: pd.Series, key: str, decimals: int = 1) -> str:
+    value = point.get(key, np.nan)
+    return MISSING if pd.isna(value) else f"{value:.{decimals}f}"
+
+
+def _series_rows(series: dict[str, pd.DataFrame], shown_of) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, formatted rows) of every point of every series; ``shown_of(label, points, i)``
+    formats point i of a series."""
+    rows, shown = [], []
+    for label, points in series.items():
+        for i, (_, point) in enumerate(points.iterrows()):
+            rows.append({"series": label, **point.to_dict()})
+            shown.append({"series": label, **shown_of(points, i)})
+    return pd.DataFrame(rows), pd.DataFrame(shown)
+
+
 def resolution_table(runs: pd.DataFrame) -> Table | None:
     """AP, APs, APm, APl (with intervals) and images/s per input size of every resolution
     series; None when the folder holds no resolution sweep."""
     series = resolution_series(runs)
     if not series:
         return None
-    rows, shown = [], []
-    for label, points in series.items():
-        for i, (_, point) in enumerate(points.iterrows()):
-            rows.append({"series": label, **point.to_dict()})
-            one = points.iloc[[i]]
-            shown.append({"series": label, "input": f"{point['input_h']:.0f}", "runs": int(point["runs"]),
-                          **{name: with_interval(one, key)[0] for key, name in [("map", "AP"), *SIZE_METRICS]},
-                          "img/s (b1)": MISSING if pd.isna(point.get("fps_b1", np.nan)) else f"{point['fps_b1']:.1f}"})
-    return Table("resolution_sweep", "Input resolution sweep", pd.DataFrame(rows), pd.DataFrame(shown),
+
+    def shown_of(points, i):
+        point, one = points.iloc[i], points.iloc[[i]]
+        return {"input": f"{point['input_h']:.0f}", "runs": int(point["runs"]),
+                **{name: with_interval(one, key)[0] for key, name in [("map", "AP"), *SIZE_METRICS]},
+                "img/s (b1)": _number(point, "fps_b1")}
+
+    data, shown = _series_rows(series, shown_of)
+    return Table("resolution_sweep", "Input resolution sweep", data, shown,
                  INTERVAL_NOTE + " Trained: a model trained at each size; test-time: one set of weights "
                  "evaluated at each size.")
 
 
 def budget_table(runs: pd.DataFrame) -> Table | None:
-    """AP and AR100 (with intervals), latency and boxes scored per budget of every box-budget
-    series; None when the folder holds no budget sweep."""
+    """AP and AR100 (with intervals) and latency per budget of every box-budget series; None
+    when the folder holds no budget sweep."""
     series = budget_series(runs)
     if not series:
         return None
-    rows, shown = [], []
-    for label, points in series.items():
-        knob = points["knob"].iat[0]
-        for i, (_, point) in enumerate(points.iterrows()):
-            rows.append({"series": label, **point.to_dict()})
-            one = points.iloc[[i]]
-            latency = point.get("latency_ms_p50_b1", np.nan)
-            shown.append({"series": label, "budget": f"{BUDGETS[knob]} = {point['budget']:.0f}",
-                          "runs": int(point["runs"]), "AP": with_interval(one, "map")[0],
-                          "AR100": with_interval(one, "mar_100")[0],
-                          "latency b1 p50 (ms)": MISSING if pd.isna(latency) else f"{latency:.1f}"})
-    return Table("box_budget", "Box-budget sweep", pd.DataFrame(rows), pd.DataFrame(shown), INTERVAL_NOTE)
+
+    def shown_of(points, i):
+        point, one = points.iloc[i], points.iloc[[i]]
+        return {"budget": f"{BUDGETS[point['knob']]} = {point['budget']:.0f}", "runs": int(point["runs"]),
+                "AP": with_interval(one, "map")[0], "AR100": with_interval(one, "mar_100")[0],
+                "latency b1 p50 (ms)": _number(point, "latency_ms_p50_b1")}
+
+    data, shown = _series_rows(series, shown_of)
+    return Table("box_budget", "Box-budget sweep", data, shown, INTERVAL_NOTE)
 
 
 def report_tables(runs: pd.DataFrame) -> list[Table]:
