@@ -45,11 +45,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     from hydra import compose, initialize_config_module
-    from hydra.utils import instantiate
+
+    from experiments.weights import build_detector
 
     with initialize_config_module("conf", version_base="1.3"):
         model_cfg = compose("config", overrides=["detector=ssd300_cpu"]).detector.model
-    model = instantiate(model_cfg, num_classes=5).eval()
+    model = build_detector(model_cfg, num_classes=5).eval()
     results = {"load_average": os.getloadavg(), "machine": platform.processor() or platform.machine(),
                "torch_threads": 1, "sizes": {}}
     print(f"load average at start: {results['load_average']}")
