@@ -60,12 +60,10 @@ def error_bars(points: pd.DataFrame, key: str, scale: float = 100.0):
     return np.nan_to_num(np.stack([np.maximum(value - low, 0), np.maximum(high - value, 0)]))
 
 
-def with_interval(points: pd.DataFrame, key: str, scale: float = 100.0, decimals: int = 1) -> list[str]:
-    """'35.8 [33.1, 38.4]' per point (the value alone without an interval; '–' without a value)."""
-    def get(row, name):
-        return row.get(name, np.nan)
-    return [value_with_interval(get(row, key), get(row, f"{key}_ci_low"), get(row, f"{key}_ci_high"), scale, decimals)
-            for _, row in points.iterrows()]
+def with_interval(point: pd.Series, key: str) -> str:
+    """'35.8 [33.1, 38.4]' for one point (the value alone without an interval; '–' without a value)."""
+    return value_with_interval(point.get(key, np.nan), point.get(f"{key}_ci_low", np.nan),
+                               point.get(f"{key}_ci_high", np.nan))
 
 
 def resolution_series(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -170,13 +168,12 @@ def _number(point: pd.Series, key: str, decimals: int = 1) -> str:
 
 
 def _series_rows(series: dict[str, pd.DataFrame], shown_of) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(numbers, formatted rows) of every point of every series; ``shown_of(label, points, i)``
-    formats point i of a series."""
+    """(numbers, formatted rows) of every point of every series; ``shown_of(point)`` formats one."""
     rows, shown = [], []
     for label, points in series.items():
-        for i, (_, point) in enumerate(points.iterrows()):
+        for _, point in points.iterrows():
             rows.append({"series": label, **point.to_dict()})
-            shown.append({"series": label, **shown_of(points, i)})
+            shown.append({"series": label, **shown_of(point)})
     return pd.DataFrame(rows), pd.DataFrame(shown)
 
 
@@ -187,10 +184,9 @@ def resolution_table(runs: pd.DataFrame) -> Table | None:
     if not series:
         return None
 
-    def shown_of(points, i):
-        point, one = points.iloc[i], points.iloc[[i]]
+    def shown_of(point):
         return {"input": f"{point['input_h']:.0f}", "runs": int(point["runs"]),
-                **{name: with_interval(one, key)[0] for key, name in [("map", "AP"), *SIZE_METRICS]},
+                **{name: with_interval(point, key) for key, name in [("map", "AP"), *SIZE_METRICS]},
                 "img/s (b1)": _number(point, "fps_b1")}
 
     data, shown = _series_rows(series, shown_of)
@@ -206,10 +202,9 @@ def budget_table(runs: pd.DataFrame) -> Table | None:
     if not series:
         return None
 
-    def shown_of(points, i):
-        point, one = points.iloc[i], points.iloc[[i]]
+    def shown_of(point):
         return {"budget": f"{BUDGETS[point['knob']]} = {point['budget']:.0f}", "runs": int(point["runs"]),
-                "AP": with_interval(one, "map")[0], "AR100": with_interval(one, "mar_100")[0],
+                "AP": with_interval(point, "map"), "AR100": with_interval(point, "mar_100"),
                 "latency b1 p50 (ms)": _number(point, "latency_ms_p50_b1")}
 
     data, shown = _series_rows(series, shown_of)

@@ -17,12 +17,7 @@ from experiments.weights import build_detector
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: one thread (conftest)
 
 
 def target(boxes, labels, crowd, difficult=None, image_id=0):

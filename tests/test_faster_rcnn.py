@@ -21,13 +21,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: these are small tensors, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: one thread (conftest)
 
 
 def small_vgg(**overrides) -> FasterRCNN:

@@ -35,12 +35,7 @@ ADAPTERS = {
 SLOW_ADAPTERS = {"tv_ssd300": (tv("ssd300"), tvd.ssd300_vgg16, {}, {})}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small tensors: one thread (conftest)
 
 
 def build_pair(name: str, table=ADAPTERS):
