@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from detectors.backbones import MobileNetV1, load_vgg16_trunk_state, pool_index, vgg16_trunk
-from experiments.weights import read_state_dict
+from experiments.build import read_state_dict
 
 
 def features_only(vgg) -> dict:
@@ -106,7 +106,7 @@ def test_backbone_weights_by_name_or_file_through_the_one_loader(tmp_path):
     import pytest
     from omegaconf import OmegaConf
 
-    from experiments.weights import build_detector
+    from experiments.build import build_detector
 
     torch.manual_seed(2)
     source = MobileNetV1(width=0.25)

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from detectors import reference
 from detectors.base import Detector, empty_target, validate_target
+from experiments.build import build_detector
 from experiments.data.synthetic import SyntheticShapes
-from experiments.weights import build_detector
 
 NUM_CLASSES = 3
 SMALL = dict(min_size=128, max_size=128)

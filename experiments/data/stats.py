@@ -1,6 +1,6 @@
 """What a dataset holds: counts of images and boxes, per class and per COCO size bucket, boxes
 dropped and why; and a grid of sample images with their boxes. Plain functions, called by
-``detbench-dataset`` (``experiments.dataset_cli``) and by tests.
+``detbench-dataset`` (``experiments.data.dataset_cli``) and by tests.
 """
 from __future__ import annotations
 

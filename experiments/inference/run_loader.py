@@ -3,7 +3,7 @@
 A run folder is what ``detbench`` writes: ``.hydra/config.yaml`` (the composed config Hydra
 saved), ``checkpoints/last.pt``, ``metrics.json`` (with ``status``) and, after an eval stage,
 ``per_class.csv``. The detector is rebuilt from the saved ``detector.model`` exactly as the run
-built it (``experiments.weights.build_detector(detector.model, C)``) and its weights loaded strictly, so
+built it (``experiments.build.build_detector(detector.model, C)``) and its weights loaded strictly, so
 the user never repeats the detector's settings.
 
 Class names and their category ids (for predictions.json) come, in this order, from
@@ -14,7 +14,7 @@ Class names and their category ids (for predictions.json) come, in this order, f
 The saved model's ``backbone_weights`` and ``weights`` are not loaded: the checkpoint replaces
 every parameter, and predicting must never download a backbone only to overwrite it. What they
 decide besides the parameters is kept: with ``image_mean``/``image_std`` null, a torchvision
-weights name sets the input normalisation (``experiments.weights.build_detector``), which is not
+weights name sets the input normalisation (``experiments.build.build_detector``), which is not
 part of a checkpoint; it is read from the weights enum's metadata, without fetching anything.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectors.base import Detector
-from experiments.weights import build_detector, check_renamed_options, load_run_weights, normalization_of
+from experiments.build import build_detector, check_renamed_options, load_run_weights, normalization_of
+from experiments.data.split_builder import build_split
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def class_names_of_run(run_dir: Path, cfg: DictConfig) -> tuple[list[str], dict[
             raise WeightsError(f"{table}: labels are not 1..{len(rows)}")
         return [r["class_name"] for r in rows], {int(r["label"]): int(r["category_id"]) for r in rows}
     try:
-        dataset = instantiate(cfg.dataset.val)
+        dataset = build_split(cfg.dataset, "val")
     except Exception as error:  # the data may not be on this machine
         raise WeightsError(f"{run_dir}: no per_class.csv (the run had no eval stage) and its validation set "
                            f"cannot be rebuilt for the class names: {type(error).__name__}: {error}") from error

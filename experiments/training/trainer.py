@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
 
-from experiments.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from experiments.data.collate import collate
+from experiments.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ Definitions (the paper's, with AP = COCO AP@[.5:.95] unless the name ends in ``_
 
 Every cell is a full ``experiments.evaluation.evaluate`` of the corrupted images; the corruption
 happens in the DataLoader workers (``CorruptedDataset``); under DDP each rank predicts its share
-and rank 0 scores (``experiments.predict``). ``robustness.csv`` keeps one row per cell (the clean
+and rank 0 scores (``experiments.evaluation.scoring``). ``robustness.csv`` keeps one row per cell (the clean
 row has corruption ``clean``, severity 0) with the objects per size bucket.
 
 Intervals: with ``eval.bootstrap`` > 0 every cell is bootstrapped on one shared resampling of the
-images (``experiments.robustness_intervals``), so each ``robust_*`` figure gets its 95%
+images (``experiments.studies.robustness_intervals``), so each ``robust_*`` figure gets its 95%
 ``_ci_low`` / ``_ci_high`` (mPC and rPC computed per replicate) and each csv row its cell's.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.data.corrupted import HELD_OUT, CorruptedDataset, check_corruptions, family_of
-from experiments.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
+from experiments.studies.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
 
 log = logging.getLogger("detbench")
 
@@ -84,7 +84,7 @@ def summarise(rows: pd.DataFrame) -> dict:
 def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
     """Score ``val_set`` clean and under every (corruption, severity) of ``cfg.robustness``;
     write robustness.csv (rank 0) and return the ``robust_*`` metrics (empty on other ranks)."""
-    from experiments.predict import score
+    from experiments.evaluation.scoring import score
 
     settings = cfg.robustness
     corruptions, severities = list(settings.corruptions), [int(s) for s in settings.severities]
@@ -125,6 +125,11 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
     log.info("robustness: P %.3f  mPC %.3f  rPC %.3f  (mPC over %d cells)", metrics["robust_p"],
              metrics["robust_mpc"], metrics["robust_rpc"], metrics["robust_cells"])
     return metrics
+
+
+def stage(cfg, ctx) -> dict:
+    """The ``robustness`` entry of ``experiments.stages.STAGES``."""
+    return robustness_stage(cfg, ctx.model, ctx.val_set, ctx.device, ctx.out, ctx.is_main)
 
 
 def robustness_weights(cfg) -> str | None:

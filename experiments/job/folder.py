@@ -29,6 +29,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 log = logging.getLogger("detbench")
@@ -147,3 +148,19 @@ def describe_error(error: BaseException) -> str:
         first = (first[:cut] if cut > 0 else first).rstrip(" :(")
         wrappers.append(f"{type(outer).__name__}: {first}" if first else type(outer).__name__)
     return text + (f" [raised as {' <- '.join(wrappers)}]" if wrappers else "")
+
+
+def write_metrics(out: Path, metrics: dict, is_main: bool) -> None:
+    """metrics.json, replaced in one step (a reader never sees half a file); rank 0 only."""
+    if is_main:
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
+        os.replace(tmp, out / "metrics.json")
+
+
+def _json_default(value):
+    if torch.is_tensor(value):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
