@@ -69,7 +69,7 @@ def delta_ap(detector: Detector, network: ExportedNetwork, dataset, batch_size: 
              replicates: int = 1000, seed: int = 0, backend: str = "faster_coco_eval") -> dict:
     """PyTorch's and the export's AP on ``dataset`` (the first ``max_images``; 0: all) and the
     paired bootstrap: {"pytorch_map", "exported_map", "delta_map", "delta_map_ci_low/high", ...,
-    "images"} in the evaluator's 0-1 units."""
+    "images", "pytorch_detections", "exported_detections"}, AP in the evaluator's 0-1 units."""
     device = torch.device("cpu")
     runs = {}
     for name, model in (("pytorch", detector), ("exported", RuntimeDetector(detector, network))):
@@ -79,7 +79,8 @@ def delta_ap(detector: Detector, network: ExportedNetwork, dataset, batch_size: 
     a, b = runs["pytorch"], runs["exported"]
     category_ids = [c for c, _ in a.categories]
     _, _, deltas = paired_bootstrap(a.ground_truth, a.detections, b.detections, category_ids, replicates, seed)
-    out = {"images": len(a.ground_truth.image_ids), "bootstrap_replicates": replicates, "bootstrap_seed": seed}
+    out = {"images": len(a.ground_truth.image_ids), "bootstrap_replicates": replicates, "bootstrap_seed": seed,
+           "pytorch_detections": len(a.detections.scores), "exported_detections": len(b.detections.scores)}
     for metric in ("map", "map_50", "voc07_map"):
         out[f"pytorch_{metric}"], out[f"exported_{metric}"] = a.metrics[metric], b.metrics[metric]
         for key in (f"delta_{metric}", f"delta_{metric}_ci_low", f"delta_{metric}_ci_high", f"p_{metric}"):
@@ -87,11 +88,11 @@ def delta_ap(detector: Detector, network: ExportedNetwork, dataset, batch_size: 
     return out
 
 
-def verdict(differences: dict[str, dict], accuracy: dict | None, raw_tolerance: float = RAW_TOLERANCE,
+def verdict(differences: dict[str, dict] | None, accuracy: dict | None, raw_tolerance: float = RAW_TOLERANCE,
             ap_tolerance_points: float = AP_TOLERANCE_POINTS) -> list[str]:
     """The reasons an export fails the check (empty: it passes), each with its figures."""
     reasons = []
-    name, worst = largest_relative(differences)
+    name, worst = largest_relative(differences) if differences else ("", {"relative": 0.0})
     if not worst["relative"] <= raw_tolerance:
         reasons.append(f"raw output {name} differs from PyTorch's by {worst['max_abs']:.3g} (largest absolute), "
                        f"{worst['relative']:.3g} of its scale {worst['scale']:.3g}: tolerance {raw_tolerance:g}")
