@@ -156,7 +156,8 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     all_tables += significance
     for table in all_tables:
         tables.write_table(table, out / "tables")
-    summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
+    own_speed = speed.data[speed.data["runtime"] == "pytorch"] if "runtime" in speed.data else speed.data
+    summary = accuracy.data.merge(own_speed, on=["group", "dataset"], how="outer",
                                   suffixes=("", "_speed")) if len(accuracy.data) else accuracy.data
     images = _plots(runs, summary, errors, out / "plots", problems) + robust_images
     n_bad = int((runs["status"] != "ok").sum())

@@ -171,3 +171,39 @@ def test_export_failure_names_the_layer_and_the_workaround(tmp_path):
     assert record["exporter"] == "torchscript"
     assert record["workaround"].startswith("dynamo exporter failed at layer 1 (DynamoOnlyFailure)")
     assert record["workaround"].endswith("exported with the torchscript exporter instead")
+
+
+@needs_deploy
+def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, two_threads):
+    """bench.runtimes: the run's metrics hold each runtime's rows (same images, batch, warm-up and
+    split), and the report's speed table shows them in its runtime column."""
+    import pandas as pd
+
+    from analysis.report import build_report
+    from experiments.run import run
+    from tests.conftest import TINY_RUN
+
+    cfg = compose_config(["detector=yolov1_cpu", *TINY_RUN, "stages=[bench]", "bench.measure_peak=false",
+                          "bench.runtimes=[pytorch,onnxruntime,openvino]"])
+    metrics = run(cfg, tmp_path / "runs" / "0")
+    assert metrics["status"] == "ok", metrics.get("error")
+    for runtime in ("onnxruntime", "openvino"):
+        for key in ("fps_b1", "latency_ms_p50_b1", "latency_ms_p95_b1", "network_ms_b1", "postprocess_ms_b1"):
+            assert metrics[f"{runtime}_{key}"] > 0, (runtime, key)
+        assert metrics[f"{runtime}_threads"] == metrics["bench_threads"] == 2
+        assert metrics[f"{runtime}_raw_relative"] <= 1e-4
+        assert metrics[f"{runtime}_boxes_kept_b1"] == metrics["boxes_kept_b1"]
+    assert "f32 precision" in metrics["openvino_settings"]
+    assert metrics["bench_runtimes"] == "pytorch,onnxruntime,openvino"
+    build_report(tmp_path / "runs", print_tables=False)
+    speed = pd.read_csv(tmp_path / "runs" / "report" / "tables" / "speed.csv")
+    assert sorted(speed["runtime"]) == ["onnxruntime", "openvino", "pytorch"]
+    assert (speed["fps_b1_mean"] > 0).all()
+    assert "| runtime" in (tmp_path / "runs" / "report" / "tables" / "speed.md").read_text().replace("|  ", "| ")
+
+
+def test_unknown_runtime_in_bench_runtimes_is_named():
+    from experiments.speed.runtime_rows import check_runtimes
+
+    with pytest.raises(ValueError, match=r"bench.runtimes: \['tensorrt'\] not among"):
+        check_runtimes(["pytorch", "tensorrt"])
