@@ -8,7 +8,8 @@ graphs run by the runtime on float32 numpy arrays. ``RuntimeDetector`` wraps bot
 (PyTorch): what the evaluator and the speed protocol run.
 
 Runtime settings (stated in every record): ONNX Runtime's CPU provider, all graph optimisations,
-``intra_op_num_threads`` = ``threads``, one inter-op thread; OpenVINO on "CPU" with
+``intra_op_num_threads`` = ``threads``, one inter-op thread, no spinning (its threads would
+otherwise busy-wait through the PyTorch post-processing that follows and slow it); OpenVINO on "CPU" with
 ``INFERENCE_NUM_THREADS`` = ``threads``, ``PERFORMANCE_HINT`` LATENCY and
 ``INFERENCE_PRECISION_HINT`` f32: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise runs fp32
 models in bf16 (measured here: raw outputs 1e-2 off PyTorch's, not 1e-6).
@@ -71,6 +72,8 @@ class OnnxRuntimeGraph:
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # no busy-waiting between runs: its spinning threads would slow the PyTorch post-processing that follows
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -102,7 +105,8 @@ def runtime_settings(runtime: str, threads: int) -> str:
         return f"PyTorch {torch.__version__} eager, {threads} threads"
     module = require(runtime)
     if runtime == "onnxruntime":
-        return f"ONNX Runtime {module.__version__} CPUExecutionProvider, {threads} intra-op threads, ORT_ENABLE_ALL"
+        return (f"ONNX Runtime {module.__version__} CPUExecutionProvider, {threads} intra-op threads, "
+                "ORT_ENABLE_ALL, no spinning")
     return f"OpenVINO {module.__version__} CPU plugin, {threads} threads, LATENCY hint, f32 precision"
 
 
