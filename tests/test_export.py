@@ -207,3 +207,22 @@ def test_unknown_runtime_in_bench_runtimes_is_named():
 
     with pytest.raises(ValueError, match=r"bench.runtimes: \['tensorrt'\] not among"):
         check_runtimes(["pytorch", "tensorrt"])
+
+
+@needs_deploy
+@pytest.mark.slow
+def test_trained_ssd_keeps_its_ap_after_export(compose_config, tmp_path, two_threads):
+    """A trained SSD300 (AP > 0): the export's AP on the run's validation images equals PyTorch's."""
+    from experiments.run import run
+
+    cfg = compose_config(["detector=ssd300_cpu", "detector.model.width=0.0625", *DATASET, "device=cpu",
+                          "dataset.train.num_images=16", "train.epochs=6", "train.batch_size=4",
+                          "train.augmentation=none", "train.log_every=100", "stages=[train,eval]", "eval.bootstrap=0"])
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["status"] == "ok", metrics.get("error")
+    (tmp_path / "run" / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra/config.yaml")
+    result = export_with(compose_config, tmp_path / "out", f"weights={tmp_path / 'run'}", *FAST)
+    accuracy = result["accuracy"]
+    assert accuracy["pytorch_map"] == pytest.approx(metrics["map"], abs=1e-9) and metrics["map"] > 0
+    assert result["status"] == "ok" and abs(accuracy["delta_map"]) * 100 <= 0.1
