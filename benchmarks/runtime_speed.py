@@ -115,7 +115,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--detectors", nargs="+", default=PAPER_DETECTORS)
+    parser.add_argument("--detectors", nargs="*", default=PAPER_DETECTORS, help="none: only the delta AP table")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--warmup", type=int, default=1)

@@ -177,9 +177,8 @@ def test_export_failure_names_the_layer_and_the_workaround(tmp_path):
 def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, two_threads):
     """bench.runtimes: the run's metrics hold each runtime's rows (same images, batch, warm-up and
     split), and the report's speed table shows them in its runtime column."""
-    import pandas as pd
-
-    from analysis.report import build_report
+    from analysis.runs import load_runs
+    from analysis.tables import speed_table
     from experiments.run import run
     from tests.conftest import TINY_RUN
 
@@ -195,11 +194,10 @@ def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, 
         assert metrics[f"{runtime}_boxes_kept_b1"] == metrics["boxes_kept_b1"]
     assert "f32 precision" in metrics["openvino_settings"]
     assert metrics["bench_runtimes"] == "pytorch,onnxruntime,openvino"
-    build_report(tmp_path / "runs", print_tables=False)
-    speed = pd.read_csv(tmp_path / "runs" / "report" / "tables" / "speed.csv")
-    assert sorted(speed["runtime"]) == ["onnxruntime", "openvino", "pytorch"]
-    assert (speed["fps_b1_mean"] > 0).all()
-    assert "| runtime" in (tmp_path / "runs" / "report" / "tables" / "speed.md").read_text().replace("|  ", "| ")
+    runs = load_runs(tmp_path / "runs")
+    speed = speed_table(runs.assign(group=runs["detector"]))
+    assert sorted(speed.data["runtime"]) == ["onnxruntime", "openvino", "pytorch"]
+    assert (speed.data["fps_b1_mean"] > 0).all() and list(speed.shown.columns[:2]) == ["detector", "runtime"]
 
 
 def test_unknown_runtime_in_bench_runtimes_is_named():
