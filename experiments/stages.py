@@ -9,6 +9,7 @@ one conf group (``docs/architecture.md``, "Adding a study").
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -139,3 +140,29 @@ STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
     "robustness": robustness.stage,
     "bench": bench_stage,
 }
+
+#: sweep-level stages: ``stage(cfg, sweep_dir) -> dict``, for work that needs several finished runs
+#: at once (interleaved timing of two detectors, re-scoring a sweep). The sweep-end callback runs
+#: each one named in ``sweep_stages`` over the sweep folder before the report, and writes what it
+#: returns to ``<sweep>/sweep_stages/<name>.json``. Studies register theirs here.
+SWEEP_STAGES: dict[str, Callable[[DictConfig, Path], dict]] = {}
+
+
+def run_sweep_stages(cfg: DictConfig, sweep_dir: Path) -> dict[str, str]:
+    """Run the sweep-level stages ``cfg.sweep_stages`` names; returns name -> "ok" or the error
+    (one failing stage never stops the others or the report)."""
+    done = {}
+    for name in cfg.get("sweep_stages") or []:
+        if name not in SWEEP_STAGES:
+            done[name] = f"unknown sweep stage (known: {sorted(SWEEP_STAGES)})"
+            log.error("sweep stage %s: %s", name, done[name])
+            continue
+        try:
+            result = SWEEP_STAGES[name](cfg, sweep_dir)
+            (sweep_dir / "sweep_stages").mkdir(exist_ok=True)
+            (sweep_dir / "sweep_stages" / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+            done[name] = "ok"
+        except Exception as error:  # the runs' results stay; the report says what failed
+            done[name] = f"{type(error).__name__}: {error}"
+            log.error("sweep stage %s failed: %s", name, done[name])
+    return done

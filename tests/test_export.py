@@ -178,7 +178,7 @@ def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, 
     """bench.runtimes: the run's metrics hold each runtime's rows (same images, batch, warm-up and
     split), and the report's speed table shows them in its runtime column."""
     from analysis.runs import load_runs
-    from analysis.tables import speed_table
+    from analysis.summary import speed_table
     from experiments.run import run
     from tests.conftest import TINY_RUN
 

@@ -105,3 +105,27 @@ def test_weights_are_loaded_once(compose_config, tmp_path, monkeypatch):
     assert metrics["status"] == "ok", metrics.get("error")
     assert loads == [str(weights)]
     assert metrics["weights_source"] == f"file:{weights}"
+
+
+def test_sweep_stages_run_before_the_report_and_one_failure_stops_none(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    seen = []
+
+    def count_runs(cfg, sweep_dir):
+        seen.append(sweep_dir)
+        return {"runs": len(list(sweep_dir.glob("*/metrics.json")))}
+
+    def broken(cfg, sweep_dir):
+        raise RuntimeError("no checkpoints")
+
+    monkeypatch.setitem(stages.SWEEP_STAGES, "count", count_runs)
+    monkeypatch.setitem(stages.SWEEP_STAGES, "broken", broken)
+    for name in ("0-a", "1-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text("{}")
+    cfg = OmegaConf.create({"sweep_stages": ["broken", "count", "nope"]})
+    done = stages.run_sweep_stages(cfg, tmp_path)
+    assert done["count"] == "ok" and seen == [tmp_path]
+    assert json.loads((tmp_path / "sweep_stages" / "count.json").read_text()) == {"runs": 2}
+    assert done["broken"] == "RuntimeError: no checkpoints" and done["nope"].startswith("unknown sweep stage")

@@ -25,7 +25,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from analysis.significance import p_value, percentile_interval
+from analysis.stats import p_value, percentile_interval
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS

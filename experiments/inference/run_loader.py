@@ -30,11 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 from detectors.base import Detector
 from experiments.build import build_detector, check_renamed_options, load_run_weights, normalization_of
 from experiments.data.split_builder import build_split
+from experiments.job.layout import LAST_CHECKPOINT, SAVED_CONFIG
 
 log = logging.getLogger(__name__)
 
-SAVED_CONFIG = Path(".hydra") / "config.yaml"
-LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 class WeightsError(ValueError):
@@ -137,10 +136,11 @@ def class_names_of_run(run_dir: Path, cfg: DictConfig) -> tuple[list[str], dict[
 def rebuild_detector(model_cfg: DictConfig, num_classes: int) -> Detector:
     """The run's detector with random parameters and the run's input normalisation (module
     docstring); nothing is read or downloaded."""
-    check_renamed_options(model_cfg)
     spec = OmegaConf.to_container(model_cfg, resolve=True)
+    spec.pop("weights", None)   # an older run's detector.model.weights: the checkpoint replaces them anyway
+    check_renamed_options(spec)
     backbone_weights = spec.get("backbone_weights")
-    spec["backbone_weights"], spec["weights"] = None, None
+    spec["backbone_weights"] = None
     model = build_detector(OmegaConf.create(spec), num_classes)
     if backbone_weights and not Path(str(backbone_weights)).expanduser().is_file() \
             and spec.get("image_mean") is None and spec.get("image_std") is None:

@@ -32,12 +32,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from experiments.job.layout import CHECKPOINTS, PREVIOUS_RUN_FILES, RUN_FILES, RUN_FOLDERS
+
 log = logging.getLogger("detbench")
 
-PREVIOUS_RUN_FILES = ("metrics.json", "train_log.csv", "val_log.csv", "error.txt")
-RUN_FILES = (*PREVIOUS_RUN_FILES, "metrics.json.tmp", "resume_error.txt", "detections.json",
-             "ground_truth.json", "per_class.csv", "pr_curves.npz")
-RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
 STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
 MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
 
@@ -55,7 +53,7 @@ class RunFolder:
     def previous_run(self) -> list[str]:
         """The files that show a previous run in this folder (empty: none)."""
         found = [name for name in PREVIOUS_RUN_FILES if (self.out / name).exists()]
-        checkpoints = self.out / "checkpoints"
+        checkpoints = self.out / CHECKPOINTS
         if checkpoints.is_dir() and any(p.suffix == ".pt" for p in checkpoints.iterdir()):
             found.append("checkpoints/")
         return found

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.build import check_renamed_options
-from experiments.stages import STAGES
+from experiments.stages import STAGES, SWEEP_STAGES
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -74,6 +74,7 @@ class RunSchema:
     resume: bool = MISSING
     overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
     deterministic: bool = MISSING
+    sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
 
 
@@ -104,6 +105,9 @@ def check_config(cfg: DictConfig) -> None:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
+    unknown = [s for s in cfg.sweep_stages if s not in SWEEP_STAGES]
+    if unknown:
+        raise ValueError(f"sweep_stages: unknown {unknown}; choose from {sorted(SWEEP_STAGES)}")
     if cfg.device not in DEVICES:
         raise ValueError(f"device: {cfg.device!r}; choose from {list(DEVICES)}")
     for key in ("name", "model"):

@@ -33,13 +33,12 @@ import numpy as np
 import pandas as pd
 
 from experiments.data.corrupted import HELD_OUT, CorruptedDataset, check_corruptions, family_of
+from experiments.data.size_buckets import AREA_RANGES
+from experiments.job.layout import last_checkpoint
 from experiments.studies.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
 
 log = logging.getLogger("detbench")
 
-# pycocotools' area ranges (pixels², both ends inclusive, so an object of area exactly 32² or 96²
-# is counted in two buckets, as COCOeval counts it).
-AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 CSV_COLUMNS = ("corruption", "family", "severity", "held_out", "images", *CELL_METRICS,
                *(f"{k}_{end}" for k in CELL_METRICS for end in ("ci_low", "ci_high")),
                "num_gt", "num_gt_small", "num_gt_medium", "num_gt_large", "time_s")
@@ -51,7 +50,7 @@ def objects_per_bucket(area: np.ndarray, iscrowd: np.ndarray) -> dict[str, int]:
     is exactly 32² or 96² (counted twice)."""
     area = np.asarray(area, dtype=np.float64)[~np.asarray(iscrowd, dtype=bool)]
     counts = {"num_gt": int(area.size)}
-    for name, (lo, hi) in AREA_RANGES.items():
+    for name, (lo, hi) in ((k, v) for k, v in AREA_RANGES.items() if k != "all"):
         counts[f"num_gt_{name}"] = int(np.count_nonzero((area >= lo) & (area <= hi)))
     return counts
 
@@ -155,7 +154,7 @@ def weights_from_sweep(source: str | Path, detector_name: str) -> str:
     found = []
     for metrics_file in sorted(source.glob("**/metrics.json")):
         metrics = json.loads(metrics_file.read_text())
-        checkpoint = metrics_file.parent / "checkpoints" / "last.pt"
+        checkpoint = last_checkpoint(metrics_file.parent)
         if (metrics.get("detector") == detector_name and metrics.get("status") == "ok"
                 and checkpoint.is_file()):
             found.append(checkpoint)
