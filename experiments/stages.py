@@ -27,6 +27,7 @@ from experiments.evaluation.scoring import score
 from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
 from experiments.speed.benchmark import benchmark
+from experiments.speed.runtime_rows import benchmark_runtimes
 from experiments.studies import robustness
 from experiments.studies.coverage import run_coverage
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
@@ -119,10 +120,15 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
+    ``bench.runtimes`` (``experiments.speed.runtime_rows``); rank 0 only."""
     if not ctx.is_main:
         return {}
-    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+    bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    runtimes = bench.pop("runtimes", None) or ["pytorch"]
+    if list(runtimes) == ["pytorch"]:
+        return benchmark(ctx.model, device=ctx.device, **bench)
+    return benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench)
 
 
 #: runs for every job, before the stages the config names (no training needed).
