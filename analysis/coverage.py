@@ -1,6 +1,6 @@
 """The report's "Coverage" table and plot: how many ground-truth objects each detector's
 training-time assignment reaches (``coverage.json`` of each run, written by
-``experiments.coverage``), beside the AP it reached on the same size buckets.
+``experiments.studies.coverage``), beside the AP it reached on the same size buckets.
 
 Read from run folders only (no model code): ``coverage.json`` holds, per assignment stage,
 the share of objects with at least one positive per COCO size bucket and why the others were

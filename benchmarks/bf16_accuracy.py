@@ -20,10 +20,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from experiments.build import build_detector, load_run_weights  # noqa: E402
 from experiments.evaluation import evaluate  # noqa: E402
 from experiments.evaluation.bootstrap import paired_bootstrap  # noqa: E402
-from experiments.predict import predict  # noqa: E402
-from experiments.weights import build_detector, load_run_weights  # noqa: E402
+from experiments.evaluation.scoring import predict  # noqa: E402
 
 SHOWN = ("map", "map_50", "map_small", "map_large")
 

@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from hydra import compose, initialize_config_module
 
-    from experiments.weights import build_detector
+    from experiments.build import build_detector
 
     with initialize_config_module("conf", version_base="1.3"):
         model_cfg = compose("config", overrides=["detector=ssd300_cpu"]).detector.model

@@ -24,7 +24,7 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
 from detectors.faster_rcnn import FasterRCNN
 from detectors.faster_rcnn_builders import faster_rcnn_resnet50_fpn, faster_rcnn_vgg16
-from experiments.identity import device_name, synchronize
+from experiments.job.identity import device_name, synchronize
 
 STAGES = ("preprocess", "backbone", "rpn", "roi_head", "postprocess")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,5 +1,5 @@
 """End-to-end images/s (preprocess + network + decode + NMS) of one detector at the largest batch
-that fits on the device, by the speed protocol (``experiments.benchmark``).
+that fits on the device, by the speed protocol (``experiments.speed.benchmark``).
 
     python benchmarks/largest_batch.py --device cuda --detector ssd300 --dtype bf16 --start 1024
 
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.speed_table import detector_of  # noqa: E402
-from experiments.benchmark import benchmark  # noqa: E402
-from experiments.identity import device_name, model_facts  # noqa: E402
+from experiments.job.identity import device_name, model_facts  # noqa: E402
+from experiments.speed.benchmark import benchmark  # noqa: E402
 
 
 def is_out_of_memory(error: Exception) -> bool:

@@ -5,9 +5,9 @@
     python benchmarks/speed_table.py --device cuda --batch-sizes 1 8 32 128 --modes fp32 bf16 bf16-compile
 
 Each detector is built the way the runner builds it (Hydra's compose API, then
-``experiments.weights.build_detector(cfg.detector.model, 20)``: Pascal VOC's 20 classes) with
+``experiments.build.build_detector(cfg.detector.model, 20)``: Pascal VOC's 20 classes) with
 random weights, and fed synthetic images at its own ``input_size``. One row per detector, mode
-and batch size; the columns are ``experiments.benchmark``'s metrics (ms are per batch).
+and batch size; the columns are ``experiments.speed.benchmark``'s metrics (ms are per batch).
 Modes: ``fp32``; ``bf16`` / ``fp16`` (autocast around the network); ``compile`` and
 ``bf16-compile`` (``torch.compile`` of the network stage). ``x fp32`` is the row's img/s over
 the fp32 row's of the same detector and batch, from the same run.
@@ -32,9 +32,9 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from experiments.benchmark import benchmark  # noqa: E402
-from experiments.identity import device_name, model_facts  # noqa: E402
-from experiments.weights import build_detector  # noqa: E402
+from experiments.build import build_detector  # noqa: E402
+from experiments.job.identity import device_name, model_facts  # noqa: E402
+from experiments.speed.benchmark import benchmark  # noqa: E402
 
 CONF = ROOT / "conf"
 NUM_CLASSES = 20

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from detectors.boxes import decode  # noqa: E402
 from detectors.ssd import SSD  # noqa: E402
 from experiments.data.synthetic import SyntheticShapes  # noqa: E402
-from experiments.identity import device_name  # noqa: E402
-from experiments.inference.weights import load_detector  # noqa: E402
+from experiments.inference.run_loader import load_detector  # noqa: E402
+from experiments.job.identity import device_name  # noqa: E402
 
 
 def reference_postprocess(model: SSD, loc, conf, original_sizes):

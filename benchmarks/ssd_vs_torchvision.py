@@ -29,7 +29,7 @@ import torch
 import torchvision
 
 from detectors.ssd_convert import ssd300_from_torchvision
-from experiments.identity import device_name, synchronize
+from experiments.job.identity import device_name, synchronize
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,6 +1,6 @@
 """YOLO v1 and Fast YOLO speed: images/s at batch 1 and 8, and the share of decoding + NMS.
 
-Both models are timed in the same process by the speed protocol (``experiments.benchmark``:
+Both models are timed in the same process by the speed protocol (``experiments.speed.benchmark``:
 preprocess / network / postprocess timed apart, eval mode, inference mode), at the paper's
 448x448 input and width 1 unless told otherwise, with random weights. Printed side by side
 with the paper's figures (45 and 155 FPS on a Titan X, batch 1), as the Fast YOLO / YOLO ratio.
@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detectors.yolo import YOLO  # noqa: E402
-from experiments.benchmark import benchmark, synthetic_images  # noqa: E402
-from experiments.identity import model_facts, synchronize  # noqa: E402
+from experiments.job.identity import model_facts, synchronize  # noqa: E402
+from experiments.speed.benchmark import benchmark, synthetic_images  # noqa: E402
 
 PAPER_FPS = {"yolo": 45.0, "fast_yolo": 155.0}  # Titan X, batch 1, VOC 2007 (Table 1)
 NUM_CLASSES = 20  # VOC, as the paper

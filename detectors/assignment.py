@@ -4,7 +4,7 @@ Every detector that has an assignment rule implements ``Detector.assign_objects(
 which runs the SAME code its loss runs (SSD: ``MultiBoxLoss.match``; YOLO v1:
 ``yolo_grid.assign_objects_to_cells``; Faster R-CNN: torchvision's RPN
 ``assign_targets_to_anchors`` and RoIHeads' ``assign_targets_to_proposals``) and returns one
-``ObjectAssignment`` per image and per stage. ``experiments.coverage`` turns them into the
+``ObjectAssignment`` per image and per stage. ``experiments.studies.coverage`` turns them into the
 recall ceiling of training, by object size and class.
 
 Status of an object (``STATUSES``, an int64 code per object):

@@ -4,7 +4,7 @@ Every builder takes a ``width`` multiplier (channels go through ``detectors.base
 so that CPU experiments keep the paper's geometry (strides, map sizes, box counts) at a fraction
 of the compute.
 
-Weights: detectors read no files. ``experiments.weights`` fetches a state_dict (torchvision's
+Weights: detectors read no files. ``experiments.build`` fetches a state_dict (torchvision's
 weights API or a local file) and hands it over; the functions here map its keys onto a trunk and
 return the short string saying what was loaded (``"torchvision:VGG16_Weights.IMAGENET1K_V1"``,
 ``"file:/path/to.pt"``), which detectors keep as ``weights_source`` so that a run records it.

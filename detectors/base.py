@@ -166,7 +166,7 @@ class Detector(nn.Module):
         8732, YOLO v1 98, Faster R-CNN the proposals kept at test (300)."""
         raise NotImplementedError
 
-    # ---- weights: handed over as state_dicts (``experiments.weights`` reads the files) -----------
+    # ---- weights: handed over as state_dicts (``experiments.build`` reads the files) -----------
     #: what the weights came from: "random", "torchvision:<enum>.<name>", "file:<path>" (+ notes).
     weights_source: str = "random"
 
@@ -194,7 +194,7 @@ class Detector(nn.Module):
 
     def set_normalization(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         """Per-channel mean/std applied to [0, 1] images, as the backbone weights expect
-        (set by ``experiments.weights`` from torchvision's weights metadata)."""
+        (set by ``experiments.build`` from torchvision's weights metadata)."""
         raise ValueError(f"{type(self).__name__} does not normalise its input")
 
 

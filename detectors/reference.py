@@ -16,7 +16,7 @@ Loss keys get a ``loss_`` prefix where torchvision's lack one (``classification`
 ``loss_classification``).
 
 Weights: random by default (``weights=None, weights_backbone=None``: nothing is downloaded);
-``experiments.weights`` hands a whole-detector state_dict (torchvision's published keys, or the
+``experiments.build`` hands a whole-detector state_dict (torchvision's published keys, or the
 adapter's own, ``model.``-prefixed) to ``load_detector_state``. Reduced input sizes
 (``min_size``/``max_size``) keep the CPU cost down; SSD300 and SSDlite320 have fixed sizes.
 """

@@ -3,7 +3,7 @@ import torch
 import torchvision
 
 from detectors.backbones import MobileNetV1, load_vgg16_trunk_state, pool_index, vgg16_trunk
-from experiments.weights import read_state_dict
+from experiments.build import read_state_dict
 
 
 def features_only(vgg) -> dict:
@@ -106,7 +106,7 @@ def test_backbone_weights_by_name_or_file_through_the_one_loader(tmp_path):
     import pytest
     from omegaconf import OmegaConf
 
-    from experiments.weights import build_detector
+    from experiments.build import build_detector, load_run_weights
 
     torch.manual_seed(2)
     source = MobileNetV1(width=0.25)
@@ -127,6 +127,6 @@ def test_backbone_weights_by_name_or_file_through_the_one_loader(tmp_path):
         build_detector(OmegaConf.create({**vgg, "backbone_weights": str(tmp_path / "missing.pt")}), 3)
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="junk.pt is corrupt or not a torch file"):
-        build_detector(OmegaConf.create({**vgg, "weights": str(tmp_path / "junk.pt")}), 3)
+        load_run_weights(build_detector(OmegaConf.create(vgg), 3), tmp_path / "junk.pt")
     with pytest.raises(ValueError, match=r"detector.model.top_k is now max_detections"):
         build_detector(OmegaConf.create({**vgg, "top_k": 100}), 3)

@@ -14,11 +14,11 @@ from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
 from detectors.base import Batch, Detector
-from experiments import benchmark as benchmark_module
-from experiments.benchmark import benchmark
-from experiments.flops import count_flops
-from experiments.identity import device_name, model_facts
-from experiments.peak import matmul_peak_gflops
+from experiments.job.identity import device_name, model_facts
+from experiments.speed import benchmark as benchmark_module
+from experiments.speed.benchmark import benchmark
+from experiments.speed.flops import count_flops
+from experiments.speed.peak import matmul_peak_gflops
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

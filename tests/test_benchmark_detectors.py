@@ -7,9 +7,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.benchmark import benchmark, count_forward_flops
-from experiments.identity import model_facts
-from experiments.weights import build_detector
+from experiments.build import build_detector
+from experiments.job.identity import model_facts
+from experiments.speed.benchmark import benchmark, count_forward_flops
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

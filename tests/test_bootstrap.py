@@ -154,7 +154,7 @@ def _write(tmp_path, gt_json, results, name="dt.json"):
 def test_cli_intervals_pair_and_replicates_file(tmp_path, capsys):
     import json
 
-    from experiments.evaluation.cli import main
+    from experiments.evaluation.eval_cli import main
 
     gt_json, results, gt, dt, category_ids = split_tables(10, num_images=20, distinct_scores=True)
     _write(tmp_path, gt_json, results)
@@ -179,7 +179,7 @@ def test_cli_intervals_pair_and_replicates_file(tmp_path, capsys):
                                            (["--bootstrap", "5", "--seed", "0.5"], "invalid int value"),
                                            (["--dt2", "x.json"], "--dt2 needs --bootstrap")])
 def test_cli_bad_bootstrap_arguments(tmp_path, capsys, args, message):
-    from experiments.evaluation.cli import main
+    from experiments.evaluation.eval_cli import main
 
     gt_json, results, *_ = split_tables(11, num_images=5)
     _write(tmp_path, gt_json, results)
@@ -191,7 +191,7 @@ def test_cli_bad_bootstrap_arguments(tmp_path, capsys, args, message):
 
 
 def test_cli_nan_score_and_unknown_category_are_named(tmp_path, capsys):
-    from experiments.evaluation.cli import main
+    from experiments.evaluation.eval_cli import main
 
     gt_json, results, *_ = split_tables(12, num_images=5)
     for edit, message in [(lambda r: r[1].update(score=float("nan")), "results[1] has score nan"),

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from detectors.base import Detector
 from detectors.ssd import SSD
-from experiments.weights import build_detector
+from experiments.build import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DETECTORS = sorted(p.stem for p in (CONF / "detector").glob("*.yaml"))
@@ -93,7 +93,7 @@ def test_the_primary_config_runs_every_stage_by_default(compose_config):
 def test_compare_passes_the_runners_checks_with_its_schedules(compose_config, detector):
     """experiment=compare's schedules interpolate ``${detector.name}``: the runner's checks
     resolve them in the whole config (the README's main command runs this path)."""
-    from experiments.settings import check_config
+    from experiments.job.settings import check_config
 
     cfg = compose_config(["experiment=compare", f"detector={detector}"])
     check_config(cfg)

@@ -14,8 +14,8 @@ from detectors.base import Target
 from detectors.faster_rcnn_builders import faster_rcnn_vgg16
 from detectors.ssd import SSD
 from detectors.yolo import YOLO
-from experiments.coverage import CoverageNotDefined, coverage_of, headline, object_records, run_coverage
 from experiments.data.synthetic import SyntheticShapes
+from experiments.studies.coverage import CoverageNotDefined, coverage_of, headline, object_records, run_coverage
 
 VOC300 = [0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05]
 RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2], [2]]

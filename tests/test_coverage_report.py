@@ -5,7 +5,7 @@ import json
 from analysis.report import build_report
 from detectors.ssd import SSD
 from detectors.yolo import YOLO
-from experiments.coverage import run_coverage
+from experiments.studies.coverage import run_coverage
 from tests.test_coverage import Boxes
 
 BOXES = [[[20.0, 20.0, 40.0, 40.0], [0.0, 0.0, 120.0, 100.0], [200.0, 200.0, 230.0, 230.0],

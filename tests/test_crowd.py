@@ -12,7 +12,7 @@ from detectors import reference
 from detectors.base import empty_target
 from detectors.boxes import match
 from detectors.ssd import SSD
-from experiments.weights import build_detector
+from experiments.build import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 

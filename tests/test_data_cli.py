@@ -15,10 +15,10 @@ from PIL import Image
 
 from detectors.base import Target
 from experiments.data.coco import COCODetection
+from experiments.data.dataset_cli import describe_dataset, main
 from experiments.data.stats import dataset_stats, merge_stats
 from experiments.data.voc import VOCDetection
 from experiments.data.writers import write_coco, write_voc, write_yolo_txt
-from experiments.dataset_cli import describe_dataset, main
 from tests.conftest import SHARED_DATA
 
 NAMES = ["cat", "dog"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from experiments.data.coco import COCODetection
-from experiments.dataset_cli import describe_dataset
+from experiments.data.dataset_cli import describe_dataset
 from tests.conftest import SHARED_DATA
 
 BCCD_CLASSES = ["Platelets", "RBC", "WBC"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.train import batch_norm_mode
+from experiments.training.trainer import batch_norm_mode
 from tests.conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from experiments.evaluation import METRICS, PER_CLASS_COLUMNS, evaluate, save_evaluation
-from experiments.evaluation.cli import main
+from experiments.evaluation.eval_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_detbench_eval_empty_results_and_missing_file(tmp_path, capsys):
 
 def test_detbench_eval_runs_as_a_program(tmp_path):
     save_evaluation(small_run(), tmp_path)
-    done = subprocess.run([sys.executable, "-m", "experiments.evaluation.cli",
+    done = subprocess.run([sys.executable, "-m", "experiments.evaluation.eval_cli",
                            "--gt", str(tmp_path / "ground_truth.json"),
                            "--dt", str(tmp_path / "detections.json"), "--backend", "pycocotools"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -16,8 +16,8 @@ from pycocotools.cocoeval import COCOeval
 
 from experiments.evaluation import BACKENDS, COCO_METRICS, METRICS, PER_CLASS_COLUMNS, evaluate, score_tables
 from experiments.evaluation.coco_backends import _faster_coco_eval_standard
+from experiments.evaluation.scoring import gather_to_rank0
 from experiments.evaluation.tables import tables_from_coco
-from experiments.predict import gather_to_rank0
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HEIGHT, WIDTH = 480, 640

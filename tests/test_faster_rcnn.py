@@ -14,8 +14,8 @@ from torchvision.models.detection.image_list import ImageList
 from detectors.base import empty_target, validate_target
 from detectors.faster_rcnn import FasterRCNN
 from detectors.faster_rcnn_builders import faster_rcnn_resnet50_fpn, faster_rcnn_vgg16
+from experiments.build import build_detector
 from experiments.data.synthetic import SyntheticShapes
-from experiments.weights import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 LOSS_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}

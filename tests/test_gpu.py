@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from detectors.ssd import SSD
-from experiments.benchmark import benchmark
 from experiments.run import run
+from experiments.speed.benchmark import benchmark
 from tests.conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]

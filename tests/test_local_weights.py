@@ -11,7 +11,7 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from experiments.weights import build_detector
+from experiments.build import build_detector
 
 R50_FPN = {"_target_": "detectors.faster_rcnn_builders.faster_rcnn_resnet50_fpn", "min_size": 128, "max_size": 128,
            "input_size": [128, 128]}

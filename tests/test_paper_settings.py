@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from experiments.data.transforms import build_policy
-from experiments.run import build_train_set
 
 
 def _target(boxes):
@@ -32,16 +31,25 @@ def test_flip_policy_flips_half_the_time_and_never_resizes():
     assert 70 < flipped < 130
 
 
-def test_faster_rcnn_trains_on_unwarped_images(compose_config):
-    from experiments.weights import build_detector
+def test_faster_rcnn_trains_on_unwarped_images(compose_config, tmp_path, monkeypatch):
+    """Through ``run()``: the training set the trainer gets keeps each image's own size (the
+    detector's transform resizes keeping the aspect ratio), never the nominal 600x1000."""
+    from experiments import stages
+    from experiments.build import build_detector
+    from experiments.run import run
+    from tests.test_run_one_pass import RecordingTrainer
 
-    cfg = compose_config(["detector=faster_rcnn_vgg16", "detector.model.width=0.0625",
-                          "dataset.train.num_images=2", "dataset.image_size=96"])
+    monkeypatch.setattr(stages, "Trainer", RecordingTrainer)
+    RecordingTrainer.seen = []
+    cfg = compose_config(["device=cpu", "detector=faster_rcnn_vgg16", "detector.model.width=0.0625",
+                          "dataset.train.num_images=2", "dataset.val.num_images=2", "dataset.image_size=96",
+                          "stages=[train]", "train.num_workers=0", "eval.coverage_images=1"])
     assert cfg.detector.augmentation == "flip"
     model = build_detector(cfg.detector.model, 3)
     assert not model.fixed_input_size and model.input_size == (600, 1000)
-    train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None)
-    assert train_set[0][0].shape[-2:] == (96, 96), "the detector's transform resizes, keeping aspect"
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["status"] == "ok", metrics.get("error")
+    assert RecordingTrainer.seen[0][0][0].shape[-2:] == (96, 96), "the detector's transform resizes, keeping aspect"
     ssd = compose_config(["detector=ssd300_cpu"])
     assert build_detector(ssd.detector.model, 3).fixed_input_size
     experiment = compose_config(["experiment=paper_voc_faster_rcnn_vgg16", "dataset.root=."])

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from experiments import benchmark as benchmark_module
-from experiments.benchmark import benchmark
-from experiments.flops import count_flops
-from experiments.peak import (
+from experiments.speed import benchmark as benchmark_module
+from experiments.speed.benchmark import benchmark
+from experiments.speed.flops import count_flops
+from experiments.speed.peak import (
     conv_peak_gflops,
     cpu_flop_per_cycle,
     measured_peak_gflops,

@@ -22,17 +22,17 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from PIL import Image
 
-from experiments.checkpoint import save_checkpoint
+from experiments.build import build_detector
 from experiments.data.synthetic import CLASS_NAMES, SyntheticShapes
 from experiments.data.writers import write_coco
-from experiments.evaluation.cli import main as detbench_eval
+from experiments.evaluation.eval_cli import main as detbench_eval
 from experiments.inference import predictor as predictor_module
-from experiments.inference.cli import predict
 from experiments.inference.drawing import to_uint8
+from experiments.inference.predict_cli import predict
+from experiments.inference.run_loader import WeightsError
 from experiments.inference.sources import SourceError
-from experiments.inference.weights import WeightsError
 from experiments.run import run
-from experiments.weights import build_detector
+from experiments.training.checkpoint import save_checkpoint
 
 CATEGORY_IDS = [3, 7, 11, 13, 20]
 FRAME_SIZE = (96, 128)  # H, W
@@ -302,7 +302,7 @@ def test_ctrl_c_keeps_what_was_written(tiny_run, video, tmp_path, monkeypatch):
 
 def test_the_hydra_entry_point(tiny_run, coco_data, tmp_path, monkeypatch):
     """``detbench-predict`` as the console script calls it (in-process: torch imports slowly)."""
-    from experiments.inference.cli import main
+    from experiments.inference.predict_cli import main
 
     image = sorted((coco_data / "val").glob("*.png"))[0]
 
@@ -335,7 +335,7 @@ def test_video_writer_keeps_times_past_the_encoders_lookahead(tmp_path):
 
 
 def test_rebuilding_keeps_the_normalisation_the_backbone_weights_chose_without_fetching_them():
-    from experiments.inference.weights import rebuild_detector
+    from experiments.inference.run_loader import rebuild_detector
 
     cfg = _compose("config", ["detector=ssd300_cpu", "detector.model.width=0.0625", "detector.model.batch_norm=false",
                               "detector.model.backbone_weights=IMAGENET1K_FEATURES"])

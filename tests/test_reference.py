@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from detectors import reference
 from detectors.base import Detector, empty_target, validate_target
+from experiments.build import build_detector, load_run_weights
 from experiments.data.synthetic import SyntheticShapes
-from experiments.weights import build_detector
 
 NUM_CLASSES = 3
 SMALL = dict(min_size=128, max_size=128)
@@ -136,17 +136,21 @@ def test_weights_file_round_trip_and_bad_files(tmp_path):
         expected = trained(images)[0]
     torch.manual_seed(123)  # other random weights, then overwritten by the file
     for path in (tmp_path / "fcos.pt", tmp_path / "adapter.pt"):
-        loaded = build_detector(OmegaConf.create({**FCOS, "weights": str(path)}), NUM_CLASSES).eval()
+        loaded = build_detector(OmegaConf.create(FCOS), NUM_CLASSES).eval()
+        load_run_weights(loaded, path)
         assert loaded.weights_source == f"file:{path}"
         with torch.no_grad():
             torch.testing.assert_close(loaded(images)[0]["scores"], expected["scores"])
     with pytest.raises(ValueError, match="missing.pt not found"):
-        build_detector(OmegaConf.create({**FCOS, "weights": str(tmp_path / "missing.pt")}), NUM_CLASSES)
+        load_run_weights(build_detector(OmegaConf.create(FCOS), NUM_CLASSES), tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="fcos.pt: does not fit .*num_classes"):
-        build_detector(OmegaConf.create({**FCOS, "weights": str(tmp_path / "fcos.pt")}), NUM_CLASSES + 1)
+        load_run_weights(build_detector(OmegaConf.create(FCOS), NUM_CLASSES + 1), tmp_path / "fcos.pt")
     torch.manual_seed(0)
     frcnn = tv("frcnn_mbv3_fpn")(NUM_CLASSES, **SMALL)
     torch.save(frcnn.state_dict(), tmp_path / "frcnn.pt")
     mbv3 = {"_target_": "detectors.reference.torchvision_detector", "architecture": "frcnn_mbv3_fpn", **SMALL}
-    again = build_detector(OmegaConf.create({**mbv3, "weights": str(tmp_path / "frcnn.pt")}), NUM_CLASSES)
+    again = build_detector(OmegaConf.create(mbv3), NUM_CLASSES)
+    load_run_weights(again, tmp_path / "frcnn.pt")
+    with pytest.raises(ValueError, match=r"detector.model.weights is replaced by the run's weights="):
+        build_detector(OmegaConf.create({**mbv3, "weights": str(tmp_path / "frcnn.pt")}), NUM_CLASSES)
     assert all(torch.equal(a, b) for a, b in zip(frcnn.state_dict().values(), again.state_dict().values()))

@@ -19,8 +19,8 @@ from detectors.base import Target
 from experiments.data.base import DetectionDataset
 from experiments.data.collate import collate
 from experiments.data.corrupted import BENCHMARK, CORRUPTIONS, HELD_OUT, CorruptedDataset, corrupt_image
-from experiments.predict import score
-from experiments.robustness import objects_per_bucket, robustness_stage, summarise, weights_from_sweep
+from experiments.evaluation.scoring import score
+from experiments.studies.robustness import objects_per_bucket, robustness_stage, summarise, weights_from_sweep
 from tests.conftest import TINY_RUN
 
 
@@ -212,7 +212,7 @@ def test_compatibility_layer_leaves_numpy_and_sys_modules_alone():
 
 
 def test_config_rejects_bad_robustness_settings(compose_config):
-    from experiments.settings import check_config
+    from experiments.job.settings import check_config
 
     with pytest.raises(ValueError, match="unknown.*blurr"):
         check_config(compose_config(["robustness.corruptions=[blurr]"]))

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from experiments.evaluation.bootstrap import bootstrap
-from experiments.predict import score
-from experiments.robustness import robustness_stage, summarise
-from experiments.robustness_intervals import CellReplicates, summary_arrays
+from experiments.evaluation.scoring import score
+from experiments.studies.robustness import robustness_stage, summarise
+from experiments.studies.robustness_intervals import CellReplicates, summary_arrays
 from tests.test_robustness import Rectangles, SaturationDetector, _stage_cfg
 
 

@@ -10,7 +10,7 @@ import torch
 from analysis import robustness as report_robustness
 from analysis.report import build_report
 from analysis.runs import load_runs
-from experiments.robustness import robustness_stage
+from experiments.studies.robustness import robustness_stage
 from tests.test_robustness import Rectangles, SaturationDetector, _stage_cfg
 
 

@@ -52,7 +52,7 @@ def test_interrupted_run_resumes_to_the_same_weights(compose_config, tmp_path, m
     straight = run(compose_config(RESUME_RUN), tmp_path / "straight")
     assert straight["status"] == "ok", straight.get("error")
 
-    from experiments import train as train_module
+    from experiments.training import trainer as train_module
 
     original_save, calls = train_module.Trainer.save, []
 

@@ -9,7 +9,7 @@ import torch
 
 from detectors.base import empty_target
 from experiments.evaluation import evaluate, save_evaluation
-from experiments.run import image_file_names
+from experiments.evaluation.files import image_file_names
 
 
 def test_ground_truth_json_names_each_images_file(tmp_path):

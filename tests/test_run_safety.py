@@ -135,7 +135,7 @@ SIGNAL_RUN = ["detector=yolov1_cpu", *TINY_RUN, "dataset.train.num_images=12", "
 
 
 def _signal_at(monkeypatch, iteration: int, signum: int):
-    from experiments import train as train_module
+    from experiments.training import trainer as train_module
 
     original = train_module.Trainer.step
 

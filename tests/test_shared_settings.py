@@ -7,8 +7,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from detectors.faster_rcnn import FasterRCNN
 from detectors.reference import TorchvisionSingleShot
-from experiments.settings import check_config
-from experiments.weights import build_detector
+from experiments.build import build_detector
+from experiments.job.settings import check_config
 
 SWEEP = ["detector=ssd300_cpu,yolov1_cpu,faster_rcnn_vgg16_cpu", "detector.model.nms_thresh=0.45,0.6",
          "detector.model.score_thresh=0.2", "detector.model.max_detections=50"]

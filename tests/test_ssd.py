@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from detectors.base import empty_target, validate_target
 from detectors.ssd import SSD
 from detectors.ssd_default_boxes import SCALE_PRESETS, default_box_scales, default_boxes, resolve_scales
-from experiments.weights import build_detector
+from experiments.build import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 SSD512_RATIOS = [[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]

@@ -10,7 +10,7 @@ from analysis.runs import load_runs
 from detectors.faster_rcnn_builders import faster_rcnn_vgg16
 from detectors.ssd import SSD
 from detectors.yolo import YOLO
-from experiments.budgets import detector_facts
+from experiments.job.detector_facts import detector_facts
 
 
 def test_ssd_input_sizes_that_break_its_geometry_are_named():

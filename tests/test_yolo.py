@@ -13,7 +13,7 @@ from detectors.base import Batch, empty_target
 from detectors.yolo import YOLO
 from detectors.yolo_grid import assign_objects_to_cells
 from detectors.yolo_loss import YOLOLoss
-from experiments.weights import read_state_dict
+from experiments.build import read_state_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "detector"
 
@@ -278,7 +278,7 @@ def test_empty_target_trains():
 def test_configs_instantiate(name, architecture):
     from omegaconf import OmegaConf
 
-    from experiments.weights import build_detector
+    from experiments.build import build_detector
 
     cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     assert cfg.name == name and cfg.augmentation == "yolo"

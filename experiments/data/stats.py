@@ -1,6 +1,6 @@
 """What a dataset holds: counts of images and boxes, per class and per COCO size bucket, boxes
 dropped and why; and a grid of sample images with their boxes. Plain functions, called by
-``detbench-dataset`` (``experiments.dataset_cli``) and by tests.
+``detbench-dataset`` (``experiments.data.dataset_cli``) and by tests.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from detectors.base import Target
 from experiments.data.base import DetectionDataset
 from experiments.data.box_policy import is_drop_reason
+from experiments.data.size_buckets import MEDIUM_MAX, SMALL_MAX
 
 # COCO's area buckets (pixels²): small < 32², medium in [32², 96²), large >= 96².
-SMALL_MAX, MEDIUM_MAX = 32.0 ** 2, 96.0 ** 2
 
 
 def target_of(dataset: DetectionDataset, index: int) -> Target:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from experiments.data.size_buckets import AREA_RANGES as SIZE_RANGES
 from experiments.evaluation.coco_backends import IOU_THRESHOLDS, coco_box_iou
 from experiments.evaluation.tables import DetectionTable, GroundTruthTable, xywh_to_xyxy
 from experiments.evaluation.voc_ap import IGNORED, TRUE_POSITIVE, voc_match
 
-AREA_RANGES = np.array([[0, 1e5 ** 2], [0, 32 ** 2], [32 ** 2, 96 ** 2], [96 ** 2, 1e5 ** 2]])  # A: COCO's areaRng
+AREA_RANGES = np.array(list(SIZE_RANGES.values()))  # [A, 2]: COCO's areaRng
 MAX_DETS = 100
 
 

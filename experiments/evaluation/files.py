@@ -3,9 +3,11 @@ pr_curves.npz (README, "What a run writes")."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+from torchvision.utils import save_image
 
 from experiments.evaluation.coco_backends import AREA_NAMES, IOU_THRESHOLDS, MAX_DETECTIONS, RECALL_THRESHOLDS
 from experiments.evaluation.metrics import EvaluationResult
@@ -32,3 +34,22 @@ def save_evaluation(result: EvaluationResult, folder: Path, file_names: dict[int
         class_names=np.array(result.per_class["class_name"].tolist(), dtype=str),
         category_ids=result.per_class["category_id"].to_numpy(),
         area_names=np.array(AREA_NAMES), max_detections=np.array(MAX_DETECTIONS))
+
+
+def image_file_names(dataset) -> dict[int, str]:
+    """image_id -> file path relative to the folder all of the dataset's images share, for
+    datasets read from files (``records``); empty for generated ones (synthetic)."""
+    records = getattr(dataset, "records", None) or []
+    if not records:
+        return {}
+    paths = [Path(r.path) for r in records]
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return {int(r.image_id): p.relative_to(root).as_posix() for r, p in zip(records, paths)}
+
+
+def save_samples(dataset, folder: Path, count: int) -> None:
+    """The first ``count`` validation images as PNG, for the report's detection grid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(min(count, len(dataset))):
+        image, target = dataset[i]
+        save_image(image, folder / f"{target['image_id']}.png")

@@ -2,7 +2,7 @@
 
 Frames are decoded in a background thread (``prefetch``), batched (``batch_size``), moved to the
 device and run through each detector's three stages, timed by the speed protocol's stage timer
-(``experiments.benchmark``: the device synchronised at every stage boundary). Then the
+(``experiments.speed.benchmark``: the device synchronised at every stage boundary). Then the
 detections are filtered (``score_thresh``: keep scores >= it, on top of the detector's own
 threshold; ``classes``: keep only those class names), drawn and written.
 
@@ -36,13 +36,13 @@ import torch
 import torchvision
 from tqdm import tqdm
 
-from experiments.benchmark import _Forward as StageTimer  # the speed protocol's synchronised stages
-from experiments.identity import device_name, synchronize
 from experiments.inference.drawing import caption, draw_detections, side_by_side, to_uint8
 from experiments.inference.outputs import VideoWriter, coco_records, save_annotated_image, write_json
 from experiments.inference.prefetch import Prefetcher
+from experiments.inference.run_loader import LoadedDetector, load_detector
 from experiments.inference.sources import Frame, Skip, SourceError, VideoSource, open_source
-from experiments.inference.weights import LoadedDetector, load_detector
+from experiments.job.identity import device_name, synchronize
+from experiments.speed.benchmark import StageTimer  # the speed protocol's synchronised stages
 
 log = logging.getLogger(__name__)
 STAGES = ("decode", "decode_wait", "preprocess", "network", "postprocess", "drawing", "encode")
@@ -229,7 +229,7 @@ class Predictor:
             "device_type": self.device.type, "threads": torch.get_num_threads(),
             "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
             "python_version": platform.python_version(),
-            "timing": "device synchronised at every stage boundary (experiments.benchmark's speed protocol); "
+            "timing": "device synchronised at every stage boundary (experiments.speed.benchmark's speed protocol); "
                       "decode runs in a background thread and overlaps the other stages (decode_wait: the "
                       "time the loop waited for it); wall_s includes the first batch's warm-up",
         }

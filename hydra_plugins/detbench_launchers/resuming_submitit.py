@@ -1,8 +1,8 @@
 """The submitit launchers with requeue-as-resume (a Hydra plugin, so it lives in
 ``hydra_plugins``). When SLURM preempts a job or its time runs out, submitit calls the
-launcher's ``checkpoint`` (after ``experiments.interrupts`` has saved a checkpoint and written
+launcher's ``checkpoint`` (after ``experiments.job.interrupts`` has saved a checkpoint and written
 ``status: interrupted``) and requeues what it returns. Hydra's launcher returns the job with the
-same overrides, which a rerun into its folder refuses (see ``experiments.run_folder``); these
+same overrides, which a rerun into its folder refuses (see ``experiments.job.folder``); these
 add ``resume=true`` (and drop ``overwrite``), so the requeued job continues from
 ``checkpoints/last.pt``. ``conf/hydra/launcher/slurm.yaml`` uses them. The job folder must not
 depend on ``resume`` (the default ``hydra.sweep.subdir`` does not).

@@ -9,8 +9,10 @@ a config names and hands it over:
   cache under ``$TORCH_HOME/hub/checkpoints`` or a download) or a path to a local state_dict file.
   With ``image_mean``/``image_std`` left null, the input normalisation follows the enum's
   metadata (IMAGENET1K_FEATURES expects [0, 255] pixels minus the mean).
-* ``detector.model.weights``: a path to a whole-detector state_dict (or a detbench checkpoint).
-* the run's ``weights=``: a detbench checkpoint (or state_dict), loaded by ``load_run_weights``.
+* the run's ``weights=``: the one whole-detector key: a run folder (its ``checkpoints/last.pt``),
+  a detbench checkpoint or a whole-detector state_dict (torchvision's published keys for the
+  ``tv_*`` rows), loaded by ``load_run_weights``. ``detector.model.weights`` is refused with a
+  message naming ``weights=`` (a null left in an old run's saved config is ignored).
 
 ``read_state_dict`` is the one file loader, used here, by the runner and by the checkpoint code.
 """
@@ -25,6 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectors.base import Detector
+from experiments.job.layout import last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ RENAMED_OPTIONS = {
     "candidates_per_class": "candidates_before_nms", "box_score_thresh": "score_thresh",
     "box_nms_thresh": "nms_thresh", "box_detections_per_img": "max_detections",
     "rpn_post_nms_top_n": "candidates_before_nms (test) and rpn.post_nms_top_n_train",
-    "weights_path": "backbone_weights (a file) or weights (a whole detector)",
+    "weights_path": "backbone_weights (a file) or the run's weights= (a whole detector)",
     "backbone_weights_path": "backbone_weights (a torchvision weights name or a file)",
     "rpn_pre_nms_top_n": "rpn.pre_nms_top_n", "rpn_nms_thresh": "rpn.nms_thresh",
     "rpn_fg_iou_thresh": "rpn.fg_iou_thresh", "rpn_bg_iou_thresh": "rpn.bg_iou_thresh",
@@ -54,6 +57,9 @@ def check_renamed_options(model_cfg: DictConfig | dict, where: str = "detector.m
     renamed = {k: v for k, v in RENAMED_OPTIONS.items() if k in keys}
     if "faster_rcnn" in str(model_cfg.get("_target_", "")):
         renamed.update({k: v for k, v in _FASTER_RCNN_ONLY.items() if k in keys})
+    if model_cfg.get("weights") is not None:
+        raise ValueError(f"{where}.weights is replaced by the run's weights=FILE_OR_RUN_FOLDER (a whole-detector "
+                         "state_dict, a detbench checkpoint or a run folder): one key for a whole detector's weights")
     if renamed:
         listed = "; ".join(f"{where}.{old} is now {new}" for old, new in sorted(renamed.items()))
         raise ValueError(f"renamed options (README, 'Shared settings'): {listed}")
@@ -113,11 +119,12 @@ def normalization_of(member: Any) -> tuple[tuple[float, ...], tuple[float, ...]]
 
 
 def build_detector(model_cfg: DictConfig, num_classes: int) -> Detector:
-    """Instantiate ``detector.model`` for ``num_classes`` classes and load the weights it names
-    (``backbone_weights`` then ``weights``); ``weights_source`` records what was loaded."""
+    """Instantiate ``detector.model`` for ``num_classes`` classes and load the backbone weights it
+    names (``backbone_weights``); ``weights_source`` records what was loaded."""
     check_renamed_options(model_cfg)
     spec = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    backbone_weights, weights = spec.pop("backbone_weights", None), spec.pop("weights", None)
+    backbone_weights = spec.pop("backbone_weights", None)
+    spec.pop("weights", None)   # null (check_renamed_options refused a value)
     model = instantiate(spec, num_classes=num_classes)
     if backbone_weights:
         state, source, member = fetch_backbone_weights(model, str(backbone_weights))
@@ -126,12 +133,23 @@ def build_detector(model_cfg: DictConfig, num_classes: int) -> Detector:
         if normalization and spec.get("image_mean") is None and spec.get("image_std") is None:
             model.set_normalization(*normalization)
             log.info("input normalisation follows %s: mean %s, std %s", source, *normalization)
-    if weights:
-        model.load_detector_state(read_state_dict(weights, "detector weights"), f"file:{weights}")
     log.info("%s weights: %s", type(model).__name__, model.weights_source)
     return model
 
 
+def weights_file(path: str | Path) -> Path:
+    """The file behind ``weights=``: a run folder's ``checkpoints/last.pt``, else ``path`` itself."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        checkpoint = last_checkpoint(path)
+        if not checkpoint.is_file():
+            raise ValueError(f"weights={path}: a folder without {checkpoint.relative_to(path)} (give a run folder "
+                             "whose training finished, a checkpoint or a state_dict file)")
+        return checkpoint
+    return path
+
+
 def load_run_weights(model: Detector, path: str | Path) -> None:
-    """The run's ``weights=``: a detbench checkpoint (or a whole-detector state_dict)."""
+    """The run's ``weights=``: a run folder, a detbench checkpoint or a whole-detector state_dict."""
+    path = weights_file(path)
     model.load_detector_state(read_state_dict(path, "weights"), f"file:{path}")

@@ -40,8 +40,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from experiments.flops import DTYPES
-from experiments.identity import synchronize
+from experiments.job.identity import synchronize
+from experiments.speed.flops import DTYPES
 
 #: dense TFLOP/s from NVIDIA datasheets: name substring -> {fp32, tf32, bf16, fp16}
 GPU_PEAK_TFLOPS = {

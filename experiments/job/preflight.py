@@ -29,12 +29,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 from torch import nn
 
+from experiments.job.layout import CHECKPOINTS, LAST_CHECKPOINT, RUN_FOLDERS
+
 log = logging.getLogger("detbench")
 
 # Files and folders of a run that a later stage appends to or replaces.
 OUTPUT_FILES = ("metrics.json", "train_log.csv", "val_log.csv", "detections.json",
                 "ground_truth.json", "per_class.csv", "pr_curves.npz", "error.txt")
-OUTPUT_FOLDERS = ("checkpoints", "samples", "tensorboard")
+OUTPUT_FOLDERS = RUN_FOLDERS
 
 
 class PreflightError(ValueError):
@@ -88,11 +90,11 @@ def check_writable(out: Path) -> None:
     written (a resume appends to the logs; every run replaces metrics.json)."""
     out = Path(out)
     _probe_folder(out)
-    _probe_folder(out / "checkpoints")
+    _probe_folder(out / CHECKPOINTS)
     for name in OUTPUT_FOLDERS[1:]:
         if (out / name).is_dir():
             _probe_folder(out / name)
-    for name in (*OUTPUT_FILES, "checkpoints/last.pt"):
+    for name in (*OUTPUT_FILES, str(LAST_CHECKPOINT)):
         path = out / name
         if path.is_file():
             try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from experiments.weights import load_torch_file
+from experiments.build import load_torch_file
 
 
 def rng_states() -> dict[str, Any]:

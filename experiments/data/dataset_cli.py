@@ -24,10 +24,10 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments.data.scan import scan_images
+from experiments.data.split_builder import build_split
 from experiments.data.stats import dataset_stats, draw_sample_grid, format_stats, merge_stats
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,12 @@ def describe_dataset(dataset_cfg: DictConfig, split: str, out_dir: str | Path,
     Returns the stats dict."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if OmegaConf.is_missing(dataset_cfg, "root"):
-        raise ValueError(f"dataset '{dataset_cfg.get('name')}' needs dataset.root=PATH")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts, datasets = [], []
     scans = {}
     for name in SPLITS[split]:
-        dataset = instantiate(dataset_cfg[name])
+        dataset = build_split(dataset_cfg, name)
         datasets.append(dataset)
         parts.append(dataset_stats(dataset, decode_images=decode_images))
         scans[name] = scan_images(dataset).as_dict()
@@ -72,7 +70,7 @@ def describe_dataset(dataset_cfg: DictConfig, split: str, out_dir: str | Path,
     return stats
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     describe_dataset(cfg.dataset, str(cfg.get("split", "train")),
                      HydraConfig.get().runtime.output_dir, grid=int(cfg.get("grid", 16)),

@@ -15,11 +15,11 @@ Definitions (the paper's, with AP = COCO AP@[.5:.95] unless the name ends in ``_
 
 Every cell is a full ``experiments.evaluation.evaluate`` of the corrupted images; the corruption
 happens in the DataLoader workers (``CorruptedDataset``); under DDP each rank predicts its share
-and rank 0 scores (``experiments.predict``). ``robustness.csv`` keeps one row per cell (the clean
+and rank 0 scores (``experiments.evaluation.scoring``). ``robustness.csv`` keeps one row per cell (the clean
 row has corruption ``clean``, severity 0) with the objects per size bucket.
 
 Intervals: with ``eval.bootstrap`` > 0 every cell is bootstrapped on one shared resampling of the
-images (``experiments.robustness_intervals``), so each ``robust_*`` figure gets its 95%
+images (``experiments.studies.robustness_intervals``), so each ``robust_*`` figure gets its 95%
 ``_ci_low`` / ``_ci_high`` (mPC and rPC computed per replicate) and each csv row its cell's.
 """
 from __future__ import annotations
@@ -33,13 +33,12 @@ import numpy as np
 import pandas as pd
 
 from experiments.data.corrupted import HELD_OUT, CorruptedDataset, check_corruptions, family_of
-from experiments.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
+from experiments.data.size_buckets import AREA_RANGES
+from experiments.job.layout import last_checkpoint
+from experiments.studies.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
 
 log = logging.getLogger("detbench")
 
-# pycocotools' area ranges (pixels², both ends inclusive, so an object of area exactly 32² or 96²
-# is counted in two buckets, as COCOeval counts it).
-AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
 CSV_COLUMNS = ("corruption", "family", "severity", "held_out", "images", *CELL_METRICS,
                *(f"{k}_{end}" for k in CELL_METRICS for end in ("ci_low", "ci_high")),
                "num_gt", "num_gt_small", "num_gt_medium", "num_gt_large", "time_s")
@@ -51,7 +50,7 @@ def objects_per_bucket(area: np.ndarray, iscrowd: np.ndarray) -> dict[str, int]:
     is exactly 32² or 96² (counted twice)."""
     area = np.asarray(area, dtype=np.float64)[~np.asarray(iscrowd, dtype=bool)]
     counts = {"num_gt": int(area.size)}
-    for name, (lo, hi) in AREA_RANGES.items():
+    for name, (lo, hi) in ((k, v) for k, v in AREA_RANGES.items() if k != "all"):
         counts[f"num_gt_{name}"] = int(np.count_nonzero((area >= lo) & (area <= hi)))
     return counts
 
@@ -84,7 +83,7 @@ def summarise(rows: pd.DataFrame) -> dict:
 def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> dict:
     """Score ``val_set`` clean and under every (corruption, severity) of ``cfg.robustness``;
     write robustness.csv (rank 0) and return the ``robust_*`` metrics (empty on other ranks)."""
-    from experiments.predict import score
+    from experiments.evaluation.scoring import score
 
     settings = cfg.robustness
     corruptions, severities = list(settings.corruptions), [int(s) for s in settings.severities]
@@ -127,6 +126,11 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
     return metrics
 
 
+def stage(cfg, ctx) -> dict:
+    """The ``robustness`` entry of ``experiments.stages.STAGES``."""
+    return robustness_stage(cfg, ctx.model, ctx.val_set, ctx.device, ctx.out, ctx.is_main)
+
+
 def robustness_weights(cfg) -> str | None:
     """The checkpoint to load: ``weights=`` if given, else, when the robustness stage runs with
     ``robustness.source=SWEEP_DIR``, that sweep's finished run of this detector."""
@@ -150,7 +154,7 @@ def weights_from_sweep(source: str | Path, detector_name: str) -> str:
     found = []
     for metrics_file in sorted(source.glob("**/metrics.json")):
         metrics = json.loads(metrics_file.read_text())
-        checkpoint = metrics_file.parent / "checkpoints" / "last.pt"
+        checkpoint = last_checkpoint(metrics_file.parent)
         if (metrics.get("detector") == detector_name and metrics.get("status") == "ok"
                 and checkpoint.is_file()):
             found.append(checkpoint)

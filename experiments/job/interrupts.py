@@ -25,6 +25,8 @@ import signal
 import sys
 from pathlib import Path
 
+from experiments.job.layout import last_checkpoint
+
 log = logging.getLogger("detbench")
 
 
@@ -110,7 +112,7 @@ def interrupted_record(stop: KeyboardInterrupt, out: Path, overrides: list[str])
     ``overwrite=true`` when no checkpoint exists yet)."""
     signum = getattr(stop, "signum", signal.SIGINT)
     iteration = getattr(stop, "iteration", None)
-    start_over = not (Path(out) / "checkpoints" / "last.pt").is_file()
+    start_over = not last_checkpoint(out).is_file()
     command = resume_command(out, overrides, start_over)
     where = (f"at iteration {iteration} (checkpoint saved)" if iteration is not None
              else "before this iteration's checkpoint (a resume starts from the last one written)")

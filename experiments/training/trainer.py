@@ -20,8 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
 
-from experiments.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 from experiments.data.collate import collate
+from experiments.job.layout import last_checkpoint
+from experiments.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Trainer:
         self.rank = dist.get_rank() if self.distributed else 0
         self.is_main = self.rank == 0
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-        self.checkpoint_path = self.out_dir / "checkpoints" / "last.pt"
+        self.checkpoint_path = last_checkpoint(self.out_dir)
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0

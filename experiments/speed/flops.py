@@ -1,4 +1,4 @@
-"""Counting a model's arithmetic (the machine's peak rate is ``experiments.peak``).
+"""Counting a model's arithmetic (the machine's peak rate is ``experiments.speed.peak``).
 
 Units, stated once because published figures mix them up: ``torch.utils.flop_counter``
 counts one multiply-add as 2 FLOPs, so MACs = FLOPs / 2. Torchvision's model cards

@@ -10,15 +10,20 @@ written twice from different inputs):
   after loading any weights).
 
 :func:`synchronize` is the one wait-for-the-device used by the speed protocol
-(``experiments.benchmark``, ``experiments.peak``) and by every script in ``benchmarks/``.
+(``experiments.speed.benchmark``, ``experiments.speed.peak``) and by every script in ``benchmarks/``.
 """
 from __future__ import annotations
 
 import platform
+import subprocess
 from pathlib import Path
 
 import torch
 import torchvision
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -61,3 +66,22 @@ def model_facts(model: torch.nn.Module, image_size: tuple[int, int]) -> dict[str
     ``image_size`` (H, W) before NMS) of a detbench detector."""
     return {"params": sum(p.numel() for p in model.parameters()),
             "num_candidates": int(model.num_candidates((int(image_size[0]), int(image_size[1]))))}
+
+
+def run_identity(cfg: DictConfig) -> dict:
+    """Who ran what, where: the identity columns of metrics.json."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return {"detector": OmegaConf.select(cfg, "detector.name", default="?"),
+            "dataset": OmegaConf.select(cfg, "dataset.name", default="?"),
+            "seed": OmegaConf.select(cfg, "seed", default=None), "status": "running",
+            "overrides": overrides, "git_commit": git_commit(),
+            **environment(),
+            **{f"paper_{k}": v for k, v in (OmegaConf.select(cfg, "paper") or {}).items()}}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -3,7 +3,7 @@
 A run folder is what ``detbench`` writes: ``.hydra/config.yaml`` (the composed config Hydra
 saved), ``checkpoints/last.pt``, ``metrics.json`` (with ``status``) and, after an eval stage,
 ``per_class.csv``. The detector is rebuilt from the saved ``detector.model`` exactly as the run
-built it (``experiments.weights.build_detector(detector.model, C)``) and its weights loaded strictly, so
+built it (``experiments.build.build_detector(detector.model, C)``) and its weights loaded strictly, so
 the user never repeats the detector's settings.
 
 Class names and their category ids (for predictions.json) come, in this order, from
@@ -14,7 +14,7 @@ Class names and their category ids (for predictions.json) come, in this order, f
 The saved model's ``backbone_weights`` and ``weights`` are not loaded: the checkpoint replaces
 every parameter, and predicting must never download a backbone only to overwrite it. What they
 decide besides the parameters is kept: with ``image_mean``/``image_std`` null, a torchvision
-weights name sets the input normalisation (``experiments.weights.build_detector``), which is not
+weights name sets the input normalisation (``experiments.build.build_detector``), which is not
 part of a checkpoint; it is read from the weights enum's metadata, without fetching anything.
 """
 from __future__ import annotations
@@ -25,16 +25,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from detectors.base import Detector
-from experiments.weights import build_detector, check_renamed_options, load_run_weights, normalization_of
+from experiments.build import build_detector, check_renamed_options, load_run_weights, normalization_of
+from experiments.data.split_builder import build_split
+from experiments.job.layout import LAST_CHECKPOINT, SAVED_CONFIG
 
 log = logging.getLogger(__name__)
 
-SAVED_CONFIG = Path(".hydra") / "config.yaml"
-LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 class WeightsError(ValueError):
@@ -127,7 +126,7 @@ def class_names_of_run(run_dir: Path, cfg: DictConfig) -> tuple[list[str], dict[
             raise WeightsError(f"{table}: labels are not 1..{len(rows)}")
         return [r["class_name"] for r in rows], {int(r["label"]): int(r["category_id"]) for r in rows}
     try:
-        dataset = instantiate(cfg.dataset.val)
+        dataset = build_split(cfg.dataset, "val")
     except Exception as error:  # the data may not be on this machine
         raise WeightsError(f"{run_dir}: no per_class.csv (the run had no eval stage) and its validation set "
                            f"cannot be rebuilt for the class names: {type(error).__name__}: {error}") from error
@@ -137,10 +136,11 @@ def class_names_of_run(run_dir: Path, cfg: DictConfig) -> tuple[list[str], dict[
 def rebuild_detector(model_cfg: DictConfig, num_classes: int) -> Detector:
     """The run's detector with random parameters and the run's input normalisation (module
     docstring); nothing is read or downloaded."""
-    check_renamed_options(model_cfg)
     spec = OmegaConf.to_container(model_cfg, resolve=True)
+    spec.pop("weights", None)   # an older run's detector.model.weights: the checkpoint replaces them anyway
+    check_renamed_options(spec)
     backbone_weights = spec.get("backbone_weights")
-    spec["backbone_weights"], spec["weights"] = None, None
+    spec["backbone_weights"] = None
     model = build_detector(OmegaConf.create(spec), num_classes)
     if backbone_weights and not Path(str(backbone_weights)).expanduser().is_file() \
             and spec.get("image_mean") is None and spec.get("image_std") is None:

@@ -1,5 +1,5 @@
 """``detbench-coverage``: how many ground-truth objects a detector's training-time assignment
-reaches, by COCO size bucket and class, before any training (``experiments.coverage``).
+reaches, by COCO size bucket and class, before any training (``experiments.studies.coverage``).
 
     detbench-coverage detector=ssd300 dataset=coco dataset.root=../shared/data/coco_tiny +split=val
     detbench-coverage detector=yolov1 +split=val          # the synthetic shapes
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments.coverage import CoverageNotDefined, coverage_of, format_table, to_json
-from experiments.weights import build_detector
+from experiments.build import build_detector
+from experiments.data.split_builder import build_split
+from experiments.studies.coverage import CoverageNotDefined, coverage_of, format_table, to_json
 
 SPLITS = ("train", "val")
 
@@ -35,11 +35,9 @@ def describe_coverage(cfg: DictConfig, split: str, out_dir: str | Path, max_imag
     assignment rule)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if OmegaConf.is_missing(cfg.dataset, "root"):
-        raise ValueError(f"dataset '{cfg.dataset.get('name')}' needs dataset.root=PATH")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = instantiate(cfg.dataset[split])
+    dataset = build_split(cfg.dataset, split)
     model = build_detector(cfg.detector.model, dataset.num_classes)   # as a run builds it
     identity = {"detector": str(cfg.detector.name), "dataset": str(cfg.dataset.name), "split": split,
                 "input_size": list(model.input_size), "images": len(dataset) if not max_images
@@ -65,7 +63,7 @@ def describe_coverage(cfg: DictConfig, split: str, out_dir: str | Path, max_imag
     return content
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     describe_coverage(cfg, str(cfg.get("split", "train")), HydraConfig.get().runtime.output_dir,
                       max_images=int(cfg.get("max_images", 0)), by_class=bool(cfg.get("by_class", False)))

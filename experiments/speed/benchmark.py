@@ -22,7 +22,7 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   batches where Linux allows it), which includes the weights and Python itself.
   ``peak_memory_kind`` says which.
 - ``network_gflops_per_s``: the network stage's FLOPs over its median time, and
-  ``network_utilisation``: that as a percentage of the machine's peak (``experiments.peak``):
+  ``network_utilisation``: that as a percentage of the machine's peak (``experiments.speed.peak``):
   ``theoretical_peak_gflops`` (cores x clock x FLOP/cycle) when the hardware says enough and it
   is not below what was measured, else ``measured_peak_gflops``, the best of a matrix product
   (``matmul_peak_gflops``) and a 3x3 convolution (``conv_peak_gflops``) in the same dtype,
@@ -41,7 +41,7 @@ proposals its RPN kept, at most its ``num_candidates``); and the settings of the
 ``bench_threads``, ``bench_dtype``, ``bench_channels_last``, ``bench_compile``,
 ``bench_image_size``, ``bench_warmup``, ``bench_iterations``. Only speed keys: the identity keys
 (``device``, ``params``, ``num_candidates``, versions) are the runner's, from
-``experiments.identity``, written once.
+``experiments.job.identity``, written once.
 
 Options: ``dtype`` fp32, or bf16 / fp16 autocast around the network stage (its floating
 outputs are cast back to fp32 inside the network's time, so that decoding and NMS always run
@@ -63,9 +63,9 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from detectors.base import Detector
-from experiments.flops import DTYPES, count_flops
-from experiments.identity import synchronize
-from experiments.peak import measured_peak_gflops, theoretical_peak, utilisation_denominator
+from experiments.job.identity import synchronize
+from experiments.speed.flops import DTYPES, count_flops
+from experiments.speed.peak import measured_peak_gflops, theoretical_peak, utilisation_denominator
 
 
 def synthetic_images(count: int, image_size: tuple[int, int], device: str | torch.device = "cpu",
@@ -106,7 +106,7 @@ def _to_float32(outputs):
                     else t, outputs)
 
 
-class _Forward:
+class StageTimer:
     """One eval forward, stage by stage, with the device synchronised at each boundary."""
 
     def __init__(self, detector: Detector, device: torch.device, dtype: str, channels_last: bool,
@@ -275,7 +275,7 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
                 with _matmul_like_convolutions(device):
                     peaks.append(measured_peak_gflops(device, dtype))
 
-            forward = _Forward(detector, device, dtype, channels_last, compile)
+            forward = StageTimer(detector, device, dtype, channels_last, compile)
             timed = {}  # batch size -> (stage times per batch, boxes kept per image)
             for b in sizes:
                 measure_peak_rate()

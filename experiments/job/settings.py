@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from experiments.weights import check_renamed_options
+from experiments.build import check_renamed_options
+from experiments.stages import STAGES, SWEEP_STAGES
 
-STAGES = ("train", "eval", "robustness", "bench")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -23,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainSchema:
     """Types of ``train.*``; the values live in conf/train/*.yaml only (no defaults here)."""
     epochs: int = MISSING
-    iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.train.epochs_for)
+    iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.training.trainer.epochs_for)
     batch_size: int = MISSING
     num_workers: int = MISSING
     amp: bool = MISSING
@@ -34,7 +34,7 @@ class TrainSchema:
     max_time_s: float = MISSING  # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = MISSING  # None: the detector's own policy
     shuffle: bool = MISSING
-    freeze_batch_norm: bool = MISSING  # BatchNorm layers keep eval mode (experiments.preflight)
+    freeze_batch_norm: bool = MISSING  # BatchNorm layers keep eval mode (experiments.job.preflight)
     sync_batch_norm: Any = MISSING  # true | false | auto (SyncBatchNorm under DDP on CUDA)
     warmup_iterations: int = MISSING
     warmup_factor: float = MISSING
@@ -50,7 +50,7 @@ class EvalSchema:
     max_images: int = MISSING   # 0: the whole validation split
     samples: int = MISSING      # validation images saved for the report's detection grid
     coverage_images: int = MISSING  # val images whose targets the coverage counts (0: all)
-    check_images: bool = MISSING  # decode the scored images before training (experiments.preflight)
+    check_images: bool = MISSING  # decode the scored images before training (experiments.job.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
 
@@ -72,8 +72,9 @@ class RunSchema:
     seed: int = MISSING
     device: str = MISSING
     resume: bool = MISSING
-    overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.run_folder)
+    overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
     deterministic: bool = MISSING
+    sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
 
 
@@ -104,6 +105,9 @@ def check_config(cfg: DictConfig) -> None:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
+    unknown = [s for s in cfg.sweep_stages if s not in SWEEP_STAGES]
+    if unknown:
+        raise ValueError(f"sweep_stages: unknown {unknown}; choose from {sorted(SWEEP_STAGES)}")
     if cfg.device not in DEVICES:
         raise ValueError(f"device: {cfg.device!r}; choose from {list(DEVICES)}")
     for key in ("name", "model"):

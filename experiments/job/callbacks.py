@@ -1,4 +1,4 @@
-"""Hydra callbacks: when a sweep ends, build the report from every job folder."""
+"""Hydra callbacks: when a sweep ends, run the sweep-level stages, then build the report from every job folder."""
 from __future__ import annotations
 
 import logging
@@ -17,8 +17,10 @@ class ReportOnMultirunEnd(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from analysis.report import build_report
+        from experiments.stages import run_sweep_stages
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
         try:
             path = build_report(sweep_dir, print_tables=True)
         except Exception as error:  # the jobs' results stay on disk whatever happens here

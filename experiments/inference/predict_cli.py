@@ -16,14 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from experiments.inference.predictor import PredictOptions, Predictor
+from experiments.job.process import resolve_device
 
 log = logging.getLogger("detbench")
 
 
 def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     """Run detbench-predict with ``cfg`` (conf/predict.yaml's keys); returns predict_stats.json's dict."""
-    from experiments.run import resolve_device
-
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     weights = cfg.weights
     weights = [str(w) for w in weights] if isinstance(weights, (list, ListConfig)) else [str(weights)]

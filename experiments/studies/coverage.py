@@ -29,7 +29,8 @@ import pandas as pd
 import torch
 
 from detectors.assignment import STATUSES
-from experiments.data.stats import MEDIUM_MAX, SMALL_MAX, target_of
+from experiments.data.size_buckets import size_of
+from experiments.data.stats import target_of
 
 log = logging.getLogger(__name__)
 SIZE_BUCKETS = ("small", "medium", "large")
@@ -39,10 +40,6 @@ BUCKET_RULE = "COCO area in the original image (segment area for COCO, else box 
 
 class CoverageNotDefined(ValueError):
     """The detector has no training-time assignment rule detbench can run."""
-
-
-def size_bucket(area: float) -> str:
-    return "small" if area < SMALL_MAX else "medium" if area < MEDIUM_MAX else "large"
 
 
 def image_size_of(dataset, index: int) -> tuple[int, int]:
@@ -89,7 +86,7 @@ def object_records(detector, dataset, max_images: int = 0, where: str = "dataset
                     label = int(target["labels"][k])
                     rows.append({"stage": stage, "image_id": target["image_id"], "label": label,
                                  "class_name": dataset.class_names[label - 1], "area": area,
-                                 "bucket": size_bucket(area), "width_input": float(size_in[k, 0]),
+                                 "bucket": size_of(area), "width_input": float(size_in[k, 0]),
                                  "height_input": float(size_in[k, 1]),
                                  "sub_pixel": bool(min(size_in[k]) < 1.0),
                                  "positives": int(result.positives[k]), "best_iou": float(result.best_iou[k]),

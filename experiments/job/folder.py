@@ -29,14 +29,13 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
+
+from experiments.job.layout import CHECKPOINTS, PREVIOUS_RUN_FILES, RUN_FILES, RUN_FOLDERS
 
 log = logging.getLogger("detbench")
 
-PREVIOUS_RUN_FILES = ("metrics.json", "train_log.csv", "val_log.csv", "error.txt")
-RUN_FILES = (*PREVIOUS_RUN_FILES, "metrics.json.tmp", "resume_error.txt", "detections.json",
-             "ground_truth.json", "per_class.csv", "pr_curves.npz")
-RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
 STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
 MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
 
@@ -54,7 +53,7 @@ class RunFolder:
     def previous_run(self) -> list[str]:
         """The files that show a previous run in this folder (empty: none)."""
         found = [name for name in PREVIOUS_RUN_FILES if (self.out / name).exists()]
-        checkpoints = self.out / "checkpoints"
+        checkpoints = self.out / CHECKPOINTS
         if checkpoints.is_dir() and any(p.suffix == ".pt" for p in checkpoints.iterdir()):
             found.append("checkpoints/")
         return found
@@ -147,3 +146,19 @@ def describe_error(error: BaseException) -> str:
         first = (first[:cut] if cut > 0 else first).rstrip(" :(")
         wrappers.append(f"{type(outer).__name__}: {first}" if first else type(outer).__name__)
     return text + (f" [raised as {' <- '.join(wrappers)}]" if wrappers else "")
+
+
+def write_metrics(out: Path, metrics: dict, is_main: bool) -> None:
+    """metrics.json, replaced in one step (a reader never sees half a file); rank 0 only."""
+    if is_main:
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, default=_json_default))
+        os.replace(tmp, out / "metrics.json")
+
+
+def _json_default(value):
+    if torch.is_tensor(value):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

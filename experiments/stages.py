@@ -1,0 +1,162 @@
+"""The stages of one job, as a table: ``STAGES[name](cfg, ctx) -> dict`` of metrics.json entries.
+
+``experiments.run`` builds the detector and the datasets once, then calls, in this order, every
+stage of ``STAGES`` named in ``cfg.stages`` (``PREPARE`` first, for every job). A stage reads what
+it needs from :class:`StageContext` and returns the named numbers it measured; the runner merges
+them into metrics.json after each stage. A new study is one stage function here (or in
+``experiments/studies/``, registered here), one report section in ``analysis/report.py`` and
+one conf group (``docs/architecture.md``, "Adding a study").
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.evaluation import save_evaluation
+from experiments.evaluation.bootstrap import bootstrap_evaluation
+from experiments.evaluation.files import image_file_names, save_samples
+from experiments.evaluation.scoring import score
+from experiments.job import preflight
+from experiments.job.interrupts import InterruptGuard
+from experiments.speed.benchmark import benchmark
+from experiments.studies import robustness
+from experiments.studies.coverage import run_coverage
+from experiments.training.trainer import Trainer, epochs_for, warmup_then
+
+log = logging.getLogger("detbench")
+
+
+@dataclass
+class StageContext:
+    """What the runner built once and every stage shares.
+
+    model: the detector, on ``device``, with its weights loaded; train_set: the training split
+    as scanned by ``prepare_datasets`` (None when no train stage runs); val_set: the validation
+    split; out: the run folder; is_main: rank 0 (the one that writes files); guard: the job's
+    interrupt guard (training defers a signal to the next iteration boundary)."""
+    model: torch.nn.Module
+    train_set: object | None
+    val_set: object
+    device: torch.device
+    out: Path
+    is_main: bool
+    guard: InterruptGuard | None = None
+
+
+def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """The recall ceiling of training (``experiments.studies.coverage``): which validation
+    objects the detector's assignment rule can reach. Needs no training; rank 0 only."""
+    if not ctx.is_main:
+        return {}
+    return run_coverage(ctx.model, ctx.val_set, ctx.out, cfg.eval.coverage_images)
+
+
+def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Train ``ctx.model`` on ``ctx.train_set`` (``cfg.train``), validating on ``ctx.val_set``."""
+    model, guard = ctx.model, ctx.guard
+    optimizer = instantiate(cfg.train.optimizer)(model.parameters())
+    scheduler_factory = instantiate(cfg.train.scheduler) if cfg.train.scheduler else None
+    scheduler = warmup_then(scheduler_factory, optimizer, cfg.train.warmup_iterations,
+                            cfg.train.warmup_factor)
+
+    def validate(m):
+        result = score(m, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
+                       cfg.train.val_images)
+        return result.metrics if result is not None else {}
+
+    trainer = Trainer(model, ctx.train_set, optimizer, scheduler, device=ctx.device,
+                      epochs=epochs_for(cfg.train.epochs, cfg.train.iterations, len(ctx.train_set),
+                                        cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=ctx.out,
+                      seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
+                      grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
+                      val_every=cfg.train.val_every, validate=validate,
+                      max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
+                      stop_requested=guard.requested if guard else None,
+                      sync_batch_norm=cfg.train.sync_batch_norm)
+    if cfg.train.freeze_batch_norm:
+        log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
+                 preflight.freeze_batch_norm(model))
+    if cfg.resume:
+        trainer.resume()
+    if guard is not None:
+        guard.deferring = True   # a signal now stops at the next iteration boundary
+    try:
+        result = trainer.fit()
+    finally:
+        if guard is not None:
+            guard.deferring = False
+    log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
+             result["train_time_s"], result["final_loss"])
+    return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+            "train_iterations_planned": result["planned_iterations"],
+            "train_epochs": result["epochs"], "final_loss": result["final_loss"],
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
+
+
+def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Score ``ctx.val_set`` (``cfg.eval``): COCO metrics, their bootstrap intervals and the
+    evaluator's files in the run folder."""
+    start = time.perf_counter()
+    result = score(ctx.model, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
+                   cfg.eval.max_images)
+    if not ctx.is_main or result is None:
+        return {}
+    save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
+    save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out)
+    log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
+             result.metrics["map_50"], result.metrics["map_small"],
+             result.metrics["map_medium"], result.metrics["map_large"])
+    return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
+
+
+def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    if not ctx.is_main:
+        return {}
+    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+
+
+#: runs for every job, before the stages the config names (no training needed).
+PREPARE: Callable[[DictConfig, StageContext], dict] = coverage_stage
+#: the stages a config may name (``stages=[...]``), in the order they run.
+STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
+    "train": train_stage,
+    "eval": eval_stage,
+    "robustness": robustness.stage,
+    "bench": bench_stage,
+}
+
+#: sweep-level stages: ``stage(cfg, sweep_dir) -> dict``, for work that needs several finished runs
+#: at once (interleaved timing of two detectors, re-scoring a sweep). The sweep-end callback runs
+#: each one named in ``sweep_stages`` over the sweep folder before the report, and writes what it
+#: returns to ``<sweep>/sweep_stages/<name>.json``. Studies register theirs here.
+SWEEP_STAGES: dict[str, Callable[[DictConfig, Path], dict]] = {}
+
+
+def run_sweep_stages(cfg: DictConfig, sweep_dir: Path) -> dict[str, str]:
+    """Run the sweep-level stages ``cfg.sweep_stages`` names; returns name -> "ok" or the error
+    (one failing stage never stops the others or the report)."""
+    done = {}
+    for name in cfg.get("sweep_stages") or []:
+        if name not in SWEEP_STAGES:
+            done[name] = f"unknown sweep stage (known: {sorted(SWEEP_STAGES)})"
+            log.error("sweep stage %s: %s", name, done[name])
+            continue
+        try:
+            result = SWEEP_STAGES[name](cfg, sweep_dir)
+            (sweep_dir / "sweep_stages").mkdir(exist_ok=True)
+            (sweep_dir / "sweep_stages" / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+            done[name] = "ok"
+        except Exception as error:  # the runs' results stay; the report says what failed
+            done[name] = f"{type(error).__name__}: {error}"
+            log.error("sweep stage %s failed: %s", name, done[name])
+    return done
