@@ -13,7 +13,7 @@ from detectors.base import empty_target, validate_target
 from detectors.fast_rcnn import FastRCNN, fast_rcnn_vgg16
 from detectors.region_proposals import FixedProposals, SlidingWindows
 from experiments.data.synthetic import SyntheticShapes
-from experiments.weights import build_detector
+from experiments.build import build_detector
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
