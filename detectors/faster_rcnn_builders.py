@@ -128,6 +128,10 @@ class VGG16Weights:
     ImageNet weights are loaded (the papers: 2, fine-tuning from conv3_1). A randomly
     initialised trunk is never frozen."""
 
+    def fc_layers(self) -> TwoMLPHead:
+        """The fc6/fc7 pair that takes VGG-16's classifier weights."""
+        return self.roi_heads.box_head
+
     def backbone_weights_enum(self) -> type:
         return vgg16_weights_enum(self.batch_norm)
 
@@ -135,7 +139,7 @@ class VGG16Weights:
         load_vgg16_trunk_state(self.backbone, state, source, self.batch_norm)
         notes = []
         classifier = vgg16_classifier(state)
-        box_head = self.roi_heads.box_head
+        box_head = self.fc_layers()
         if classifier is not None and box_head.fc6.weight.shape == classifier["fc6.weight"].shape:
             box_head.fc6.load_state_dict({"weight": classifier["fc6.weight"], "bias": classifier["fc6.bias"]})
             box_head.fc7.load_state_dict({"weight": classifier["fc7.weight"], "bias": classifier["fc7.bias"]})

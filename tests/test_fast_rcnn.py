@@ -12,8 +12,8 @@ from torchvision.ops import box_iou
 from detectors.base import empty_target, validate_target
 from detectors.fast_rcnn import FastRCNN, fast_rcnn_vgg16
 from detectors.region_proposals import FixedProposals, SlidingWindows
-from experiments.data.synthetic import SyntheticShapes
 from experiments.build import build_detector
+from experiments.data.synthetic import SyntheticShapes
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "detector"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
