@@ -79,6 +79,8 @@ class RCNN(VGG16Weights, Detector):
         fg_per_batch, bg_per_batch: regions per fine-tuning batch (32 / 96); fg_iou_thresh: 0.5.
         region_batch: regions per network pass at test (the network time sums over them).
         score_thresh, nms_thresh (0.3), max_detections: the final detections.
+        input_size: (H, W) of a typical image, which the speed protocol feeds (R-CNN warps its
+            regions from the image as given: VOC's are about 375 x 500).
     """
 
     external_proposals = True
@@ -89,7 +91,8 @@ class RCNN(VGG16Weights, Detector):
                  proposals_train: int = 2000, candidates_before_nms: int = 2000, fg_per_batch: int = 32,
                  bg_per_batch: int = 96, fg_iou_thresh: float = 0.5, region_batch: int = 256,
                  score_thresh: float = 0.05, nms_thresh: float = 0.3, max_detections: int = 100,
-                 batch_norm: bool = False, frozen_blocks: int = 2) -> None:
+                 batch_norm: bool = False, frozen_blocks: int = 2,
+                 input_size: tuple[int, int] = (375, 500)) -> None:
         super().__init__()
         if classifier.out_features != num_classes + 1:
             raise ValueError(f"classifier has {classifier.out_features} outputs, expected {num_classes + 1}")
@@ -97,7 +100,7 @@ class RCNN(VGG16Weights, Detector):
         self.backbone, self.box_head, self.classifier = backbone, box_head, classifier
         self.proposal_source = proposals
         self.warp_size, self.context = int(warp_size), int(context)
-        self.input_size = (self.warp_size, self.warp_size)
+        self.input_size = (int(input_size[0]), int(input_size[1]))   # images are not resized: a typical one
         self.proposals_train, self.proposals_test = int(proposals_train), int(candidates_before_nms)
         self.fg_per_batch, self.bg_per_batch, self.fg_iou_thresh = fg_per_batch, bg_per_batch, fg_iou_thresh
         self.region_batch = int(region_batch)
@@ -244,7 +247,8 @@ def rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, w
                context: int = 16, proposals_train: int = 2000, candidates_before_nms: int = 2000,
                fg_per_batch: int = 32, bg_per_batch: int = 96, region_batch: int = 256,
                score_thresh: float = 0.05, nms_thresh: float = 0.3, max_detections: int = 100,
-               frozen_blocks: int = 2, proposals: ProposalSource | None = None) -> RCNN:
+               frozen_blocks: int = 2, input_size: tuple[int, int] = (375, 500),
+               proposals: ProposalSource | None = None) -> RCNN:
     """R-CNN with VGG-16: conv1_1..pool5 (stride 32), fc6/fc7 of ``scale_width(4096, width)``,
     regions warped to ``warp_size`` with ``context`` pixels; the paper's 224 / 16 keeps pool5 at
     7x7, so torchvision's fc6/fc7 ImageNet weights fit at width 1."""
@@ -257,4 +261,5 @@ def rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = False, w
     box_head = TwoMLPHead(channels * (warp_size // 32) ** 2, representation)
     return RCNN(num_classes, backbone, box_head, nn.Linear(representation, num_classes + 1), proposals,
                 warp_size, context, proposals_train, candidates_before_nms, fg_per_batch, bg_per_batch, 0.5,
-                region_batch, score_thresh, nms_thresh, max_detections, batch_norm, frozen_blocks)
+                region_batch, score_thresh, nms_thresh, max_detections, batch_norm, frozen_blocks,
+                tuple(input_size))

@@ -26,13 +26,13 @@ from torch import Tensor
 
 
 def linear_svm(features: Tensor, labels: Tensor, c: float = 1e-3, bias_multiplier: float = 10.0,
-               positive_weight: float = 2.0, max_iter: int = 500) -> tuple[Tensor, float]:
+               positive_weight: float = 2.0, max_iter: int = 150) -> tuple[Tensor, float]:
     """features [N, D], labels [N] (+1 / -1) -> (weight [D], bias): score = x . weight + bias."""
     x = torch.cat([features.double(), features.new_full((len(features), 1), bias_multiplier).double()], 1)
     y = labels.double()
     cost = torch.where(y > 0, positive_weight * c, c)                       # [N]
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+    optimizer = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-12,
                                   history_size=20, line_search_fn="strong_wolfe")
 
     def objective():
