@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, fidelity, plot_runs, plots, provenance, robustness, significance_tables, sweeps, tables
+from analysis import (
+    coverage,
+    fidelity,
+    ladder,
+    plot_runs,
+    plots,
+    provenance,
+    robustness,
+    significance_tables,
+    sweeps,
+    tables,
+)
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 
@@ -153,7 +164,7 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
     all_tables[-4:-4] = sweeps.report_tables(runs) + robust_tables   # before the published figures
     significance = significance_tables.report_tables(labelled, problems)
-    all_tables += significance
+    all_tables += significance + ladder.report_tables(labelled, problems)   # R-CNN / Fast R-CNN sweeps
     for table in all_tables:
         tables.write_table(table, out / "tables")
     summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
