@@ -122,3 +122,19 @@ def test_configs_give_the_papers_settings():
     cpu_cfg.pop("defaults", None)
     cpu = build_detector(cpu_cfg.model, 5)
     assert cpu.backbone[0].out_channels == 8 and cpu.input_size == (300, 300)
+
+
+def test_speed_protocol_times_proposals_as_their_own_stage():
+    from experiments.speed.benchmark import benchmark
+
+    calls = []
+
+    def windows(image):
+        calls.append(image.shape)
+        return SlidingWindows((32, 64)).windows(*image.shape[-2:])
+
+    model = small(proposals=FixedProposals(windows), min_size=128, max_size=128, input_size=(128, 128))
+    metrics = benchmark(model, batch_sizes=[1], warmup=0, iterations=2, measure_peak=False)
+    assert metrics["proposal_ms_b1"] > 0 and len(calls) >= 2
+    assert metrics["latency_ms_p50_without_proposals_b1"] < metrics["latency_ms_p50_b1"]
+    assert metrics["candidates_scored_b1"] == len(SlidingWindows((32, 64)).windows(128, 128))

@@ -103,3 +103,23 @@ def test_missing_ximgproc_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.1.0"))
     with pytest.raises(ImportError, match="opencv-contrib-python-headless"):
         ss.SelectiveSearchProposals(SMALL)
+
+
+def test_attach_gives_external_proposal_detectors_their_source(compose_config, tmp_path):
+    from experiments.build import build_detector
+    from experiments.studies import proposal_stage
+
+    cfg = compose_config(["detector=fast_rcnn_vgg16_cpu", f"+detector.proposals.cache_dir={tmp_path / 'c'}"])
+    model = build_detector(cfg.detector.model, 5)
+    facts = proposal_stage.attach(model, cfg)
+    source = model.proposal_source
+    assert isinstance(source, ss.SelectiveSearchProposals) and facts["proposal_max"] == 500
+    assert (source.settings.min_side, source.settings.max_proposals) == (8, 500)
+    assert (tmp_path / "c" / "settings.json").is_file()
+    default = proposal_stage.default_cache_dir(cfg, source.settings)
+    assert default.parts[:4] == ("runs", "cache", "proposals", "synthetic")
+    cfg = compose_config(["detector=fast_rcnn_vgg16_cpu", "+detector.proposals.base_kk=3"])
+    with pytest.raises(ValueError, match="base_kk"):
+        proposal_stage.attach(model, cfg)
+    ssd = compose_config(["detector=ssd300_cpu"])
+    assert proposal_stage.attach(build_detector(ssd.detector.model, 5), ssd) == {}
