@@ -19,14 +19,15 @@ import re
 
 import pandas as pd
 
-from analysis import significance as sig
-from analysis.claims import _accuracy, _accuracy_text, _side, _speed, _speed_text
-from analysis.significance import CONTRADICTED, SUPPORTED, UNRESOLVED
-from analysis.tables import Table
+from analysis.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, _accuracy, _accuracy_text, _side, _speed, _speed_text
+from analysis.runs import FAMILY_NAME_RULES, ok_runs
+from analysis.section import Context, Section
+from analysis.significance import latency_samples, pairwise
+from analysis.table import Table
 
 #: rung -> detector-name pattern, in the ladder's order.
 RUNGS = {"R-CNN": r"^rcnn", "Fast R-CNN": r"(^|_)fast_rcnn", "Faster R-CNN": r"faster_rcnn|frcnn",
-         "SSD": sig.FAMILIES["ssd"], "YOLO v1": sig.FAMILIES["yolo"]}
+         "SSD": FAMILY_NAME_RULES["ssd"], "YOLO v1": FAMILY_NAME_RULES["yolo"]}
 PROPOSAL_BASED, SINGLE_SHOT = ("R-CNN", "Fast R-CNN", "Faster R-CNN"), ("SSD", "YOLO v1")
 COLUMNS = {"map": "AP %", "map_small": "APs %", "latency_ms_p50_b1": "end-to-end ms (b1, with proposals)",
            "latency_ms_p50_without_proposals_b1": "ms without proposals", "proposal_ms_b1": "proposal ms (bench)",
@@ -45,7 +46,7 @@ def _mean(rows: pd.DataFrame, key: str) -> float:
 
 def ladder_table(runs: pd.DataFrame) -> Table:
     """One row per (dataset, group), in ladder order: means over seeds."""
-    ok = sig.ok_runs(runs).copy()
+    ok = ok_runs(runs).copy()
     if "train_time_s" in ok:
         total = ok["train_time_total_s"] if "train_time_total_s" in ok else ok["train_time_s"]
         ok["train_seconds"] = pd.to_numeric(total, errors="coerce").fillna(pd.to_numeric(ok["train_time_s"],
@@ -73,8 +74,8 @@ def ladder_table(runs: pd.DataFrame) -> Table:
 
 
 def ladder_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
-    ok = sig.ok_runs(runs)
-    latency = sig.latency_samples(runs)
+    ok = ok_runs(runs)
+    latency = latency_samples(runs)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         groups = dict(zip(of_dataset["group"], of_dataset["detector"]))
@@ -120,12 +121,9 @@ def _all_or_any(sides: list[int]) -> str:
     return CONTRADICTED if -1 in sides else SUPPORTED if sides and all(x == 1 for x in sides) else UNRESOLVED
 
 
-def report_tables(runs: pd.DataFrame, problems: list[str]) -> list[Table]:
-    """[ladder, ladder claims] when the sweep has R-CNN or Fast R-CNN, else []; never raises."""
+def section(ctx: Context) -> Section | None:
+    """The ladder table and claims (f), (g); None for a folder without R-CNN or Fast R-CNN runs."""
+    runs = ctx.labelled
     if not len(runs) or not any(rung(d) in ("R-CNN", "Fast R-CNN") for d in runs.get("detector", [])):
-        return []
-    try:
-        return [ladder_table(runs), ladder_claims(runs, sig.pairwise(runs))]
-    except Exception as exc:  # the report goes on without them, and says why
-        problems.append(f"ladder tables not computed: {type(exc).__name__}: {exc}")
-        return []
+        return None
+    return Section("The proposal ladder", [ladder_table(runs), ladder_claims(runs, pairwise(runs))])

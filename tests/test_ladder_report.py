@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
 from analysis import ladder
+from analysis.claims import CONTRADICTED, SUPPORTED
 from analysis.runs import load_runs
-from analysis.significance import CONTRADICTED, SUPPORTED, pairwise
+from analysis.significance import pairwise
 from tests.test_claims import METRICS, _ap, _fabricate
 
 B = 400
@@ -50,6 +52,13 @@ def test_the_seed_articles_story_is_supported(tmp_path):
     assert ssd["ms without proposals"] == ssd["end-to-end ms (b1, with proposals)"] == 60.0
 
 
+def test_the_section_carries_both_tables(tmp_path):
+    aps = dict(zip(DETECTORS, [_ap(0.2, 0.1, 0.3)] * 5))
+    runs = _ladder_sweep(tmp_path, aps, dict(zip(DETECTORS, (3000.0, 900.0, 400.0, 60.0, 20.0))), TRAIN_S)
+    section = ladder.section(SimpleNamespace(labelled=runs))
+    assert [t.name for t in section.tables] == ["ladder", "ladder_claims"]
+
+
 def test_a_faster_more_accurate_proposal_detector_contradicts_both(tmp_path):
     aps = dict(zip(DETECTORS, (_ap(0.10, 0.05, 0.2), _ap(0.12, 0.05, 0.2), _ap(0.40, 0.2, 0.5),
                                _ap(0.30, 0.1, 0.4), _ap(0.25, 0.1, 0.4))))
@@ -62,5 +71,4 @@ def test_sweeps_without_rcnn_or_fast_rcnn_get_no_ladder_tables(tmp_path):
     aps = {"ssd300_cpu": _ap(0.3, 0.1, 0.4), "yolov1_cpu": _ap(0.2, 0.1, 0.4)}
     runs = _ladder_sweep(tmp_path, aps, {"ssd300_cpu": 60.0, "yolov1_cpu": 20.0},
                          {"ssd300_cpu": 1.0, "yolov1_cpu": 1.0})
-    problems = []
-    assert ladder.report_tables(runs, problems) == [] and problems == []
+    assert ladder.section(SimpleNamespace(labelled=runs)) is None
