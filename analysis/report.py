@@ -20,6 +20,7 @@ import pandas as pd
 from analysis import (
     coverage,
     fidelity,
+    ladder,
     papers,
     plot_runs,
     plots,
@@ -156,6 +157,7 @@ SECTIONS = [
     fidelity_section,
     significance_tables.section,
     significance_tables.variance_section,
+    ladder.section,
 ]
 
 

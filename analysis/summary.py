@@ -23,7 +23,11 @@ ACCURACY_COLUMNS = {
 }
 SPEED_COLUMNS = {
     "fps_b1": ("img/s b1", 1, 1), "fps_b8": ("img/s b8", 1, 1),
-    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
+    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1),
+    # R-CNN / Fast R-CNN: the latency above includes selective search (the speed protocol's proposal stage)
+    "proposal_ms_b1": ("proposals b1 (ms)", 1, 1),
+    "latency_ms_p50_without_proposals_b1": ("latency p50 b1 without proposals (ms)", 1, 1),
+    "gmacs": ("GMACs", 1, 2),
     "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
     "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),

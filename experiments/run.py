@@ -33,6 +33,7 @@ from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupt
 from experiments.job.process import resolve_device, seed_everything, setup_distributed, world_size
 from experiments.job.settings import check_config
 from experiments.stages import PREPARE, STAGES, StageContext
+from experiments.studies import proposal_stage
 from experiments.studies.robustness import robustness_weights
 
 log = logging.getLogger("detbench")
@@ -92,6 +93,7 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     seed_everything(cfg.seed, cfg.deterministic)
     val_set = build_split(cfg.dataset, "val")
     model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
+    metrics.update(proposal_stage.attach(model, cfg))   # R-CNN, Fast R-CNN: their proposal source
     model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
     metrics["learn_difficult"] = model.learn_difficult
     train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \

@@ -28,8 +28,9 @@ from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
 from experiments.speed.benchmark import benchmark
 from experiments.speed.runtime_rows import benchmark_runtimes
-from experiments.studies import robustness
+from experiments.studies import proposal_stage, robustness
 from experiments.studies.coverage import run_coverage
+from experiments.training.region_classifiers import second_training_phase
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
 
 log = logging.getLogger("detbench")
@@ -58,6 +59,12 @@ def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if not ctx.is_main:
         return {}
     return run_coverage(ctx.model, ctx.val_set, ctx.out, cfg.eval.coverage_images)
+
+
+def prepare_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Every job, before the named stages: the proposals of a detector that takes external ones
+    (``experiments.studies.proposal_stage``), then the coverage study."""
+    return {**proposal_stage.stage(cfg, ctx), **coverage_stage(cfg, ctx)}
 
 
 def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -96,7 +103,10 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             guard.deferring = False
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
-    return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+    second = second_training_phase(cfg, ctx, trainer) if hasattr(model, "fit_after_training") else {}
+    return {**second, "train_time_s": result["train_time_s"],
+            "train_time_total_s": result["train_time_s"] + second.get("rcnn_fit_s", 0.0),   # + R-CNN's SVMs
+            "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
             "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
@@ -132,7 +142,7 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 #: runs for every job, before the stages the config names (no training needed).
-PREPARE: Callable[[DictConfig, StageContext], dict] = coverage_stage
+PREPARE: Callable[[DictConfig, StageContext], dict] = prepare_stage
 #: the stages a config may name (``stages=[...]``), in the order they run.
 STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
     "train": train_stage,
