@@ -96,7 +96,8 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     metrics["learn_difficult"] = model.learn_difficult
     train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
         if "train" in cfg.stages else None
-    metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
+    given = OmegaConf.select(cfg, "dataset.class_names", default=None) is not None
+    metrics.update(prepare_datasets(train_set, val_set, out, given))  # scan, class map, split.json
     image_size = tuple(val_set[0][0].shape[-2:])
     metrics.update(model_facts(model, image_size))
     metrics.update(detector_facts(model))   # input size and box budgets, for the sweeps' plots
