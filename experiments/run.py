@@ -30,6 +30,8 @@ from experiments.job.detector_facts import detector_facts
 from experiments.job.folder import RunFolder, decide, describe_error, write_metrics
 from experiments.job.identity import device_name, model_facts, run_identity
 from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupted_record
+from experiments.job.layout import SAVED_CONFIG
+from experiments.job.lock import RunLock
 from experiments.job.process import resolve_device, seed_everything, setup_distributed, world_size
 from experiments.job.settings import check_config
 from experiments.stages import PREPARE, STAGES, StageContext
@@ -50,10 +52,23 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     metrics = run_identity(cfg)
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
     is_main = setup_distributed(cfg.device)   # first: rank 0 decides about the folder for all ranks
-    verdict = decide(folder, cfg, is_main)
+    lock = RunLock(out, bool(cfg.get("break_lock")))
+    verdict = decide(folder, cfg, is_main, lock)
     if verdict:   # refused or already finished: nothing in the folder is touched
+        folder.leave_untouched()
         (log.info if verdict.startswith("finished") else log.error)("%s", verdict)
         return {**metrics, "status": verdict.split(":")[0], "error": verdict}
+    try:
+        if folder.resume_changes:
+            metrics["resume_changes"] = folder.resume_changes
+            log.warning("resume_changes=allow: continuing with %s", "; ".join(folder.resume_changes))
+        return _run_owned(cfg, out, folder, is_main, metrics)
+    finally:
+        lock.release()
+
+
+def _run_owned(cfg: DictConfig, out: Path, folder: RunFolder, is_main: bool, metrics: dict) -> dict:
+    """The job in a folder it owns (locked, verdict given): build, stages, finish."""
     failure = None
     with InterruptGuard() as guard:
         try:
@@ -81,12 +96,28 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     return metrics
 
 
+def save_config(cfg: DictConfig, out: Path) -> None:
+    """The job's settings as ``.hydra/config.yaml`` (what predict, resume and the report read),
+    with Hydra's ``hydra.yaml`` and ``overrides.yaml`` beside it under Hydra: written here, once
+    the job owns the folder, never by a refused command (``conf/config.yaml`` turns Hydra's own
+    copy off with ``hydra.output_subdir: null``)."""
+    folder = out / SAVED_CONFIG.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / SAVED_CONFIG.name)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+        OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
+
+
 def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metrics: dict) -> StageContext:
     """Everything the stages share, each built once: checks, device, seeds, the validation and
     training splits (scanned, class map applied), the detector with its weights. Adds the
     run's facts (device, data, params, weights) to ``metrics``."""
     check_config(cfg)
     preflight.preflight(cfg, out)
+    if is_main:
+        save_config(cfg, out)   # the folder is this job's and writable
     device = resolve_device(cfg.device)
     metrics["device"] = device_name(device)
     seed_everything(cfg.seed, cfg.deterministic)

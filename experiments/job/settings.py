@@ -73,6 +73,8 @@ class RunSchema:
     device: str = MISSING
     resume: bool = MISSING
     overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
+    break_lock: bool = MISSING  # take over a run folder another job's lock names (experiments.job.lock)
+    resume_changes: str = MISSING  # refuse | allow: result-changing settings on resume (experiments.job.resume_check)
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
