@@ -101,9 +101,10 @@ def check_config(cfg: DictConfig) -> None:
     _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:
         _checked(RobustnessSchema, cfg.robustness, "robustness")
-        from experiments.data.corrupted import check_corruptions
+        from experiments.data.corrupted import robustness_plan
 
-        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
+        robustness_plan(cfg.robustness.corruptions, cfg.robustness.severities, cfg.robustness.images,
+                        cfg.robustness.num_workers)
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
