@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation import save_evaluation
 from experiments.evaluation.bootstrap import bootstrap_evaluation
-from experiments.evaluation.files import image_file_names, save_samples
+from experiments.evaluation.files import image_file_names, image_keys, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
@@ -111,7 +111,9 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
         return {}
     save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
     save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
-    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out)
+    keys = image_keys(ctx.val_set) if cfg.eval.bootstrap else None   # pairing in the report
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
+                                     image_keys=keys)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
