@@ -34,6 +34,7 @@ from experiments.job.layout import SAVED_CONFIG
 from experiments.job.lock import RunLock
 from experiments.job.process import resolve_device, seed_everything, setup_distributed, world_size
 from experiments.job.settings import check_config
+from experiments.job.sweep import sweep_resume_argv
 from experiments.stages import PREPARE, STAGES, StageContext
 from experiments.studies.robustness import robustness_weights
 
@@ -200,8 +201,15 @@ def _hydra_log(out: Path) -> Path | None:
     return path if path.parent.resolve() == out.resolve() else None
 
 
+def main() -> None:
+    """The ``detbench`` command: ``resume=SWEEP_DIR`` becomes that sweep's own command, resumed
+    in place (``experiments.job.sweep``); everything else goes to Hydra as typed."""
+    sys.argv[1:] = sweep_resume_argv(sys.argv[1:])
+    hydra_main()
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     status = metrics["status"]
     if status == "interrupted":   # stops a sweep too: the user asked to stop

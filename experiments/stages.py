@@ -26,6 +26,7 @@ from experiments.evaluation.files import image_file_names, image_keys, save_samp
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
+from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
 from experiments.studies import robustness
 from experiments.studies.coverage import run_coverage
@@ -84,8 +85,10 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if cfg.train.freeze_batch_norm:
         log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
                  preflight.freeze_batch_norm(model))
-    if cfg.resume:
+    if cfg.resume and (last_checkpoint(ctx.out).is_file() or (ctx.out / "train_log.csv").is_file()):
         trainer.resume()
+    elif cfg.resume:   # a sweep's job that never started (detbench resume=SWEEP_DIR): it starts
+        log.info("resume=true: %s holds no training yet; training from the start", ctx.out)
     if guard is not None:
         guard.deferring = True   # a signal now stops at the next iteration boundary
     try:

@@ -2,7 +2,8 @@
 
 ``check_settings(cfg)``  values the typed schema accepts but a run cannot use: width <= 0 (which
     ``detectors.base.scale_width`` would silently clamp to 8 channels per layer), non-positive
-    learning rate, epochs, batch sizes, no stage at all.
+    learning rate, epochs, batch sizes, no stage at all, lr milestones (iterations) past the end
+    of ``train.iterations``.
 ``check_writable(out)``  the run folder, ``checkpoints/`` and the output files a run
     appends to or replaces are writable: a test file is written and removed in each folder,
     and each existing output is opened for appending (which changes nothing). Run as root,
@@ -50,8 +51,9 @@ def check_settings(cfg: DictConfig) -> None:
         problems.append("stages: empty; choose any of train, eval, bench")
     model = cfg.detector.get("model") or {}
     for key in ("width", "hidden_features"):
-        value = model.get(key)   # a non-number is left to the detector's constructor to refuse
-        if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
+        value = model.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not (math.isfinite(value) and value > 0)):
             problems.append(f"detector.model.{key}={value}: must be a number > 0"
                             + (" (scale_width would clamp every layer to 8 channels)"
                                if key == "width" else ""))
@@ -65,6 +67,12 @@ def check_settings(cfg: DictConfig) -> None:
         for key in ("max_time_s", "val_every", "warmup_iterations", "num_workers", "grad_clip"):
             if cfg.train.get(key, 0) < 0:
                 problems.append(f"train.{key}={cfg.train.get(key)}: must be >= 0")
+        milestones = (cfg.train.get("scheduler") or {}).get("milestones")
+        iterations = cfg.train.get("iterations", 0) or 0
+        if iterations > 0 and milestones and any(m >= iterations for m in milestones):
+            problems.append(f"train.scheduler.milestones={list(milestones)}: past the end of "
+                            f"train.iterations={iterations}, so the lr never drops; give them as "
+                            "fractions (experiments.training.schedules.multistep_at_fractions) or move them")
         if cfg.train.get("warmup_iterations", 0) and not 0 < cfg.train.warmup_factor <= 1:
             problems.append(f"train.warmup_factor={cfg.train.warmup_factor}: must be in (0, 1]")
     for key, value in positive.items():
