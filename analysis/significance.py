@@ -151,11 +151,14 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
-    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds."""
+    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds; a run
+    with ``speed_reliable: false`` (the busy-machine guard) is left out."""
     key, out = f"latency_ms_samples_b{batch}", {}
     if key not in runs:
         return out
     for _, run in ok_runs(runs).iterrows():
+        if run.get("speed_reliable") is False:   # timed on a busy machine: in no speed claim
+            continue
         if isinstance(run[key], str) and run[key].strip():
             values = np.array([float(x) for x in run[key].split()])
             out.setdefault((run["dataset"], run["group"]), []).append(values)

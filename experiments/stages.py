@@ -28,6 +28,7 @@ from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
 from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
+from experiments.speed.busy_guard import guarded, read_machine
 from experiments.studies import robustness
 from experiments.studies.coverage import run_coverage
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
@@ -91,17 +92,25 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
         log.info("resume=true: %s holds no training yet; training from the start", ctx.out)
     if guard is not None:
         guard.deferring = True   # a signal now stops at the next iteration boundary
+    before = read_machine() if ctx.is_main else None   # train_time_s is a timing too
     try:
         result = trainer.fit()
     finally:
         if guard is not None:
             guard.deferring = False
+    busy = {}
+    if before is not None:
+        after = read_machine()
+        busy = {"train_time_reliable": not (before.disturbed or after.disturbed)}
+        if not busy["train_time_reliable"]:
+            busy["train_time_note"] = (f"trained on a busy machine ({before.why or after.why}; before: "
+                                       f"{before.text()}; after: {after.text()}): train_time_s is not a speed")
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy}
 
 
 def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -124,10 +133,13 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, inside the busy-machine
+    guard (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
+    ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
     if not ctx.is_main:
         return {}
-    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+    settings = OmegaConf.to_container(cfg.bench, resolve=True)
+    return guarded(lambda: benchmark(ctx.model, device=ctx.device, **settings), "the speed stage")
 
 
 #: runs for every job, before the stages the config names (no training needed).
