@@ -25,7 +25,7 @@ from experiments.evaluation.bootstrap import bootstrap_evaluation
 from experiments.evaluation.files import image_file_names, image_keys, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
-from experiments.job.interrupts import InterruptGuard
+from experiments.job.interrupts import InterruptGuard, sweep_dir
 from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
@@ -86,10 +86,11 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if cfg.train.freeze_batch_norm:
         log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
                  preflight.freeze_batch_norm(model))
-    if cfg.resume and (last_checkpoint(ctx.out).is_file() or (ctx.out / "train_log.csv").is_file()):
+    fresh = not (last_checkpoint(ctx.out).is_file() or (ctx.out / "train_log.csv").is_file())
+    if cfg.resume and fresh and sweep_dir() is not None:   # detbench resume=SWEEP_DIR: a job that
+        log.info("resume=true: %s holds no training yet; training from the start", ctx.out)  # never ran
+    elif cfg.resume:   # a single run without a checkpoint: an error naming the file
         trainer.resume()
-    elif cfg.resume:   # a sweep's job that never started (detbench resume=SWEEP_DIR): it starts
-        log.info("resume=true: %s holds no training yet; training from the start", ctx.out)
     if guard is not None:
         guard.deferring = True   # a signal now stops at the next iteration boundary
     before = read_machine() if ctx.is_main else None   # train_time_s is a timing too
