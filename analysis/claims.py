@@ -10,18 +10,22 @@
     at least one axis. Contradicted when some detector dominates SSD (significantly better on
     one axis, not significantly worse on the other); not resolved otherwise.
 
-Families are told by detector name (``significance.FAMILIES``: ssd300/ssd512, yolov1/fast_yolo,
-faster_rcnn/frcnn); a claim whose detectors the sweep lacks is listed as not testable.
+Families come from metrics.json's ``family`` (the detector's class: SSD, YOLO, FasterRCNN); run
+folders written without it fall back to the detector-name rule (``runs.FAMILY_NAME_RULES``) and
+the Claims table's note names them. A claim whose detectors the sweep lacks is listed as not
+testable. Every delta is A − B as the evidence names it (``analysis.stats``).
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
-from analysis import significance as sig
-from analysis.significance import CONTRADICTED, SUPPORTED, UNRESOLVED
+from analysis.runs import family_of, ok_runs
+from analysis.significance import latency_samples, replicates_by_seed
+from analysis.stats import ALPHA, latency_difference, median_interval, paired_difference
+
+SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
 
 
 def _pct(x: float) -> str:
@@ -39,7 +43,7 @@ def _accuracy(pairs: pd.DataFrame, dataset: str, a: str, b: str, metric: str = "
                 return {"problem": row["problem"]}
             low, high = (row["low"], row["high"]) if sign > 0 else (-row["high"], -row["low"])
             return {"delta": sign * row["delta"], "low": low, "high": high, "p": row["p_holm"],
-                    "significant": row["p_holm"] < sig.ALPHA}
+                    "significant": row["p_holm"] < ALPHA}
     return {"problem": "no paired replicates"}
 
 
@@ -58,24 +62,25 @@ def _accuracy_text(name_a: str, name_b: str, r: dict, label: str = "ΔAP") -> st
 
 
 def _speed(latency: dict, dataset: str, a: str, b: str) -> dict:
-    """a faster than b? median latency difference b - a (ms) with interval; side +1: a faster."""
+    """a faster than b? median latency difference a − b (ms) with interval; side +1: a faster
+    (the interval below 0), -1: a slower."""
     if (dataset, a) not in latency or (dataset, b) not in latency:
         return {"problem": "no latency samples (bench stage)", "side": 0}
     first, second = sorted((a, b))  # one resampling per pair, whichever way it is asked
-    diff, low, high = sig.latency_difference(latency[(dataset, second)], latency[(dataset, first)])
-    if first != a:
+    diff, low, high = latency_difference(latency[(dataset, second)], latency[(dataset, first)])
+    if second != a:
         diff, low, high = -diff, -high, -low
-    side = 1 if low > 0 else -1 if high < 0 else 0
+    side = 1 if high < 0 else -1 if low > 0 else 0
     return {"diff": diff, "low": low, "high": high, "side": side}
 
 
 def _speed_text(a: str, b: str, s: dict, latency: dict, dataset: str) -> str:
     if "problem" in s:
         return f"{a} vs {b}: {s['problem']}"
-    ma, la, ha = sig.median_interval(latency[(dataset, a)])
-    mb, lb, hb = sig.median_interval(latency[(dataset, b)])
+    ma, la, ha = median_interval(latency[(dataset, a)])
+    mb, lb, hb = median_interval(latency[(dataset, b)])
     return (f"median latency b1: {a} {ma:.1f} ms [{la:.1f}, {ha:.1f}], {b} {mb:.1f} ms [{lb:.1f}, {hb:.1f}]; "
-            f"{b} − {a} = {s['diff']:+.1f} ms [{s['low']:+.1f}, {s['high']:+.1f}]")
+            f"{a} − {b} = {s['diff']:+.1f} ms [{s['low']:+.1f}, {s['high']:+.1f}]")
 
 
 def _verdict(side: int) -> str:
@@ -87,23 +92,32 @@ def _small_vs_large(by_seed: dict, dataset: str, group: str) -> dict:
     seeds = [s for s, r in reps.items() if "map_small" in r and "map_large" in r]
     if not seeds:
         return {"problem": "no replicates of APs / APl"}
-    deltas = np.mean([reps[s]["map_large"] - reps[s]["map_small"] for s in seeds], axis=0)
-    point = float(np.mean([reps[s]["point_map_large"] - reps[s]["point_map_small"] for s in seeds]))
-    low, high = sig.percentile_interval(deltas)
-    p = sig.p_value(deltas)
-    return {"delta": point, "low": low, "high": high, "p": p, "significant": p < sig.ALPHA}
+    result = paired_difference([reps[s]["map_large"] for s in seeds], [reps[s]["map_small"] for s in seeds],
+                               [reps[s]["point_map_large"] for s in seeds],
+                               [reps[s]["point_map_small"] for s in seeds])   # APl − APs
+    return {**result, "significant": result["p"] < ALPHA}
+
+
+def group_families(runs: pd.DataFrame) -> dict[str, tuple[str | None, bool]]:
+    """group -> (family 'ssd' / 'yolo' / 'frcnn' / None, told by name) of its first run:
+    metrics.json's ``family``, or the detector-name rule where the run folder has none."""
+    families = {}
+    for group, rows in runs.groupby("group", sort=True):
+        row = rows.iloc[0]
+        families[group] = family_of(row.get("family"), row["detector"])
+    return families
 
 
 def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """runs: load_runs' table with ``group``; pairs: ``significance.pairwise(runs)``.
     -> one row per (dataset, claim, detectors): claim, detectors, evidence, verdict."""
-    ok = sig.ok_runs(runs)
-    by_seed, latency = sig._by_seed(runs), sig.latency_samples(runs)
+    ok = ok_runs(runs)
+    by_seed, latency = replicates_by_seed(runs), latency_samples(runs)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         groups = sorted(of_dataset["group"].unique())
-        detectors = dict(zip(of_dataset["group"], of_dataset["detector"]))
-        ssd, yolo, frcnn = (sig.family_members(groups, detectors, f) for f in ("ssd", "yolo", "frcnn"))
+        families = group_families(of_dataset)
+        ssd, yolo, frcnn = ([g for g in groups if families[g][0] == f] for f in ("ssd", "yolo", "frcnn"))
 
         def add(claim, names, evidence, verdict, dataset=dataset):
             rows.append({"dataset": dataset, "claim": claim, "detectors": names, "evidence": evidence,

@@ -22,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.table import Table
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 README = ROOT / "README.md"
@@ -179,10 +181,8 @@ def fidelity_markdown() -> str:
     return fidelity_frame().to_markdown(index=False) + "\n"
 
 
-def fidelity_table():
-    """The report's copy of the README table (``tables.Table``)."""
-    from analysis.tables import Table
-
+def fidelity_table() -> Table:
+    """The report's copy of the README table: one row per (paper_* experiment, setting)."""
     frame = fidelity_frame()
     return Table("paper_fidelity", "Paper setting vs detbench (from conf/experiment/paper_*.yaml)",
                  frame, frame, "Every 'no' is a declared deviation; see README.md.")

@@ -1,22 +1,40 @@
 """``detbench-report RUNS_DIR``: every run under RUNS_DIR -> ``RUNS_DIR/report/``:
 ``report.md``, a self-contained ``report.html`` (images embedded), ``tables/*.{md,csv,tex}``
-and ``plots/*.{png,pdf}``. One failed run, or one plot that cannot be drawn, never stops the
-report: failed runs are listed as failed, and what could not be drawn is said in the report.
+and ``plots/*.{png,pdf}``. One failed run, one plot that cannot be drawn, or one section that
+raises never stops the report: failed runs are listed as failed, and what could not be done is
+said in the report.
+
+The report is ``SECTIONS``, in reading order: each ``section(ctx) -> Section | None`` (see
+``analysis.section``) returns its tables, plots and sentences. The page shows every section's
+tables in that order, then the sentences, then the plots, then the problems.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import html
-import sys
-import traceback
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, fidelity, plot_runs, plots, provenance, robustness, significance_tables, sweeps, tables
+from analysis import (
+    coverage,
+    fidelity,
+    papers,
+    plot_runs,
+    plots,
+    provenance,
+    robustness,
+    significance_tables,
+    summary,
+    sweeps,
+)
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
+from analysis.section import Context, Section, run_sections
+from analysis.table import print_table, to_html, to_markdown, write_table
+
+PRINTED = ("accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
 
 
 def _label(runs: pd.DataFrame) -> pd.Series:
@@ -55,49 +73,90 @@ def _top_shares(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean top-detection shares per label, then the YOLO paper's figures."""
     keys = [k for k in ("top_correct", "top_loc", "top_other", "top_bkg") if k in runs]
     ours = ok_runs(runs).groupby("label")[keys].mean() if keys else pd.DataFrame()
-    papers = tables.load_papers()
-    papers = papers[papers["metric"].str.startswith("top_")]
-    theirs = papers.pivot_table(index="detector", columns="metric", values="value")
+    published = papers.load_papers()
+    published = published[published["metric"].str.startswith("top_")]
+    theirs = published.pivot_table(index="detector", columns="metric", values="value")
     theirs.index = [f"{d} (paper, VOC07)" for d in theirs.index]
     return pd.concat([ours.dropna(how="all"), theirs]) if len(ours) else theirs.iloc[:0]
 
 
-def _plots(runs: pd.DataFrame, summary: pd.DataFrame, errors: pd.DataFrame, out: Path,
-           problems: list[str]) -> list[Path]:
-    ok = ok_runs(runs)
-    summary = summary[summary["seeds"] > 0] if "seeds" in summary else summary
-    by_group = {g: [Path(p) for p in rows["path"]] for g, rows in ok.groupby("label")}
+def read_folder(runs_dir: Path) -> Context:
+    """Every run under ``runs_dir``, labelled, with its error breakdown: what the sections read."""
+    problems: list[str] = []
+    runs = load_runs(runs_dir)
+    runs["label"] = _label(runs) if len(runs) else []
+    errors = _errors(runs, problems)
+    return Context(runs_dir, runs_dir / "report", runs, errors, problems)
+
+
+def runs_section(ctx: Context) -> Section:
+    return Section("Runs", [summary.runs_table(ctx.runs)])
+
+
+def accuracy_and_speed_section(ctx: Context) -> Section:
+    ok, means, out = ok_runs(ctx.runs), ctx.summary, ctx.plot_dir
     devices = ", ".join(sorted(set(ok["device"].dropna().astype(str)))) if "device" in ok else ""
-    error_data = tables.error_table(errors).data
-    jobs = [
-        ("speed vs accuracy", lambda: plots.plot_speed_vs_accuracy(summary, out, devices)),
-        ("AP by size", lambda: plots.plot_ap_by_size(summary, out)),
-        ("boxes scored vs AP", lambda: plots.plot_candidates_vs_ap(summary, out)),
-        ("precision/recall curves", lambda: plot_runs.plot_pr_curves(by_group, out)),
-        ("training curves", lambda: plot_runs.plot_training(by_group, out)),
-        ("detection grid", lambda: plot_runs.plot_detection_grid(
-            {g: dirs[0] for g, dirs in by_group.items()}, out)),
-        ("error breakdown", lambda: plots.plot_error_breakdown(error_data, out)),
-        ("top detections", lambda: plots.plot_top_detections(_top_shares(runs), out)),
-        ("coverage vs size", lambda: coverage.plot_coverage_vs_size(
-            coverage.coverage_rows(runs.assign(group=runs["label"])), summary, out) or None),
-        ("resolution sweep", lambda: sweeps.plot_resolution(runs, out) or None),
-        ("box budget", lambda: sweeps.plot_box_budget(runs, out) or None),
-    ]
-    written = []
-    for what, draw in jobs:
-        try:
-            paths = draw()
-        except Exception as exc:   # one plot never stops the report; say why in it
-            problems.append(f"plot '{what}' not drawn: {type(exc).__name__}: {exc}")
-            traceback.print_exc(file=sys.stderr)
-            continue
-        if paths is None:      # no run has coverage / no such sweep in the folder: nothing to say
-            continue
-        if not paths:
-            problems.append(f"plot '{what}' not drawn: no run holds the numbers it needs")
-        written += [p for p in paths if p.suffix == ".png"]
-    return written
+    images = (ctx.draw("speed vs accuracy", lambda: plots.plot_speed_vs_accuracy(means, out, devices))
+              + ctx.draw("AP by size", lambda: plots.plot_ap_by_size(means, out))
+              + ctx.draw("boxes scored vs AP", lambda: plots.plot_candidates_vs_ap(means, out)))
+    return Section("Accuracy and speed", [ctx.accuracy, ctx.speed], images)
+
+
+def per_class_section(ctx: Context) -> Section:
+    return Section("Per-class AP", [summary.per_class_table(_per_class(ctx.runs))])
+
+
+def curves_section(ctx: Context) -> Section:
+    """Precision/recall and training curves, and a grid of detections, per setting."""
+    by_group = {g: [Path(p) for p in rows["path"]] for g, rows in ok_runs(ctx.runs).groupby("label")}
+    out = ctx.plot_dir
+    images = (ctx.draw("precision/recall curves", lambda: plot_runs.plot_pr_curves(by_group, out))
+              + ctx.draw("training curves", lambda: plot_runs.plot_training(by_group, out))
+              + ctx.draw("detection grid", lambda: plot_runs.plot_detection_grid(
+                  {g: dirs[0] for g, dirs in by_group.items()}, out)))
+    return Section("Curves and detections", plots=images)
+
+
+def papers_section(ctx: Context) -> Section:
+    return Section("Ours vs paper", [papers.paper_table(ctx.labelled)])
+
+
+def errors_section(ctx: Context) -> Section:
+    table = summary.error_table(ctx.errors)
+    images = (ctx.draw("error breakdown", lambda: plots.plot_error_breakdown(table.data, ctx.plot_dir))
+              + ctx.draw("top detections", lambda: plots.plot_top_detections(_top_shares(ctx.runs), ctx.plot_dir)))
+    return Section("Error breakdown", [table], images)
+
+
+def published_section(ctx: Context) -> Section:
+    return Section("Published figures", [papers.published_table()])
+
+
+def provenance_section(ctx: Context) -> Section:
+    return Section("Provenance", [provenance.provenance_table(ctx.runs), provenance.incomplete_table(ctx.labelled)])
+
+
+def fidelity_section(ctx: Context) -> Section:
+    return Section("Paper fidelity", [fidelity.fidelity_table()])
+
+
+# The report, in reading order: a new study adds its section here (see analysis/section.py).
+SECTIONS = [
+    runs_section,
+    accuracy_and_speed_section,
+    per_class_section,
+    curves_section,
+    papers_section,
+    errors_section,
+    coverage.section,
+    sweeps.section,
+    robustness.section,
+    published_section,
+    provenance_section,
+    fidelity_section,
+    significance_tables.section,
+    significance_tables.variance_section,
+]
 
 
 def _render(blocks: list, out: Path) -> tuple[str, str]:
@@ -111,11 +170,8 @@ def _render(blocks: list, out: Path) -> tuple[str, str]:
             md.append(f"{content}\n")
             body.append(f"<p>{html.escape(content)}</p>")
         elif kind == "table":
-            md.append(f"**{content.title}**\n\n{tables.to_markdown(content)}")
-            body.append(f"<h3>{html.escape(content.title)}</h3>"
-                        + content.shown.to_html(index=False, na_rep=tables.MISSING, border=0)
-                        + (f"<p class='note'>{html.escape(content.note)}</p>" if content.note
-                           else ""))
+            md.append(f"**{content.title}**\n\n{to_markdown(content)}")
+            body.append(to_html(content))
         elif kind == "image":
             rel = content.relative_to(out).as_posix()
             md.append(f"![{content.stem}]({rel})  \n[PDF]({Path(rel).with_suffix('.pdf')})\n")
@@ -135,30 +191,15 @@ def _render(blocks: list, out: Path) -> tuple[str, str]:
 def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     """Reads every run under runs_dir, writes runs_dir/'report'/ (report.md, report.html
     self-contained with images embedded, tables as .md/.csv/.tex, plots as .png/.pdf) and,
-    when print_tables, prints the accuracy-by-size table and the speed table in the terminal.
-    Returns the path of report.md. Never raises because one run failed."""
+    when print_tables, prints the accuracy-by-size, speed, pairwise and claims tables in the
+    terminal. Returns the path of report.md. Never raises because one run or section failed."""
     runs_dir = Path(runs_dir)
-    out = runs_dir / "report"
-    problems: list[str] = []
-    runs = load_runs(runs_dir)
-    runs["label"] = _label(runs) if len(runs) else []
-    errors = _errors(runs, problems)
-    labelled = runs.assign(group=runs["label"])
-    accuracy, speed = tables.accuracy_table(labelled), tables.speed_table(labelled)
-    all_tables = [tables.runs_table(runs), accuracy, speed,
-                  tables.per_class_table(_per_class(runs)), tables.paper_table(labelled),
-                  tables.error_table(errors), coverage.coverage_table(labelled), tables.published_table(),
-                  provenance.provenance_table(runs), provenance.incomplete_table(labelled),
-                  fidelity.fidelity_table()]
-    robust_tables, robust_images = robustness.report_parts(runs, out / "plots", problems)
-    all_tables[-4:-4] = sweeps.report_tables(runs) + robust_tables   # before the published figures
-    significance = significance_tables.report_tables(labelled, problems)
-    all_tables += significance
+    ctx = read_folder(runs_dir)
+    runs, out = ctx.runs, ctx.out
+    sections = run_sections(SECTIONS, ctx)
+    all_tables = [table for section in sections for table in section.tables]
     for table in all_tables:
-        tables.write_table(table, out / "tables")
-    summary = accuracy.data.merge(speed.data, on=["group", "dataset"], how="outer",
-                                  suffixes=("", "_speed")) if len(accuracy.data) else accuracy.data
-    images = _plots(runs, summary, errors, out / "plots", problems) + robust_images
+        write_table(table, out / "tables")
     n_bad = int((runs["status"] != "ok").sum())
     devices = sorted(set(ok_runs(runs)["device"].dropna().astype(str))) if "device" in runs else []
     blocks = [("p", f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish "
@@ -168,16 +209,18 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
                     f"(Markdown, CSV with metrics.json's units, LaTeX); plots: plots/ (PNG, PDF).")]
     for table in all_tables:
         blocks += [("h", table.title.split(" (")[0]), ("table", table)]
-    blocks += [("p", text) for text in significance_tables.variance_sentences(labelled)]
-    blocks += [("h", "Plots")] + [("image", p) for p in images]
-    if problems:
-        blocks += [("h", "Problems while building this report")] + [("p", p) for p in problems]
+    blocks += [("p", text) for section in sections for text in section.sentences]
+    blocks += [("h", "Plots")] + [("image", p) for section in sections for p in section.plots]
+    if ctx.problems:
+        blocks += [("h", "Problems while building this report")] + [("p", p) for p in ctx.problems]
     markdown, page = _render(blocks, out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(page)
     if print_tables:
-        for table in (accuracy, speed, *significance):
-            tables.print_table(table)
+        for table in all_tables:
+            if table.name in PRINTED:
+                print_table(table)
         for run in runs[runs["status"] != "ok"].itertuples():
             print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): "
                   f"{error_summary(run.error)}")

@@ -1,5 +1,6 @@
-"""Which differences hold: paired bootstrap tests between runs, latency intervals, and the seed
-article's claims tested on any sweep folder.
+"""Which differences hold between the settings of a sweep: paired bootstrap tests between runs
+(the frame behind the report's "Pairwise" table) and the latency samples the speed claims use;
+the statistics themselves are ``analysis.stats`` (deltas A − B).
 
 Reads run folders only: each run's ``bootstrap.npz`` (written by the evaluator: ``image_ids``
 [B, N] the images of each replicate, ``category_ids`` [K], one float [B] array per metric,
@@ -8,7 +9,7 @@ Reads run folders only: each run's ``bootstrap.npz`` (written by the evaluator: 
 replicates drew the very same images (same ids, same bootstrap seed) on the same classes;
 otherwise the pair is reported as not comparable, naming the ids that differ.
 
-* Pairwise: delta = A - B per replicate (averaged over the seeds both groups ran), its 95%
+* Pairwise: delta = A − B per replicate (averaged over the seeds both groups ran), its 95%
   percentile interval and the two-sided bootstrap p-value p = min(1, 2 (min(#{d <= 0},
   #{d >= 0}) + 1) / (B + 1)), Holm-corrected over the pairs of a dataset, per metric;
   *significant* when the corrected p < 0.05, else *within noise*.
@@ -19,7 +20,6 @@ otherwise the pair is reported as not comparable, naming the ids that differ.
 from __future__ import annotations
 
 import math
-import re
 from itertools import combinations
 from pathlib import Path
 
@@ -27,11 +27,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import ok_runs
+from analysis.stats import ALPHA, holm, paired_difference
 
-ALPHA = 0.05
 PAIR_METRICS = {"map": "AP", "map_50": "AP50", "map_small": "APs"}
-FAMILIES = {"ssd": r"(^|_)ssd(300|512)", "yolo": r"yolov1|fast_yolo", "frcnn": r"faster_rcnn|frcnn"}
-SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
 
 
 def load_replicates(run_path) -> dict | None:
@@ -70,41 +68,7 @@ def same_images_problem(a: dict, b: dict) -> str | None:
     return None
 
 
-def p_value(deltas: np.ndarray) -> float:
-    """Two-sided bootstrap p-value of delta = 0 from the replicate deltas [B] (NaN left out):
-    min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)). The one implementation: the
-    evaluator's paired bootstrap (experiments.evaluation.bootstrap) uses it too."""
-    deltas = deltas[~np.isnan(deltas)]
-    if len(deltas) == 0:
-        return math.nan
-    tail = min(np.count_nonzero(deltas <= 0), np.count_nonzero(deltas >= 0))
-    return float(min(1.0, 2 * (tail + 1) / (len(deltas) + 1)))
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """(low, high): the (1-level)/2 and (1+level)/2 quantiles of the replicate values [B], NaN left
-    out; NaN when fewer than 2 are defined. The evaluator's percentile intervals are this one."""
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return math.nan, math.nan
-    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (NaN kept as NaN)."""
-    p = np.asarray(p_values, dtype=float)
-    adjusted = np.full(len(p), np.nan)
-    defined = np.flatnonzero(~np.isnan(p))
-    order = defined[np.argsort(p[defined], kind="stable")]
-    running = 0.0
-    for i, j in enumerate(order):
-        running = max(running, min(1.0, (len(order) - i) * p[j]))
-        adjusted[j] = running
-    return adjusted.tolist()
-
-
-def _by_seed(runs: pd.DataFrame) -> dict:
+def replicates_by_seed(runs: pd.DataFrame) -> dict:
     """(dataset, group) -> {seed: replicates dict} over finished runs with a bootstrap.npz."""
     out: dict = {}
     for _, run in ok_runs(runs).iterrows():
@@ -125,15 +89,14 @@ def paired(reps_a: dict, reps_b: dict, metric: str) -> dict:
             return {"problem": f"seed {s}: {problem}"}
     if any(metric not in reps_a[s] or metric not in reps_b[s] for s in seeds):
         return {"problem": f"no replicates of {metric}"}
-    deltas = np.mean([reps_a[s][metric] - reps_b[s][metric] for s in seeds], axis=0)
-    point = float(np.mean([reps_a[s][f"point_{metric}"] - reps_b[s][f"point_{metric}"] for s in seeds]))
-    low, high = percentile_interval(deltas)
-    return {"delta": point, "low": low, "high": high, "p": p_value(deltas), "seeds": len(seeds)}
+    return {**paired_difference([reps_a[s][metric] for s in seeds], [reps_b[s][metric] for s in seeds],
+                                [reps_a[s][f"point_{metric}"] for s in seeds],
+                                [reps_b[s][f"point_{metric}"] for s in seeds]), "seeds": len(seeds)}
 
 
 def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, pair of groups, metric): delta A - B, interval, p, Holm p, verdict."""
-    by_seed = _by_seed(runs)
+    by_seed = replicates_by_seed(runs)
     rows = []
     for dataset in sorted({d for d, _ in by_seed}):
         groups = sorted(g for d, g in by_seed if d == dataset)
@@ -163,22 +126,3 @@ def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
             values = np.array([float(x) for x in run[key].split()])
             out.setdefault((run["dataset"], run["group"]), []).append(values)
     return {k: np.concatenate(v) for k, v in out.items()}
-
-
-def median_interval(samples: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(median, low, high): the 95% bootstrap interval of the median latency."""
-    rng = np.random.default_rng(seed)
-    medians = np.median(samples[rng.integers(0, len(samples), (resamples, len(samples)))], axis=1)
-    return float(np.median(samples)), *percentile_interval(medians)
-
-
-def latency_difference(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple:
-    """median(a) - median(b) in ms and its 95% interval (the batches of a and b resampled apart)."""
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), (resamples, len(a)))], axis=1)
-    mb = np.median(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
-    return float(np.median(a) - np.median(b)), *percentile_interval(ma - mb)
-
-
-def family_members(groups: list[str], detectors: dict, family: str) -> list[str]:
-    return [g for g in groups if re.search(FAMILIES[family], str(detectors.get(g, g)))]

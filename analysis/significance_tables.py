@@ -1,5 +1,7 @@
-"""The report's "Pairwise" and "Claims" tables and its sentence on which variance dominates
-(seed to seed, or image sampling), from ``significance`` and ``claims``."""
+"""The report's verdict sections: the "Pairwise" table (paired bootstrap, Δ = A − B with interval and
+Holm p per metric), the "Claims" table (the seed article's claims, each with its evidence and
+verdict), and one sentence per setting on which variance dominates (seed to seed, or image
+sampling); from ``significance`` and ``claims``."""
 from __future__ import annotations
 
 import math
@@ -7,9 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import significance as sig
-from analysis.claims import evaluate_claims
-from analysis.tables import Table
+from analysis.claims import evaluate_claims, group_families
+from analysis.runs import ok_runs
+from analysis.section import Context, Section
+from analysis.significance import PAIR_METRICS, pairwise
+from analysis.table import Table
 
 
 def _interval_text(delta: float, low: float, high: float) -> str:
@@ -24,7 +28,7 @@ def pairwise_table(pairs: pd.DataFrame) -> Table:
     if len(pairs):
         for (dataset, a, b), rows in pairs.groupby(["dataset", "a", "b"], sort=False):
             row = {"dataset": dataset, "pair (A − B)": f"{a} − {b}"}
-            for metric, label in sig.PAIR_METRICS.items():
+            for metric, label in PAIR_METRICS.items():
                 r = rows[rows["metric"] == metric].iloc[0]
                 if isinstance(r.get("problem"), str):
                     row[f"Δ{label}"], row[f"p {label}"] = "not comparable", r["problem"]
@@ -40,15 +44,19 @@ def pairwise_table(pairs: pd.DataFrame) -> Table:
 
 def claims_table(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
     claims = evaluate_claims(runs, pairs)
-    return Table("claims", "Claims of the seed article, tested on this sweep", claims, claims.copy(),
-                 "Accuracy: COCO AP, paired bootstrap, Holm p < 0.05. Speed: median latency at batch 1 over "
-                 "the timed batches, 95% bootstrap interval of the difference of medians.")
+    note = ("Accuracy: COCO AP, paired bootstrap, Holm p < 0.05. Speed: median latency at batch 1 over "
+            "the timed batches, 95% bootstrap interval of the difference of medians.")
+    by_name = [g for g, (family, named) in group_families(ok_runs(runs)).items() if named and family]
+    if by_name:
+        note += (" Family told by detector name (the run folders' metrics.json has no 'family'): "
+                 + ", ".join(by_name) + ".")
+    return Table("claims", "Claims of the seed article, tested on this sweep", claims, claims.copy(), note)
 
 
 def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
     """Per group with >= 2 seeds: the std over seeds vs the image-bootstrap std (interval width / 3.92)."""
     out = []
-    ok = sig.ok_runs(runs)
+    ok = ok_runs(runs)
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     if metric not in ok or low not in ok:
         return out
@@ -67,11 +75,12 @@ def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
     return out
 
 
-def report_tables(runs: pd.DataFrame, problems: list[str]) -> list[Table]:
-    """[Pairwise, Claims] for the report; a failure is said in ``problems``, never raised."""
-    try:
-        pairs = sig.pairwise(runs)
-        return [pairwise_table(pairs), claims_table(runs, pairs)]
-    except Exception as exc:  # the report goes on without them, and says why
-        problems.append(f"pairwise tests and claims not computed: {type(exc).__name__}: {exc}")
-        return []
+def section(ctx: Context) -> Section:
+    """The Pairwise and Claims tables."""
+    pairs = pairwise(ctx.labelled)
+    return Section("Pairwise tests and claims", [pairwise_table(pairs), claims_table(ctx.labelled, pairs)])
+
+
+def variance_section(ctx: Context) -> Section:
+    """Which variance dominates, one sentence per setting with seeds."""
+    return Section("Variance", sentences=variance_sentences(ctx.labelled))

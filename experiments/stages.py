@@ -29,6 +29,7 @@ from experiments.job.interrupts import InterruptGuard, sweep_dir
 from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
+from experiments.speed.runtime_rows import benchmark_runtimes
 from experiments.studies import robustness
 from experiments.studies.coverage import run_coverage
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
@@ -134,13 +135,18 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, inside the busy-machine
-    guard (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
+    ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
+    (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
     ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
     if not ctx.is_main:
         return {}
-    settings = OmegaConf.to_container(cfg.bench, resolve=True)
-    return guarded(lambda: benchmark(ctx.model, device=ctx.device, **settings), "the speed stage")
+    bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    runtimes = bench.pop("runtimes", None) or ["pytorch"]
+    if list(runtimes) == ["pytorch"]:
+        return guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")
+    return guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench),
+                   "the speed stage")
 
 
 #: runs for every job, before the stages the config names (no training needed).

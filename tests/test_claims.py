@@ -7,16 +7,19 @@ import json
 import numpy as np
 import pytest
 
-from analysis.claims import evaluate_claims
+from analysis.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, evaluate_claims
 from analysis.report import build_report
 from analysis.runs import load_runs
-from analysis.significance import CONTRADICTED, SUPPORTED, UNRESOLVED, holm, pairwise
+from analysis.significance import pairwise
+from analysis.significance_tables import claims_table
+from analysis.stats import holm, latency_difference, paired_difference
 
 B, N = 400, 50
 METRICS = ("map", "map_50", "map_small", "map_large")
 
 
-def _fabricate(folder, detector, seed, ap: dict, noise: float, latency_ms: float, rng, common, shared_ids=None):
+def _fabricate(folder, detector, seed, ap: dict, noise: float, latency_ms: float, rng, common, shared_ids=None,
+               family=None):
     """A finished run: metrics.json with intervals and latency samples, bootstrap.npz whose
     replicates are ap + common image noise (shared by every run: paired) + its own noise."""
     folder.mkdir(parents=True)
@@ -32,6 +35,8 @@ def _fabricate(folder, detector, seed, ap: dict, noise: float, latency_ms: float
         arrays[name], arrays[f"point_{name}"] = reps, np.float64(ap[name])
         metrics[name] = ap[name]
         metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = np.quantile(reps, [0.025, 0.975]).tolist()
+    if family is not None:
+        metrics["family"] = family
     np.savez(folder / "bootstrap.npz", **arrays)
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
@@ -117,3 +122,39 @@ def test_variance_sentence_says_which_dominates(tmp_path):
     runs["group"] = runs["detector"]
     (sentence,) = variance_sentences(runs)
     assert "3 seeds" in sentence and "seed-to-seed variance dominates" in sentence
+
+
+def test_families_come_from_metrics_json(tmp_path):
+    # ssd_mobilenet_v1 is an SSD by class though the old name rule missed it; torchvision's SSD300
+    # is built as TorchvisionSingleShot, though its name looked like an SSD's.
+    rng = np.random.default_rng(1)
+    common = {name: 0.03 * rng.standard_normal(B) for name in METRICS}
+    for i, (detector, family, ap, ms) in enumerate((
+            ("ssd_mobilenet_v1", "SSD", _ap(0.30, 0.10, 0.45), 50.0),
+            ("tv_ssd300", "TorchvisionSingleShot", _ap(0.25, 0.10, 0.40), 40.0),
+            ("yolov1_cpu", "YOLO", _ap(0.20, 0.05, 0.35), 20.0))):
+        _fabricate(tmp_path / str(i), detector, 0, ap, 0.002, ms, rng, common, family=family)
+    runs = load_runs(tmp_path)
+    runs["group"] = runs["detector"]
+    pairs = pairwise(runs)
+    claims = evaluate_claims(runs, pairs)
+    assert claims[claims["claim"].str.startswith("(a)")]["detectors"].tolist() == ["ssd_mobilenet_v1, yolov1_cpu"]
+    assert "told by detector name" not in claims_table(runs, pairs).note
+    (tmp_path / "3").mkdir()                    # an older run folder without family: the name rule, said
+    _fabricate(tmp_path / "3" / "old", "ssd300_cpu", 0, _ap(0.3, 0.1, 0.4), 0.002, 50.0, rng, common)
+    runs = load_runs(tmp_path)
+    runs["group"] = runs["detector"]
+    pairs = pairwise(runs)
+    assert "ssd300_cpu" in " ".join(evaluate_claims(runs, pairs)["detectors"])
+    assert "told by detector name (the run folders' metrics.json has no 'family'): ssd300_cpu." \
+        in claims_table(runs, pairs).note
+
+
+def test_every_delta_is_a_minus_b(tmp_path):
+    result = paired_difference([np.full(20, 0.3)], [np.full(20, 0.2)], [0.3], [0.2])
+    assert result["delta"] == pytest.approx(0.1) and result["low"] == pytest.approx(0.1) and result["p"] < 0.1
+    assert latency_difference(np.full(9, 50.0), np.full(9, 20.0)) == (30.0, 30.0, 30.0)
+    verdicts, claims = _verdicts(_sweep(tmp_path, _ap(0.30, 0.10, 0.45), _ap(0.20, 0.05, 0.35),
+                                        _ap(0.40, 0.20, 0.50)))
+    (speed,) = claims[claims["claim"].str.startswith("(b)")]["evidence"]
+    assert "yolov1_cpu − ssd300_cpu = -30" in speed and verdicts["(b)"] == SUPPORTED

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from matplotlib.image import imsave
 
-from analysis import plot_runs, plots, tables
+from analysis import papers, plot_runs, plots, summary
 from analysis.report import build_report, main
 from analysis.runs import load_runs
+from analysis.table import MISSING, write_table
 
 # detector -> seed -> (map, map_small, map_medium, map_large, fps_b1, fps_b8, num_candidates)
 NUMBERS = {
@@ -153,23 +154,23 @@ def test_several_datasets_are_told_apart_in_labels(tmp_path):
 
 def test_accuracy_and_speed_tables_hold_mean_and_std_over_seeds(runs_dir):
     runs = load_runs(runs_dir)
-    accuracy = tables.accuracy_table(runs).data.set_index("group")
+    accuracy = summary.accuracy_table(runs).data.set_index("group")
     assert accuracy.at["ssd300", "map_mean"] == pytest.approx(0.32)
     assert accuracy.at["ssd300", "map_std"] == pytest.approx(math.sqrt(2 * 0.02 ** 2))
     assert accuracy.at["yolov1", "map_small_mean"] == pytest.approx(0.03)
     assert accuracy.at["yolov1", "map_small_std"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))
     assert accuracy.at["ssd300", "seeds"] == 2 and accuracy.at["faster_rcnn_vgg16", "failed"] == 1
-    shown = tables.accuracy_table(runs).shown.set_index("detector")
+    shown = summary.accuracy_table(runs).shown.set_index("detector")
     assert shown.at["ssd300", "AP"] == "32.0 ± 2.8" and shown.at["yolov1", "APl"] == "43.0 ± 4.2"
-    assert shown.at["faster_rcnn_vgg16", "AP"] == tables.MISSING
-    speed = tables.speed_table(runs)
+    assert shown.at["faster_rcnn_vgg16", "AP"] == MISSING
+    speed = summary.speed_table(runs)
     assert speed.data.set_index("group").at["yolov1", "fps_b1_mean"] == pytest.approx(32.0)
     assert speed.shown.set_index("detector").at["ssd300", "img/s b8"] == "15.0 ± 1.4"
     assert speed.shown.set_index("detector").at["ssd300", "params (M)"] == "25.00 ± 0.00"
 
 
 def test_runs_table_lists_the_failed_run(runs_dir):
-    table = tables.runs_table(load_runs(runs_dir))
+    table = summary.runs_table(load_runs(runs_dir))
     row = table.shown.set_index("detector").loc["faster_rcnn_vgg16"]
     assert row["status"] == "failed" and row["error"] == "RuntimeError: out of memory"
     assert "Traceback" in table.data.set_index("detector").at["faster_rcnn_vgg16", "error"]
@@ -177,9 +178,9 @@ def test_runs_table_lists_the_failed_run(runs_dir):
 
 def test_paper_table_matches_only_paper_settings(runs_dir):
     runs = load_runs(runs_dir)
-    assert tables.paper_table(runs).data.empty          # synthetic: no paper setting
+    assert papers.paper_table(runs).data.empty          # synthetic: no paper setting
     voc = runs.assign(dataset="voc07")
-    data = tables.paper_table(voc).data
+    data = papers.paper_table(voc).data
     row = data[(data["detector"] == "ssd300") & (data["metric"] == "voc07_map")
                & (data["paper_train"] == "VOC07+12")].iloc[0]
     assert row["ours"] == pytest.approx(57.0) and row["paper"] == 74.3
@@ -187,7 +188,7 @@ def test_paper_table_matches_only_paper_settings(runs_dir):
 
 
 def test_write_table_gives_markdown_csv_latex(runs_dir, tmp_path):
-    paths = tables.write_table(tables.accuracy_table(load_runs(runs_dir)), tmp_path)
+    paths = write_table(summary.accuracy_table(load_runs(runs_dir)), tmp_path)
     assert "32.0 ± 2.8" in paths["md"].read_text()
     tex = paths["tex"].read_text()
     assert r"32.0 $\pm$ 2.8" in tex and r"faster\_rcnn\_vgg16" in tex and r"\toprule" in tex
@@ -252,3 +253,16 @@ def test_mean_precision_leaves_undefined_classes_out():
     mean = plot_runs.mean_precision(precision)          # [R, A]
     assert mean.shape == (101, 4)
     assert mean[0, 0] == pytest.approx(0.7) and mean[0, 1] == pytest.approx(0.5)
+
+
+def test_a_failing_section_is_said_and_the_others_go_on(tmp_path, monkeypatch, caplog):
+    from analysis import report
+
+    def broken(ctx):
+        raise RuntimeError("no such numbers")
+
+    monkeypatch.setattr(report, "SECTIONS", [report.runs_section, broken, *report.SECTIONS[1:]])
+    text = build_report(tmp_path, print_tables=False).read_text()
+    assert "section 'broken' failed: RuntimeError: no such numbers" in text
+    assert text.index("## Runs") < text.index("## Published figures") < text.index("## Problems")
+    assert "no such numbers" in caplog.text

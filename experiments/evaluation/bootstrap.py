@@ -8,7 +8,8 @@ dataset made of that replicate's images, each copy renumbered (the tests check i
 
 Intervals are percentile intervals by default (``method="bca"``: bias-corrected and accelerated,
 the acceleration from the jackknife over images). A paired comparison draws the same images for
-both detectors: delta = B - A per replicate, its interval, and the two-sided bootstrap p-value
+both detectors: delta = A - B per replicate (analysis.stats' one sign convention), its interval,
+and the two-sided bootstrap p-value
 p = min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)): an identical pair gives
 delta 0, [0, 0] and p = 1.
 """
@@ -25,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from analysis.significance import p_value, percentile_interval
+from analysis.stats import p_value, percentile_interval
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
@@ -186,13 +187,13 @@ def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, name
 
 def paired_deltas(point_a: dict, point_b: dict, reps_a: dict, reps_b: dict, level: float = 0.95,
                   names=METRICS) -> dict[str, float]:
-    """delta_<m> = B - A, delta_<m>_ci_low/high (percentile) and p_<m> from paired replicates."""
+    """delta_<m> = A - B, delta_<m>_ci_low/high (percentile) and p_<m> from paired replicates."""
     out = {}
     for name in names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            deltas = np.asarray(reps_b[name]) - np.asarray(reps_a[name])
-        out[f"delta_{name}"] = float(point_b[name] - point_a[name])
+            deltas = np.asarray(reps_a[name]) - np.asarray(reps_b[name])
+        out[f"delta_{name}"] = float(point_a[name] - point_b[name])
         out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level)
         out[f"p_{name}"] = p_value(deltas)
     return out

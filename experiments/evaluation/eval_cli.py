@@ -13,7 +13,8 @@ to the run's own numbers; any other COCO files work too (the VOC metrics then re
 ``--bootstrap B`` adds the image-bootstrap interval of every metric (``<metric>_ci_low``,
 ``<metric>_ci_high``; percentile, ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
 a second results file on the same resampled images: its metrics as ``dt2_<metric>`` (with
-intervals) and the paired ``delta_<metric>`` = dt2 - dt, ``delta_<metric>_ci_low/high`` and the
+intervals) and the paired ``delta_<metric>`` = dt - dt2 (A - B, the project's one sign convention),
+``delta_<metric>_ci_low/high`` and the
 two-sided bootstrap ``p_<metric>``. ``--save-replicates R.npz`` writes the resampled image ids
 ``image_ids`` [B, N] and every metric per replicate (``dt2_<metric>`` for the second file).
 """

@@ -1,6 +1,7 @@
-"""The report's tables: accuracy by object size, speed, per-class AP, ours vs the papers, the
-runs and their status, the error breakdown. Each is a ``Table``: numbers (written as CSV) and
-the same numbers formatted "mean ± std" over seeds (written as Markdown and LaTeX, printed).
+"""The report's summary tables of a folder of runs: the runs and their status (``runs``), accuracy
+by object size (``accuracy``), speed (``speed``), per-class AP (``per_class``) and the error
+breakdown (``errors``). Each is a ``table.Table``: numbers (written as CSV) and the same numbers
+formatted "mean ± std" over seeds (written as Markdown and LaTeX, printed).
 
 Averages are over the runs that finished (``status == 'ok'``) of one setting (``group``:
 detector and the overrides that differ, see ``runs.py``) on one dataset; std is the sample
@@ -9,14 +10,10 @@ fractions, the CSV keeps them as written).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-
 import pandas as pd
 
-from analysis.provenance import setting_differences
 from analysis.runs import error_summary, ok_runs
+from analysis.table import MISSING, Table, mean_std
 
 # metrics.json key -> (column label, scale for display, decimals)
 ACCURACY_COLUMNS = {
@@ -31,39 +28,6 @@ SPEED_COLUMNS = {
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
     "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),
 }
-# Papers give AP in %, speeds as they are; our value is scaled to match.
-PAPER_SCALE = {k: v[1] for k, v in ACCURACY_COLUMNS.items()} | {
-    "top_correct": 1, "top_loc": 1, "top_other": 1, "top_bkg": 1} | {
-    f"robust_{k}": 100 for k in ("p", "mpc", "rpc", "p_50", "mpc_50", "rpc_50")}
-MISSING = "–"
-
-
-@dataclass
-class Table:
-    """``name``: file stem; ``data``: numbers (CSV); ``shown``: formatted (Markdown, LaTeX)."""
-    name: str
-    title: str
-    data: pd.DataFrame
-    shown: pd.DataFrame
-    note: str = ""
-
-
-def mean_std(mean: float, std: float, decimals: int) -> str:
-    """74.25, 0.5, 1 -> '74.2 ± 0.5'; a nan std (one seed) shows the mean alone."""
-    if pd.isna(mean):
-        return MISSING
-    return f"{mean:.{decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{decimals}f}")
-
-
-def value_with_interval(value: float, low: float, high: float, scale: float = 100.0, decimals: int = 1) -> str:
-    """0.358, 0.331, 0.384 -> '35.8 [33.1, 38.4]'; the value alone when a bound is NaN; '–' when
-    the value is."""
-    if pd.isna(value):
-        return MISSING
-    text = f"{value * scale:.{decimals}f}"
-    if not (pd.isna(low) or pd.isna(high)):
-        text += f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
-    return text
 
 
 def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
@@ -115,6 +79,10 @@ def accuracy_table(runs: pd.DataFrame) -> Table:
                      "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
 
 
+#: runtimes other than PyTorch whose speed keys a run may hold as ``<runtime>_<key>`` (bench.runtimes)
+RUNTIMES = ("onnxruntime", "openvino")
+
+
 def speed_table(runs: pd.DataFrame) -> Table:
     table = summarise(runs, SPEED_COLUMNS, "speed",
                       "Speed (images/s at batch 1 and 8, latency, GMACs per image, "
@@ -123,7 +91,28 @@ def speed_table(runs: pd.DataFrame) -> Table:
         lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
     if devices is not None and len(table.shown):
         table.shown.insert(2, "device", devices.to_numpy())
-    return table
+    return with_runtime_rows(table, runs)
+
+
+def with_runtime_rows(table: Table, runs: pd.DataFrame) -> Table:
+    """When runs hold runtime rows (``onnxruntime_fps_b1`` ...), a ``runtime`` column ("pytorch"
+    for the protocol's own rows) and one row per (group, dataset, runtime) after them: the same
+    columns, from the runtime's keys (GMACs and parameters are the network's, shared)."""
+    present = [r for r in RUNTIMES if f"{r}_fps_b1" in runs and runs[f"{r}_fps_b1"].notna().any()]
+    if not present or table.data.empty:
+        return table
+    data, shown = [table.data.assign(runtime="pytorch")], [table.shown.assign(runtime="pytorch")]
+    for runtime in present:
+        prefixed = {f"{runtime}_{k}": k for k in SPEED_COLUMNS if f"{runtime}_{k}" in runs}
+        of_runtime = runs[runs[f"{runtime}_fps_b1"].notna()].drop(columns=list(prefixed.values()), errors="ignore")
+        part = summarise(of_runtime.rename(columns=prefixed), SPEED_COLUMNS, table.name, table.title)
+        data.append(part.data.assign(runtime=runtime))
+        shown.append(part.shown.assign(runtime=runtime))
+    data, shown = pd.concat(data, ignore_index=True), pd.concat(shown, ignore_index=True)
+    shown.insert(1, "runtime", shown.pop("runtime"))
+    note = (table.note + " " if table.note else "") + ("Runtime rows: the network exported to ONNX and run by "
+                                                       "the runtime (fp32), pre/post-processing in PyTorch.")
+    return Table(table.name, table.title, data, shown, note)
 
 
 DATA_COLUMNS = ["classes", "split_id", "train_images", "val_images", "val_objects", "data_dropped",
@@ -157,61 +146,6 @@ def per_class_table(per_class: pd.DataFrame) -> Table:
                  data.reset_index(), shown)
 
 
-def load_papers() -> pd.DataFrame:
-    """The published figures (``analysis/papers.csv``, gathered from the three papers)."""
-    with resources.files("analysis").joinpath("papers.csv").open() as f:
-        return pd.read_csv(f, dtype={"hardware": str, "note": str}).fillna("")
-
-
-def published_table() -> Table:
-    papers = load_papers()
-    return Table("published", "Published figures (the papers, as printed)", papers, papers)
-
-
-def _dataset_family(name: str) -> str:
-    name = str(name).lower()
-    return next((f for f in ("voc", "coco") if name.startswith(f)), name)
-
-
-def paper_table(runs: pd.DataFrame) -> Table:
-    """Ours beside the papers for every finished setting whose detector and dataset (voc or
-    coco) a paper row names; each row says the paper's training data, split and hardware, and
-    whether the run was made in the paper's setting (``provenance.setting_differences``): only
-    then is the gap "ours − paper" given, else the row says what differs."""
-    papers, ok = load_papers(), ok_runs(runs)
-    rows = []
-    for (group, dataset), runs_of in ok.groupby(["group", "dataset"], sort=True):
-        detector = runs_of["detector"].iat[0]
-        match = papers[(papers["detector"] == detector)
-                       & (papers["dataset"] == _dataset_family(dataset))]
-        for paper in match.itertuples():
-            if paper.metric not in runs_of:
-                continue
-            values = pd.to_numeric(runs_of[paper.metric], errors="coerce").dropna()
-            values = values * PAPER_SCALE.get(paper.metric, 1)
-            split = runs_of["eval_split"].iat[0] if "eval_split" in runs_of else None
-            differs = setting_differences(runs_of.iloc[0].to_dict(), paper._asdict())
-            rows.append({"detector": group, "metric": paper.metric, "ours": values.mean(),
-                         "setting": "as the paper" if not differs else "differs: " + "; ".join(differs),
-                         "ours_std": values.std(ddof=1), "seeds": len(values),
-                         "our_dataset": dataset, "our_split": split or MISSING,
-                         "paper": paper.value, "paper_split": paper.split,
-                         "paper_train": paper.train_data, "hardware": paper.hardware,
-                         "source": paper.paper})
-    data = pd.DataFrame(rows)
-    if data.empty:
-        return Table("ours_vs_paper", "Ours vs paper", data, data,
-                     "No finished run was made in a paper's setting (detector and dataset "
-                     "VOC or COCO as in analysis/papers.csv).")
-    shown = data.drop(columns=["ours_std"]).copy()
-    shown["ours"] = [mean_std(m, s, 2 if abs(m) < 10 else 1)
-                     for m, s in zip(data["ours"], data["ours_std"])]
-    gap = (data["ours"] - data["paper"]).round(1)
-    shown.insert(3, "ours − paper", gap.where(data["setting"] == "as the paper"))   # paired only then
-    return Table("ours_vs_paper", "Ours vs paper (AP in %; speeds on the hardware named)",
-                 data, shown)
-
-
 def error_table(errors: pd.DataFrame) -> Table:
     """``errors``: every run's error breakdown (rows of ``errors.breakdown`` with ``group``,
     ``dataset``, ``bucket`` columns) -> per group and bucket, mean over seeds; cells show
@@ -230,36 +164,3 @@ def error_table(errors: pd.DataFrame) -> Table:
                  "(mean count over seeds)", data, shown,
                  "Kinds: cls wrong class; loc box off (0.1 ≤ IoU < 0.5); both; dupe duplicate; "
                  "bkg background (IoU < 0.1); missed ground truth. See analysis/errors.py.")
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-def to_markdown(table: Table) -> str:
-    body = table.shown.to_markdown(index=False) if len(table.shown) else "_(empty)_"
-    return f"{body}\n\n{table.note}".rstrip() + "\n"
-
-
-def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
-    """``out_dir/<name>.md``, ``.csv`` (numbers) and ``.tex`` (booktabs); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {ext: out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")}
-    paths["md"].write_text(f"## {table.title}\n\n{to_markdown(table)}")
-    table.data.to_csv(paths["csv"], index=False)
-    tex = table.shown.to_latex(index=False, escape=True, caption=_latex_escape(table.title),
-                               label=f"tab:{table.name}", na_rep=MISSING) \
-        if len(table.shown) else f"% {table.title}: empty\n"
-    paths["tex"].write_text(tex.replace("±", r"$\pm$").replace("−", "$-$").replace("–", "--")
-                            .replace("≤", r"$\leq$"))
-    return paths
-
-
-def print_table(table: Table) -> None:
-    print(f"\n{table.title}\n{to_markdown(table)}")
-
