@@ -130,6 +130,15 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
         if "train" in cfg.stages else None
     given = OmegaConf.select(cfg, "dataset.class_names", default=None) is not None
     metrics.update(prepare_datasets(train_set, val_set, out, given))  # scan, class map, split.json
+    # under dataset.bad_images=skip|repair a failing decode is left out and counted instead
+    if cfg.eval.check_images and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
+        scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
+        if getattr(val_set, "bad_images", "error") == "error":
+            preflight.check_images(val_set, scored, "validation split")
+        else:   # after the header scan (which left out what it found): full decodes, counted
+            left_out = preflight.drop_undecodable(val_set, scored, "validation split")
+            if left_out:
+                metrics.update(val_images=len(val_set), val_decode_failed_before_training=left_out)
     image_size = tuple(val_set[0][0].shape[-2:])
     metrics.update(model_facts(model, image_size))
     metrics.update(detector_facts(model))   # input size and box budgets, for the sweeps' plots
@@ -141,11 +150,6 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     if train_set is not None:
         preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set), world_size(),
                                    bool(cfg.train.freeze_batch_norm))
-    # under dataset.bad_images=skip|repair a failing decode is skipped and counted instead
-    if cfg.eval.check_images and getattr(val_set, "bad_images", "error") == "error" \
-            and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
-        scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
-        preflight.check_images(val_set, scored, "validation split")
     metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     years = OmegaConf.select(cfg, "dataset.years", default=None)
     metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years

@@ -13,7 +13,8 @@
     that: a model with BatchNorm layers in training needs batch size >= 2 per process, unless
     ``train.freeze_batch_norm=true`` (see :func:`freeze_batch_norm`).
 ``check_images(dataset, ...)``  decodes every image the evaluation will score, so that a corrupt
-    validation image fails before training rather than after it.
+    validation image fails before training rather than after it; ``drop_undecodable`` does the
+    same under ``bad_images: skip | repair`` and leaves such images out, counted.
 The header scan of every split's images (``experiments/data/scan.py``, under the
 ``dataset.bad_images`` policy) runs in ``experiments.data.prepare.prepare_datasets``, as soon as
 the datasets are built and before any training: it needs the datasets, this module does not.
@@ -166,6 +167,30 @@ def check_images(dataset, max_images: int, what: str) -> int:
                                  "file, or set eval.check_images=false to skip this check)") from error
     log.info("pre-flight: %d %s images decode", len(records), what)
     return len(records)
+
+
+def drop_undecodable(dataset, max_images: int, what: str) -> int:
+    """Under ``bad_images: skip | repair``: decode the first ``max_images`` (0: all) images of a
+    file-backed ``dataset`` before training and leave out (counted as ``image_decode_failed``)
+    each that fails, so the evaluator never meets one (its loader would serve the next image in
+    its place, twice under one id). Returns how many were left out."""
+    from experiments.data.images import load_image
+
+    records = getattr(dataset, "records", None)
+    if records is None or not hasattr(dataset, "drop_records"):
+        return 0
+    repair = getattr(dataset, "bad_images", "error") == "repair"
+    failed = {}
+    for record in records[:max_images] if max_images else records:
+        try:
+            load_image(record.path, repair=repair)
+        except (OSError, ValueError) as error:
+            failed[record.path] = "decode_failed"
+            log.warning("%s: %s: left out (bad_images=%s)", what, error, dataset.bad_images)
+    if failed:
+        dataset.drop_records(set(failed), failed)
+    log.info("pre-flight: %d %s images decode, %d left out", len(records), what, len(failed))
+    return len(failed)
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:
