@@ -41,10 +41,24 @@ def load_replicates(run_path) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
+def drawn_keys(reps: dict) -> np.ndarray | None:
+    """The replicates' images as file name + content hash [B, N] (``key_ids`` / ``image_keys``
+    in bootstrap.npz), or None for an npz written without them."""
+    if "image_keys" not in reps or "key_ids" not in reps:
+        return None
+    key_of = dict(zip(reps["key_ids"].tolist(), reps["image_keys"].tolist()))
+    return np.vectorize(lambda i: key_of.get(int(i), f"?{i}"), otypes=[str])(reps["image_ids"])
+
+
 def same_images_problem(a: dict, b: dict) -> str | None:
-    """None when the two runs' replicates drew the same images on the same classes, else why not."""
-    for key, what in (("category_ids", "category ids"), ("image_ids", "image ids")):
-        x, y = a[key], b[key]
+    """None when the two runs' replicates drew the same images (by file name and content hash,
+    never by id: an id is often a position) on the same classes, else why not."""
+    keys_a, keys_b = drawn_keys(a), drawn_keys(b)
+    if keys_a is None or keys_b is None:
+        return ("bootstrap.npz without image file names and hashes (written before they were saved): "
+                "re-run stages=[eval] on it to pair it")
+    for what, x, y in (("category ids", a["category_ids"], b["category_ids"]),
+                       ("images (file name#content hash)", keys_a, keys_b)):
         if x.shape != y.shape or not np.array_equal(x, y):
             only_a = sorted(set(np.unique(x).tolist()) - set(np.unique(y).tolist()))
             only_b = sorted(set(np.unique(y).tolist()) - set(np.unique(x).tolist()))
@@ -100,11 +114,14 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
-    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds."""
+    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds; a run
+    with ``speed_reliable: false`` (the busy-machine guard) is left out."""
     key, out = f"latency_ms_samples_b{batch}", {}
     if key not in runs:
         return out
     for _, run in ok_runs(runs).iterrows():
+        if run.get("speed_reliable") is False:   # timed on a busy machine: in no speed claim
+            continue
         if isinstance(run[key], str) and run[key].strip():
             values = np.array([float(x) for x in run[key].split()])
             out.setdefault((run["dataset"], run["group"]), []).append(values)

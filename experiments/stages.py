@@ -22,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation import save_evaluation
 from experiments.evaluation.bootstrap import bootstrap_evaluation
-from experiments.evaluation.files import image_file_names, save_samples
+from experiments.evaluation.files import image_file_names, image_keys, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
-from experiments.job.interrupts import InterruptGuard
+from experiments.job.interrupts import InterruptGuard, sweep_dir
+from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
+from experiments.speed.busy_guard import guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
 from experiments.studies import proposal_stage, robustness
 from experiments.studies.coverage import run_coverage
@@ -92,15 +94,26 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if cfg.train.freeze_batch_norm:
         log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
                  preflight.freeze_batch_norm(model))
-    if cfg.resume:
+    fresh = not (last_checkpoint(ctx.out).is_file() or (ctx.out / "train_log.csv").is_file())
+    if cfg.resume and fresh and sweep_dir() is not None:   # detbench resume=SWEEP_DIR: a job that
+        log.info("resume=true: %s holds no training yet; training from the start", ctx.out)  # never ran
+    elif cfg.resume:   # a single run without a checkpoint: an error naming the file
         trainer.resume()
     if guard is not None:
         guard.deferring = True   # a signal now stops at the next iteration boundary
+    before = read_machine() if ctx.is_main else None   # train_time_s is a timing too
     try:
         result = trainer.fit()
     finally:
         if guard is not None:
             guard.deferring = False
+    busy = {}
+    if before is not None:
+        after = read_machine()
+        busy = {"train_time_reliable": not (before.disturbed or after.disturbed)}
+        if not busy["train_time_reliable"]:
+            busy["train_time_note"] = (f"trained on a busy machine ({before.why or after.why}; before: "
+                                       f"{before.text()}; after: {after.text()}): train_time_s is not a speed")
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
     second = second_training_phase(cfg, ctx, trainer) if hasattr(model, "fit_after_training") else {}
@@ -109,7 +122,7 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy}
 
 
 def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -122,7 +135,9 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
         return {}
     save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
     save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
-    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out)
+    keys = image_keys(ctx.val_set) if cfg.eval.bootstrap else None   # pairing in the report
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
+                                     image_keys=keys)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
@@ -131,14 +146,17 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
-    ``bench.runtimes`` (``experiments.speed.runtime_rows``); rank 0 only."""
+    ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
+    (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
+    ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
     if not ctx.is_main:
         return {}
     bench = OmegaConf.to_container(cfg.bench, resolve=True)
     runtimes = bench.pop("runtimes", None) or ["pytorch"]
     if list(runtimes) == ["pytorch"]:
-        return benchmark(ctx.model, device=ctx.device, **bench)
-    return benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench)
+        return guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")
+    return guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench),
+                   "the speed stage")
 
 
 #: runs for every job, before the stages the config names (no training needed).
