@@ -14,7 +14,7 @@ from experiments.build import build_detector
 from experiments.data.collate import collate
 from experiments.job.settings import check_config
 from experiments.training import precision as precision_module
-from experiments.training.precision import resolve_precision, set_channels_last
+from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 from experiments.training.trainer import Trainer
 from tests.conftest import TINY_RUN
 
@@ -23,9 +23,11 @@ needs_bf16 = pytest.mark.skipif(not precision_module.cpu_has_native_bf16(),
                                 reason="this CPU has no native bf16 (AVX512-BF16 / AMX)")
 
 
-def detector_and_data(compose_config, detector: str):
-    """Compare's detector (its own input size, 1/8 width) and 6 synthetic 128x128 images."""
-    cfg = compose_config([f"detector={detector}", *TINY_RUN, "dataset.train.num_images=6"])
+def detector_and_data(compose_config, detector: str, contiguous: bool = False):
+    """Compare's detector (its own input size, 1/8 width) and 6 synthetic 128x128 images;
+    ``contiguous``: SSD without its own NHWC layout."""
+    layout = ["detector.model.channels_last=false"] if contiguous and detector.startswith("ssd") else []
+    cfg = compose_config([f"detector={detector}", *TINY_RUN, "dataset.train.num_images=6", *layout])
     dataset = instantiate(cfg.dataset.train)
     return cfg, dataset
 
@@ -72,14 +74,15 @@ def losses_and_gradients(model, images, targets) -> tuple[torch.Tensor, torch.Te
 
 @pytest.mark.parametrize("detector", COMPARE_DETECTORS)
 def test_channels_last_gives_the_contiguous_losses_and_gradients(compose_config, detector):
-    cfg, dataset = detector_and_data(compose_config, detector)
+    cfg, dataset = detector_and_data(compose_config, detector, contiguous=True)
     torch.manual_seed(0)
     model = build_detector(cfg.detector.model, dataset.num_classes).train()
     images, targets = collate([dataset[i] for i in range(2)])
+    assert not uses_channels_last(model)
     loss_a, grad_a = losses_and_gradients(model, images, targets)
     set_channels_last(model, True)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and uses_channels_last(model)
     loss_b, grad_b = losses_and_gradients(model, images, targets)
     set_channels_last(model, False)
     loss_ref, grad_ref = losses_and_gradients(model.double(), [im.double() for im in images], targets)
@@ -91,11 +94,13 @@ def test_channels_last_gives_the_contiguous_losses_and_gradients(compose_config,
     assert error["nhwc"] <= 2 * error["nchw"] + 1e-5, error
 
 
-def test_trainer_gives_the_model_back_contiguous(compose_config, tmp_path):
+def test_trainer_gives_the_model_back_its_own_layout(compose_config, tmp_path):
     cfg, dataset = detector_and_data(compose_config, "yolov1_cpu")
     _, result, model = train_losses(cfg, dataset, tmp_path, "fp32", channels_last=True)
     assert result["train_channels_last"] is True
     assert all(p.is_contiguous() for p in model.parameters())
+    nhwc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).to(memory_format=torch.channels_last)
+    assert uses_channels_last(nhwc) and not uses_channels_last(torch.nn.Conv2d(3, 4, 3))
 
 
 def test_bf16_without_native_support_falls_back_to_fp32_or_fails_when_strict(monkeypatch, caplog):

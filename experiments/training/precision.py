@@ -88,3 +88,10 @@ def set_channels_last(model: nn.Module, enabled: bool) -> nn.Module:
     (NHWC) layout, or back to contiguous (NCHW) when not ``enabled``; in place, values unchanged.
     oneDNN / cuDNN convolutions follow the weight's layout, so activations become NHWC too."""
     return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
+
+def uses_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s first 4-D parameter (a convolution weight) is stored NHWC."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return weight is not None and weight.is_contiguous(memory_format=torch.channels_last) \
+        and not weight.is_contiguous()

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from experiments.data.collate import collate
 from experiments.job.layout import last_checkpoint
 from experiments.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
-from experiments.training.precision import resolve_precision, set_channels_last
+from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ class Trainer:
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (CUDA autocast with a GradScaler);
             where the device lacks it, fp32 with a warning, or a ValueError when
             ``precision_strict`` (``experiments.training.precision``). ``fit`` reports the one used.
-        channels_last: convolution weights (and so activations) in NHWC while training; the
-            model is given back contiguous after ``fit``, so evaluation and the speed protocol
-            see the usual layout.
+        channels_last: convolution weights (and so activations) in NHWC while training; after
+            ``fit`` the model gets back the layout it came with (SSD's is NHWC already, by its
+            own ``channels_last``), so evaluation and the speed protocol see the usual one.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never) on every rank (``predict`` is collective under DDP:
             each rank predicts its share, rank 0 scores them all and alone writes the row).
@@ -205,11 +205,14 @@ class Trainer:
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
-        set_channels_last(self.model, self.channels_last)
+        restore_layout = self.channels_last and not uses_channels_last(self.model)
+        if self.channels_last:
+            set_channels_last(self.model, True)
         try:
             stopped_on_time, loss_value = self._epochs(writer, start)
         finally:
-            set_channels_last(self.model, False)
+            if restore_layout:
+                set_channels_last(self.model, False)
             if writer is not None:
                 writer.close()
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
