@@ -3,12 +3,13 @@
 A training step is the Trainer's: forward with the losses, backward, gradient clipping at 10, an
 AdamW step, on a batch of compare's synthetic training images (batch 16, compare's setting).
 Modes: ``fp32``; ``fp32+nhwc`` (channels-last convolutions); ``bf16`` (autocast) and
-``bf16+nhwc``; with ``--compile``, ``compile`` (fp32, the convolutional trunk under
-``torch.compile``; its first-step compile time printed apart) and ``bf16+nhwc+compile``. Each mode
-has its own copy of the same initial weights; every repeat runs one step of each mode in turn, and
-the table gives the median. Training GFLOP/s counts forward + backward with FlopCounterMode (2 per
-multiply-add) and divides by the median step; utilisation is against the peak measured here
-(3x3 convolution or matrix product, the larger) in the mode's dtype.
+``bf16+nhwc``; for Faster R-CNN ``fp32 serial ops`` (torchvision's one-core RoIAlign backward and
+RPN filtering instead of ``detectors.faster_rcnn_threads``); with ``--compile``, ``compile`` (fp32,
+the convolutional trunk under ``torch.compile``; its first-step compile time printed apart) and
+``bf16+nhwc+compile``. Each mode has its own copy of the same initial weights; every repeat runs
+one step of each mode in turn, and the table gives the median. Training GFLOP/s counts forward +
+backward with FlopCounterMode (2 per multiply-add) and divides by the median step; utilisation is
+against the peak measured here (3x3 convolution or matrix product, the larger) in the mode's dtype.
 
 ``--full``: the paper-width SSD300 and Faster R-CNN R50-FPN beside torchvision's own
 ``ssd300_vgg16`` and ``fasterrcnn_resnet50_fpn`` (random weights, the same classes and input
@@ -35,6 +36,7 @@ from hydra.utils import instantiate
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from detectors.faster_rcnn_threads import ThreadedRPN, with_serial_ops  # noqa: E402
 from experiments.build import build_detector  # noqa: E402
 from experiments.data.collate import collate  # noqa: E402
 from experiments.speed.flops import count_flops  # noqa: E402
@@ -119,12 +121,14 @@ def detector_rows(detector: str, modes: list[str], batch: int, repeats: int, pea
     model = build_detector(cfg.detector.model, dataset.num_classes)
     flops = training_flops(model, images, targets)
     steps = {m: Step(model, images, targets, *MODES[m]) for m in modes}
+    if isinstance(getattr(model, "rpn", None), ThreadedRPN):   # Faster R-CNN: torchvision's serial kernels too
+        steps["fp32 serial ops"] = Step(with_serial_ops(model), images, targets, "fp32", False, False)
     first, median = interleaved(steps, repeats)
     rows = []
-    for m in modes:
-        precision = MODES[m][0]
+    for m in steps:
+        precision, _, compiled = MODES.get(m, MODES["fp32"])
         gflops = flops / median[m] / 1e9
-        compile_s = f"{first[m] - median[m]:.1f}" if MODES[m][2] else ""
+        compile_s = f"{first[m] - median[m]:.1f}" if compiled else ""
         rows.append(f"| {detector} | {m} | {batch} | {median[m]:.3f} | {batch / median[m]:.1f} | "
                     f"{median['fp32'] / median[m]:.2f} | {flops / 1e9:.0f} | {gflops:.0f} | "
                     f"{100 * gflops / peaks[precision]:.0f}% | {compile_s} |")

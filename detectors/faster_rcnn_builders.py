@@ -30,6 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from detectors.backbones import load_vgg16_trunk_state, vgg16_classifier, vgg16_trunk, vgg16_weights_enum
 from detectors.base import IMAGENET_MEAN, IMAGENET_STD, scale_width
 from detectors.faster_rcnn import FasterRCNN, SingleMapRoIPool
+from detectors.faster_rcnn_threads import ThreadedRoIAlign, ThreadedRPN
 
 
 @dataclass
@@ -83,9 +84,10 @@ def settings(kind: type, given, **defaults):
 
 def region_proposal_network(anchor_generator: AnchorGenerator, in_channels: int, rpn: RPNSettings,
                             candidates_before_nms: int) -> RegionProposalNetwork:
-    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head."""
+    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head (its
+    per-image proposal filtering and NMS on worker threads: ``detectors.faster_rcnn_threads``)."""
     head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
-    return RegionProposalNetwork(
+    return ThreadedRPN(
         anchor_generator, head, rpn.fg_iou_thresh, rpn.bg_iou_thresh, rpn.batch_size_per_image,
         rpn.positive_fraction,
         pre_nms_top_n={"training": int(rpn.pre_nms_top_n[0]), "testing": int(rpn.pre_nms_top_n[1])},
@@ -195,7 +197,7 @@ def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = F
     if roi_heads.pooling == "pool":
         pool = SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
     elif roi_heads.pooling == "align":
-        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+        pool = ThreadedRoIAlign(["0"], output_size=7, sampling_ratio=2)   # MultiScaleRoIAlign, threaded backward
     else:
         raise ValueError(f"roi_heads.pooling must be 'pool' or 'align', got {roi_heads.pooling!r}")
     heads = fast_rcnn_heads(pool, channels * 7 * 7, scale_width(4096, width), num_classes, roi_heads,
