@@ -30,6 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from detectors.backbones import load_vgg16_trunk_state, vgg16_classifier, vgg16_trunk, vgg16_weights_enum
 from detectors.base import IMAGENET_MEAN, IMAGENET_STD, scale_width
 from detectors.faster_rcnn import FasterRCNN, SingleMapRoIPool
+from detectors.faster_rcnn_threads import ThreadedRoIAlign, ThreadedRPN
 from detectors.roi_heads import BackgroundFloorRoIHeads
 
 
@@ -87,9 +88,10 @@ def settings(kind: type, given, **defaults):
 
 def region_proposal_network(anchor_generator: AnchorGenerator, in_channels: int, rpn: RPNSettings,
                             candidates_before_nms: int) -> RegionProposalNetwork:
-    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head."""
+    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head (its
+    per-image proposal filtering and NMS on worker threads: ``detectors.faster_rcnn_threads``)."""
     head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
-    return RegionProposalNetwork(
+    return ThreadedRPN(
         anchor_generator, head, rpn.fg_iou_thresh, rpn.bg_iou_thresh, rpn.batch_size_per_image,
         rpn.positive_fraction,
         pre_nms_top_n={"training": int(rpn.pre_nms_top_n[0]), "testing": int(rpn.pre_nms_top_n[1])},
@@ -117,7 +119,7 @@ def vgg16_roi_pool(pooling: str) -> nn.Module:
     if pooling == "pool":
         return SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
     if pooling == "align":
-        return MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
+        return ThreadedRoIAlign(["0"], output_size=7, sampling_ratio=2)   # MultiScaleRoIAlign, threaded backward
     raise ValueError(f"roi_heads.pooling must be 'pool' or 'align', got {pooling!r}")
 
 

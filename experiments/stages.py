@@ -85,7 +85,9 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     trainer = Trainer(model, ctx.train_set, optimizer, scheduler, device=ctx.device,
                       epochs=epochs_for(cfg.train.epochs, cfg.train.iterations, len(ctx.train_set),
                                         cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=ctx.out,
-                      seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
+                      seed=cfg.seed, num_workers=cfg.train.num_workers,
+                      precision=cfg.train.precision, precision_strict=cfg.train.precision_strict,
+                      channels_last=cfg.train.channels_last,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
                       max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
@@ -122,7 +124,8 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy,
+            **{k: v for k, v in result.items() if k.startswith("train_")}}
 
 
 def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
