@@ -22,11 +22,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
-from analysis.stats import p_value, percentile_interval
+from analysis.stats import INTERVAL_METHOD, INTERVAL_METHODS, bootstrap_interval, p_value
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
@@ -36,7 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REPLICATES = 1000
 CHUNK = 32  # replicates per array op: [32, 40, points] float64 per class
-METHODS = ("percentile", "bca")
+METHODS = INTERVAL_METHODS
 
 
 def check_bootstrap_arguments(replicates, seed) -> None:
@@ -118,30 +117,9 @@ class BootstrapResult:
 
 def interval(values: np.ndarray, level: float = 0.95, method: str = "percentile", point: float | None = None,
              jackknife: np.ndarray | None = None) -> tuple[float, float]:
-    """(low, high) of the replicate values [B] (NaN replicates left out; NaN if fewer than 2 defined).
-
-    percentile: the (1-level)/2 and (1+level)/2 quantiles. bca: Efron's bias-corrected and
-    accelerated interval from ``point`` and the leave-one-image-out ``jackknife`` values [N].
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown interval method '{method}', choose one of {METHODS}")
-    if method == "percentile":
-        return percentile_interval(values, level)
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return math.nan, math.nan
-    alpha = np.array([(1 - level) / 2, (1 + level) / 2])
-    if method == "bca" and point is not None and jackknife is not None and not np.isnan(point):
-        norm = NormalDist()
-        below = np.mean(values < point) + 0.5 * np.mean(values == point)
-        z0 = norm.inv_cdf(float(np.clip(below, 1e-12, 1 - 1e-12)))
-        jack = jackknife[~np.isnan(jackknife)]
-        d = jack.mean() - jack
-        denom = 6 * np.sum(d ** 2) ** 1.5
-        accel = np.sum(d ** 3) / denom if denom > 0 else 0.0
-        alpha = np.array([norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z))) for z in map(norm.inv_cdf, alpha)])
-    low, high = np.quantile(values, alpha)
-    return float(low), float(high)
+    """(low, high) of the replicate values [B]: ``analysis.stats.bootstrap_interval`` (percentile,
+    basic: reflected about ``point``, bca: with the leave-one-image-out ``jackknife`` values [N])."""
+    return bootstrap_interval(values, level, method, point, jackknife)
 
 
 def _intervals(point, replicates, level, method, scorer=None, num_images=0):
