@@ -140,7 +140,8 @@ def part_two(args, out: list[str]) -> dict:
             training = 1000 * (trial + 1) + s       # seeds no truth seed used
             sa = Scorer(gt, a.detect(gt, training, training), subset)
             sb = Scorer(gt, b.detect(gt, training + 500, training + 500), subset)
-            reps.append(sa.replicates(args.replicates, boot_seed)["map"] - sb.replicates(args.replicates, boot_seed)["map"])
+            reps.append(sa.replicates(args.replicates, boot_seed)["map"]
+                        - sb.replicates(args.replicates, boot_seed)["map"])
             points.append(sa.point()["map"] - sb.point()["map"])
         reps, points = np.array(reps), np.array(points)          # [S, B], [S]
         seed_sd.append(np.std(points, ddof=1))

@@ -27,7 +27,7 @@ from experiments.data.split_builder import build_split
 from experiments.data.transforms import build_policy
 from experiments.job import preflight
 from experiments.job.detector_facts import detector_facts
-from experiments.job.folder import RunFolder, decide, describe_error, write_metrics
+from experiments.job.folder import SCHEMA_VERSION, RunFolder, decide, describe_error, write_metrics
 from experiments.job.identity import device_name, model_facts, run_identity
 from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.job.process import resolve_device, seed_everything, setup_distributed, world_size
@@ -47,7 +47,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     rewritten after each."""
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = run_identity(cfg)
+    metrics = {"schema_version": SCHEMA_VERSION, **run_identity(cfg)}
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
     is_main = setup_distributed(cfg.device)   # first: rank 0 decides about the folder for all ranks
     verdict = decide(folder, cfg, is_main)

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation import save_evaluation
-from experiments.evaluation.bootstrap import bootstrap_evaluation
+from experiments.evaluation.bootstrap import INTERVAL_METHOD, bootstrap_evaluation
 from experiments.evaluation.files import image_file_names, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
@@ -111,7 +111,8 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
         return {}
     save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
     save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
-    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out)
+    intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
+                                     method=cfg.eval.get("interval_method", INTERVAL_METHOD))
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
