@@ -116,7 +116,15 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     years = OmegaConf.select(cfg, "dataset.years", default=None)
     metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
-    return StageContext(model, train_set, val_set, device, out, is_main, guard)
+    test_set = None
+    if "eval" in cfg.stages and str(cfg.eval.get("split", "val")) == "test":
+        if "test" in cfg.dataset:
+            test_set = build_split(cfg.dataset, "test")
+            metrics["test_images"] = len(test_set)
+        else:
+            log.warning("eval.split=test but dataset '%s' has no test split: scoring the validation split, "
+                        "which also served the choices (the report says so)", cfg.dataset.get("name"))
+    return StageContext(model, train_set, val_set, device, out, is_main, guard, test_set)
 
 
 def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):

@@ -8,7 +8,7 @@ import numpy as np
 from analysis.claims import CONTRADICTED, NOT_TESTABLE, ON_FRONT, PROVISIONAL, SUPPORTED, UNRESOLVED, evaluate_claims
 from analysis.runs import load_runs
 from analysis.stats import p_text
-from tests.test_claims import B, METRICS, _ap, _fabricate
+from tests.test_claims import METRICS, B, _ap, _fabricate
 
 
 def _claims(folder):
