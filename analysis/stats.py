@@ -30,6 +30,7 @@ import numpy as np
 ALPHA = 0.05   # significant: (Holm-corrected) p below it
 INTERVAL_METHODS = ("percentile", "basic", "bca")
 INTERVAL_METHOD = "basic"   # benchmarks/results/interval_coverage.md: closest to 95% at 200 / 400 images
+CALIBRATED_FROM_IMAGES = 200   # below this many images the default covered < 90% on some metric (same file)
 
 
 def p_value(deltas: np.ndarray) -> float:
@@ -123,32 +124,38 @@ def t_two_sided_p(t: float, df: float) -> float:
     return float(max(0.0, 2 * (1 - np.interp(t, x, cdf))))
 
 
-def seed_image_test(points: np.ndarray, replicates: np.ndarray) -> dict:
+def seed_image_test(points: np.ndarray, replicates: np.ndarray | None, image_var: float | None = None) -> dict:
     """The mean over S >= 2 training seeds with seed-to-seed and image variance both inside.
 
     points [S]: the statistic per seed on the images as given (e.g. a paired delta A − B, seed s
     of A with seed s of B); replicates [S, B]: each seed's image-bootstrap replicates on the same
-    image draws. se² = var_seed / S + var_image: var_seed the sample variance of the S points,
-    var_image the variance of the seed-mean replicates; df by Welch-Satterthwaite (S − 1 for the
+    image draws (or, without them, ``image_var``). se² = var_seed / S + var_image: var_seed the
+    sample variance of the S points, var_image the variance of the seed-mean replicates; df by Welch-Satterthwaite (S − 1 for the
     seed part, infinite for the image part). -> {"mean", "se", "df", "var_seed", "var_image"};
     NaN where fewer than 2 seeds (one seed cannot measure the seed variance)."""
     points = np.asarray(points, dtype=float)
     nan = {"mean": math.nan, "se": math.nan, "df": math.nan, "var_seed": math.nan, "var_image": math.nan}
     if len(points) < 2 or np.isnan(points).any():
         return nan
-    mean_reps = np.asarray(replicates, dtype=float).mean(axis=0)
-    mean_reps = mean_reps[~np.isnan(mean_reps)]
     var_seed = float(np.var(points, ddof=1)) / len(points)
-    var_image = float(np.var(mean_reps, ddof=1)) if len(mean_reps) > 1 else 0.0
+    if replicates is None:
+        var_image = float(image_var or 0.0)
+    else:
+        mean_reps = np.asarray(replicates, dtype=float).mean(axis=0)
+        mean_reps = mean_reps[~np.isnan(mean_reps)]
+        var_image = float(np.var(mean_reps, ddof=1)) if len(mean_reps) > 1 else 0.0
     total = var_seed + var_image
     df = math.inf if var_seed == 0 else total ** 2 * (len(points) - 1) / var_seed ** 2
     return {"mean": float(points.mean()), "se": math.sqrt(total), "df": df, "var_seed": var_seed,
             "var_image": var_image}
 
 
-def seed_image_interval(points: np.ndarray, replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """mean ± t_df · se of ``seed_image_test`` (points [S], replicates [S, B]); NaN below 2 seeds."""
-    test = seed_image_test(points, replicates)
+def seed_image_interval(points: np.ndarray, replicates: np.ndarray | None = None, level: float = 0.95,
+                        image_var: float | None = None) -> tuple[float, float]:
+    """mean ± t_df · se of ``seed_image_test`` (points [S], replicates [S, B]); NaN below 2 seeds.
+    Without replicates, ``image_var`` (the image-sampling variance of the seed mean; seeds scored on
+    the same images share it, e.g. the mean of ((high − low) / 3.92)² over the seeds) stands in."""
+    test = seed_image_test(points, replicates, image_var)
     if math.isnan(test["se"]):
         return math.nan, math.nan
     half = t_quantile((1 + level) / 2, test["df"]) * test["se"] if test["se"] > 0 else 0.0

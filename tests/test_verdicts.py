@@ -122,3 +122,31 @@ def test_too_few_replicates_or_a_missing_metric_is_not_testable(tmp_path):
     claims = _claims(tmp_path)
     assert _verdict(claims, "(a)", "AP") == NOT_TESTABLE
     assert "50 bootstrap replicates" in claims[claims["metric"] == "AP"]["evidence"].iloc[0]
+
+
+def test_accuracy_interval_of_a_seed_mean_holds_the_seed_spread(tmp_path):
+    from analysis.summary import accuracy_table
+
+    spec = {"ssd300_cpu": ({0: _ap(0.20, 0.1, 0.4), 1: _ap(0.30, 0.1, 0.4)}, 50.0, "SSD")}
+    _runs(tmp_path, spec, seeds=(0, 1))
+    runs = load_runs(tmp_path)
+    runs["group"] = runs["detector"]
+    row = accuracy_table(runs).data.iloc[0]
+    # two seeds 10 points apart: t(1) x ~5 points; the seeds' averaged bounds would be ~±6 around 25
+    assert row["map_ci_low"] < 0.0 and row["map_ci_high"] > 0.5
+
+
+def test_intervals_below_the_calibrated_image_count_are_marked(tmp_path):
+    import json
+
+    from analysis.summary import accuracy_table
+
+    _runs(tmp_path, {"ssd300_cpu": (_ap(0.30, 0.1, 0.4), 50.0, "SSD")})
+    path = next(tmp_path.rglob("metrics.json"))
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({**metrics, "eval_images": 50, "interval_method": "basic"}))
+    runs = load_runs(tmp_path)
+    runs["group"] = runs["detector"]
+    table = accuracy_table(runs)
+    assert "]†" in table.shown["AP"].iloc[0] and "†: scored on fewer than 200 images" in table.note
+    assert "Interval method: basic." in table.note
