@@ -132,7 +132,8 @@ def seed_image_test(points: np.ndarray, replicates: np.ndarray | None, image_var
     image draws (or, without them, ``image_var``). se² = var_seed / S + var_image: var_seed the
     sample variance of the S points, var_image the variance of the seed-mean replicates; df by
     Welch-Satterthwaite (S − 1 for the seed part, infinite for the image part).
-    -> {"mean", "se", "df", "var_seed", "var_image"}; NaN where fewer than 2 seeds (one seed cannot measure the seed variance)."""
+    -> {"mean", "se", "df", "var_seed", "var_image"}; NaN where fewer than 2 seeds (one seed cannot
+    measure the seed variance)."""
     points = np.asarray(points, dtype=float)
     nan = {"mean": math.nan, "se": math.nan, "df": math.nan, "var_seed": math.nan, "var_image": math.nan}
     if len(points) < 2 or np.isnan(points).any():
