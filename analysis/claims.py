@@ -109,7 +109,8 @@ def pretrained(rows: pd.DataFrame) -> bool:
 
 
 def conditions(rows: pd.DataFrame) -> str:
-    """What bounds a claim: training iterations, input sizes, weights, seeds, split, interval method."""
+    """What bounds a claim: training iterations, input sizes, weights, seeds, split (the claim's own
+    interval method is its ``test``, added by ``Claims.add``)."""
     parts = []
 
     def values(key, fmt=str):
@@ -125,9 +126,8 @@ def conditions(rows: pd.DataFrame) -> str:
     parts.append("from scratch")
     seeds = rows.groupby("group")["seed"].nunique()
     parts.append(f"seeds {int(seeds.min())}" + ("" if seeds.min() == seeds.max() else f"-{int(seeds.max())}"))
-    parts.append(f"split {values('eval_split')}" if "eval_split" in rows else "split ? (not recorded)")
-    parts.append(f"interval {values('interval_method')}" if "interval_method" in rows
-                 else "interval ? (not recorded)")
+    split = values("eval_split")
+    parts.append(f"split {split}" if split != "?" else "split ? (not recorded)")
     return ", ".join(parts)
 
 
@@ -154,7 +154,8 @@ class Claims:
                           "effect": r.get("delta", r.get("diff", math.nan)), "low": r.get("low", math.nan),
                           "high": r.get("high", math.nan), "unit": unit,
                           "p": p_text(r) if "p" in r else "", "holm": family, "verdict": verdict_text,
-                          "conditions": conditions(scoped) if len(scoped) else "", "evidence": evidence})
+                          "conditions": (conditions(scoped) if len(scoped) else "")
+                          + (f", interval: {r['test']}" if "test" in r else ""), "evidence": evidence})
 
     def missing(self, claim: str, what: str) -> None:
         self.add(claim, "", [], None, NOT_TESTABLE, f"the sweep lacks {what} (from-scratch runs)")

@@ -41,6 +41,22 @@ def split_sentence(runs: pd.DataFrame) -> str:
             "also served the choices, so the verdicts are optimistic.")
 
 
+def schema_sentence(runs: pd.DataFrame) -> str | None:
+    """Names the run folders written before issue 27 (metrics.json without ``schema_version``) and
+    the facts they lack; None when every folder is current."""
+    ok = ok_runs(runs)
+    version = pd.to_numeric(ok["schema_version"], errors="coerce") if "schema_version" in ok else pd.Series(
+        float("nan"), index=ok.index)
+    old = ok[version.isna() | (version < 2)]
+    if not len(old):
+        return None
+    names = ", ".join(str(r) for r in old["run"].head(5)) + (" ..." if len(old) > 5 else "")
+    return (f"{len(old)} run folder(s) written before issue 27 ({names}): metrics.json has no schema_version, "
+            "interval_method (their own intervals are percentile ones, which under-cover), family (told by the "
+            "detector's name), eval_split or eval_images; the claims recompute their intervals from the stored "
+            "replicates and mark what is not recorded.")
+
+
 def headline_table(claims: pd.DataFrame) -> Table:
     """One row per claim row of ``claims``: claim, metric, detectors, effect [interval], p, verdict,
     scope (the Holm family) and conditions."""
@@ -75,4 +91,5 @@ def section(ctx: Context) -> Section | None:
     if not len(claims):
         return None
     return Section("Headline", [headline_table(claims)],
-                   sentences=[split_sentence(ctx.runs), *headline_sentences(claims)])
+                   sentences=[s for s in (split_sentence(ctx.runs), schema_sentence(ctx.runs)) if s]
+                   + headline_sentences(claims))

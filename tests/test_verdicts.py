@@ -150,3 +150,19 @@ def test_intervals_below_the_calibrated_image_count_are_marked(tmp_path):
     table = accuracy_table(runs)
     assert "]†" in table.shown["AP"].iloc[0] and "†: scored on fewer than 200 images" in table.note
     assert "Interval method: basic." in table.note
+
+
+def test_an_old_run_folder_is_read_and_what_it_lacks_is_said(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from analysis.report import build_report
+
+    shutil.copytree(Path(__file__).parent / "fixtures" / "old_runs", tmp_path / "runs")
+    text = build_report(tmp_path / "runs", print_tables=False).read_text()
+    assert text.index("## Headline") < text.index("## Runs")
+    assert "written before issue 27" in text and "do not record which split" in text
+    assert "split ? (not recorded)" in text and "Interval method: percentile." in text
+    claims = _claims(tmp_path / "runs")
+    assert _verdict(claims, "(a)", "AP") == PROVISIONAL.format(SUPPORTED)
+    assert _verdict(claims, "(c)") == NOT_TESTABLE
