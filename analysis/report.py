@@ -20,6 +20,7 @@ import pandas as pd
 from analysis import (
     coverage,
     fidelity,
+    headline,
     ladder,
     papers,
     plot_runs,
@@ -35,7 +36,7 @@ from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 from analysis.section import Context, Section, run_sections
 from analysis.table import print_table, to_html, to_markdown, write_table
 
-PRINTED = ("accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
+PRINTED = ("headline", "accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
 
 
 def _label(runs: pd.DataFrame) -> pd.Series:
@@ -143,6 +144,7 @@ def fidelity_section(ctx: Context) -> Section:
 
 # The report, in reading order: a new study adds its section here (see analysis/section.py).
 SECTIONS = [
+    headline.section,      # first: the claims with their conditions (analysis/headline.py)
     runs_section,
     accuracy_and_speed_section,
     per_class_section,

@@ -54,6 +54,12 @@ class Context:
         return self.runs.assign(group=self.runs["label"])
 
     @cached_property
+    def claims(self) -> pd.DataFrame:
+        """``claims.evaluate_claims`` on the labelled runs, once for every section that shows them."""
+        from analysis.claims import evaluate_claims  # claims -> significance -> runs: kept off import time
+        return evaluate_claims(self.labelled)
+
+    @cached_property
     def accuracy(self) -> Table:
         return summary.accuracy_table(self.labelled)
 

@@ -27,7 +27,7 @@ from experiments.data.split_builder import build_split
 from experiments.data.transforms import build_policy
 from experiments.job import preflight
 from experiments.job.detector_facts import detector_facts
-from experiments.job.folder import RunFolder, decide, describe_error, write_metrics
+from experiments.job.folder import SCHEMA_VERSION, RunFolder, decide, describe_error, write_metrics
 from experiments.job.identity import device_name, model_facts, run_identity
 from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.job.layout import SAVED_CONFIG
@@ -51,7 +51,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     rewritten after each."""
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = run_identity(cfg)
+    metrics = {"schema_version": SCHEMA_VERSION, **run_identity(cfg)}
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
     is_main = setup_distributed(cfg.device)   # first: rank 0 decides about the folder for all ranks
     lock = RunLock(out, bool(cfg.get("break_lock")))
@@ -155,7 +155,15 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     years = OmegaConf.select(cfg, "dataset.years", default=None)
     metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
-    return StageContext(model, train_set, val_set, device, out, is_main, guard)
+    test_set = None
+    if "eval" in cfg.stages and str(cfg.eval.get("split", "val")) == "test":
+        if "test" in cfg.dataset:
+            test_set = build_split(cfg.dataset, "test")
+            metrics["test_images"] = len(test_set)
+        else:
+            log.warning("eval.split=test but dataset '%s' has no test split: scoring the validation split, "
+                        "which also served the choices (the report says so)", cfg.dataset.get("name"))
+    return StageContext(model, train_set, val_set, device, out, is_main, guard, test_set)
 
 
 def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):

@@ -45,7 +45,8 @@ class StageContext:
     model: the detector, on ``device``, with its weights loaded; train_set: the training split
     as scanned by ``prepare_datasets`` (None when no train stage runs); val_set: the validation
     split; out: the run folder; is_main: rank 0 (the one that writes files); guard: the job's
-    interrupt guard (training defers a signal to the next iteration boundary)."""
+    interrupt guard (training defers a signal to the next iteration boundary); test_set: the held-out
+    test split the eval stage scores (``eval.split: test``), None when the dataset has none."""
     model: torch.nn.Module
     train_set: object | None
     val_set: object
@@ -53,6 +54,7 @@ class StageContext:
     out: Path
     is_main: bool
     guard: InterruptGuard | None = None
+    test_set: object | None = None
 
 
 def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -128,23 +130,31 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             **{k: v for k, v in result.items() if k.startswith("train_")}}
 
 
+def eval_split(cfg: DictConfig, ctx: StageContext) -> tuple[str, object]:
+    """(name, dataset) the eval stage scores: the held-out test split when ``eval.split`` is test and
+    the dataset has one (no decision ever reads it), else the validation split."""
+    if str(cfg.eval.get("split", "val")) == "test" and ctx.test_set is not None:
+        return "test", ctx.test_set
+    return "val", ctx.val_set
+
+
 def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """Score ``ctx.val_set`` (``cfg.eval``): COCO metrics, their bootstrap intervals and the
-    evaluator's files in the run folder."""
+    """Score the eval split (``eval_split``; ``cfg.eval``): COCO metrics, their bootstrap intervals
+    and the evaluator's files in the run folder; ``eval_split`` says which split."""
     start = time.perf_counter()
-    result = score(ctx.model, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
-                   cfg.eval.max_images)
+    split, dataset = eval_split(cfg, ctx)
+    result = score(ctx.model, dataset, cfg.eval.batch_size, ctx.device, cfg.eval.backend, cfg.eval.max_images)
     if not ctx.is_main or result is None:
         return {}
-    save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
-    save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
-    keys = image_keys(ctx.val_set) if cfg.eval.bootstrap else None   # pairing in the report
+    save_evaluation(result, ctx.out, image_file_names(dataset))
+    save_samples(dataset, ctx.out / "samples", cfg.eval.samples)
+    keys = image_keys(dataset) if cfg.eval.bootstrap else None   # pairing in the report
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
-                                     image_keys=keys)
+                                     image_keys=keys, method=cfg.eval.interval_method)
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
-    return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
+    return {**result.metrics, **intervals, "eval_split": split, "eval_time_s": time.perf_counter() - start}
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
