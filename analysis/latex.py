@@ -13,8 +13,9 @@ import unicodedata
 
 import pandas as pd
 
-TEXT_WIDTH_CM = 15.0        # a4/letter with the article class's margins: about 15.5 cm
-CHAR_CM = 0.16              # one character of \footnotesize Computer Modern, on average
+TEXT_WIDTH_CM = 12.0        # the article class's \textwidth at 10 pt: 345 pt = 12.1 cm
+FONTS = {r"\footnotesize": 0.165, r"\scriptsize": 0.135}   # cm per character, on average (bold headers too)
+GAP_CM = 0.22               # 2 x \tabcolsep, set to 3 pt
 LONG_ROWS = 30
 PACKAGES = r"\usepackage{booktabs} \usepackage{longtable} \usepackage{array}"
 
@@ -50,15 +51,15 @@ def _plain_length(text: str) -> int:
     return len(re.sub(r"\s+", " ", str(text)))
 
 
-def column_specs(shown: pd.DataFrame, width_cm: float = TEXT_WIDTH_CM) -> list[str]:
+def column_specs(shown: pd.DataFrame, width_cm: float = TEXT_WIDTH_CM, char_cm: float = 0.165) -> list[str]:
     """'r' / 'l' per column (numbers right-aligned), or 'p{Xcm}' where a column must wrap for the
     table to fit ``width_cm``: the widest columns are capped at one width C (water-filling), the
     largest C that fits, never below a column's longest word."""
     cells = [[str(shown.columns[i])] + [str(v) for v in shown.iloc[:, i]] for i in range(shown.shape[1])]
-    length = [max(_plain_length(c) for c in col) * CHAR_CM for col in cells]
-    word = [max(len(w) for c in col for w in (c.split() or [""])) * CHAR_CM for col in cells]
+    length = [max(_plain_length(c) for c in col) * char_cm for col in cells]
+    word = [max(len(w) for c in col for w in (c.split() or [""])) * char_cm for col in cells]
     numeric = [all(re.fullmatch(r"[-+−–\d.,%± \[\]()]*", c) for c in col[1:]) for col in cells]
-    gap = 0.45                                           # 2 x \tabcolsep, in cm
+    gap = GAP_CM
 
     def widths(cap: float) -> list[float]:
         return [max(min(n, cap), w) for n, w in zip(length, word)]
@@ -81,23 +82,32 @@ def column_specs(shown: pd.DataFrame, width_cm: float = TEXT_WIDTH_CM) -> list[s
     return specs
 
 
+def _narrowest(shown: pd.DataFrame, char_cm: float) -> float:
+    """The table's width (cm) with every column wrapped down to its longest word."""
+    words = [max(len(w) for c in [str(shown.columns[i]), *map(str, shown.iloc[:, i])] for w in (c.split() or [""]))
+             for i in range(shown.shape[1])]
+    return sum(words) * char_cm + GAP_CM * len(words)
+
+
 def to_latex(name: str, title: str, shown: pd.DataFrame, note: str = "", missing: str = "–") -> str:
     """The table as LaTeX (see the module doc); an empty table is a comment."""
     header = f"% {escape(title)}\n% needs: {PACKAGES}\n"
     if shown.empty or shown.shape[1] == 0:
         return header + "% (empty)\n"
     shown = shown.fillna(missing).astype(str)
-    specs = column_specs(shown)
+    font, char_cm = next(((f, c) for f, c in FONTS.items() if _narrowest(shown, c) <= TEXT_WIDTH_CM),
+                         list(FONTS.items())[-1])
+    specs = column_specs(shown, TEXT_WIDTH_CM, char_cm)
     head = " & ".join("\\textbf{" + escape(c) + "}" for c in shown.columns) + r" \\"
     rows = [" & ".join(escape(v) for v in row) + r" \\" for row in shown.itertuples(index=False)]
     caption = escape(title) + (f". {escape(note)}" if note else "")
     spec = "".join(specs)
     if len(rows) > LONG_ROWS:
-        return (header + "{\\footnotesize\n" + f"\\begin{{longtable}}{{{spec}}}\n"
+        return (header + "{" + font + "\\setlength{\\tabcolsep}{3pt}\n" + f"\\begin{{longtable}}{{{spec}}}\n"
                 + f"\\caption{{{caption}}}\\label{{tab:{name}}}\\\\\n\\toprule\n{head}\n\\midrule\n\\endfirsthead\n"
                 + f"\\toprule\n{head}\n\\midrule\n\\endhead\n\\bottomrule\n\\endlastfoot\n"
                 + "\n".join(rows) + "\n\\end{longtable}\n}\n")
-    return (header + "\\begin{table}[htbp]\n\\centering\n\\footnotesize\n"
+    return (header + "\\begin{table}[htbp]\n\\centering\n" + font + "\n\\setlength{\\tabcolsep}{3pt}\n"
             + f"\\caption{{{caption}}}\\label{{tab:{name}}}\n"
             + f"\\begin{{tabular}}{{{spec}}}\n\\toprule\n{head}\n\\midrule\n" + "\n".join(rows)
             + "\n\\bottomrule\n\\end{tabular}\n\\end{table}\n")

@@ -86,8 +86,9 @@ def _cell(value) -> str:
 
 
 def _is_number(value) -> bool:
-    return bool(re.fullmatch(r"[-+−–\d.,%± \[\]()a-z/]*", str(value))) and any(c.isdigit() for c in str(value)) \
-        and len(str(value)) < 40
+    """A number, 'mean ± std', an interval, a ratio or a list of seeds: right-aligned."""
+    text = re.sub(r"\b(ms|px|s)\b", "", str(value))
+    return bool(re.fullmatch(r"[-+−–\d.,%± \[\]()/×→:]*", text)) and any(c.isdigit() for c in text)
 
 
 def table_html(table: Table) -> str:
@@ -111,6 +112,7 @@ def caption_of(section: Section, plot: Path) -> str:
 
 def render(sections: list[Section], intro: list[str], problems: list[str], out: Path) -> tuple[str, str]:
     """(Markdown, self-contained HTML) of the report."""
+    sections = [s for s in sections if s.sentences or s.plots or any(len(t.shown) for t in s.tables)]
     main = [s for s in sections if not s.appendix]
     appendix = [s for s in sections if s.appendix]
     toc = "".join(f"<li><a href='#{anchor(s.title)}'>{html.escape(s.title)}</a></li>" for s in main)
