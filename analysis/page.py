@@ -59,7 +59,7 @@ nav.toc li{margin:.1em 0}nav.toc .appendix{color:#555}
 .table{overflow-x:auto;margin:.8em 0 1.2em}.caption{margin:.2em 0}
 table.data{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
 table.data th,table.data td{padding:3px 7px;border-bottom:1px solid #d8d8d8;vertical-align:top}
-table.data th{text-align:left;background:#f2f2f2;white-space:nowrap}
+table.data th{text-align:left;background:#f2f2f2;overflow-wrap:anywhere}
 td.num{text-align:right}td.text{text-align:left;overflow-wrap:anywhere;min-width:6em}
 .nw{white-space:nowrap}.note{color:#555;font-size:90%;margin:.2em 0}
 figure{margin:1em 0 1.6em}figure img{max-width:100%;height:auto;display:block;border:1px solid #eee}

@@ -220,14 +220,18 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="detbench-report", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="detbench-report",
+        description="Build the report of a folder of runs: RUNS_DIR/report/report.html (self-contained: "
+                    "open it in a browser), report.md, tables/ (Markdown, CSV, LaTeX) and plots/ (PNG, PDF). "
+                    "Failed runs are listed, never hidden.")
     parser.add_argument("runs_dir", type=Path, help="a folder of runs: one job, a sweep, or more")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     args = parser.parse_args()
     if not args.runs_dir.is_dir():
         parser.error(f"{args.runs_dir}: no such folder")
     path = build_report(args.runs_dir, print_tables=not args.quiet)
-    print(f"report written: {path} (and {path.with_suffix('.html').name})")
+    print(f"report written: {path.with_suffix('.html').resolve()} (and report.md, tables/, plots/ beside it)")
 
 
 if __name__ == "__main__":

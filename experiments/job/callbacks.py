@@ -27,4 +27,4 @@ class ReportOnMultirunEnd(Callback):
             log.error("the report of %s could not be built: %s: %s", sweep_dir,
                       type(error).__name__, error)
             return
-        print(f"\nreport: {path}")
+        print(f"\nreport: {path.with_suffix('.html').resolve()}")
