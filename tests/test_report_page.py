@@ -4,7 +4,7 @@ past a 1280 px window, no sideways scrolling on a phone), every LaTeX table thro
 without an overfull line, and every plot's axes still readable with ten settings.
 
 Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by selenium) and pdflatex
-(``texlive-latex-base``, ``-recommended``, ``-extra``) are installed by ``.ci/run``; outside CI a
+(``texlive-latex-base`` and ``-recommended``: booktabs) are installed by ``.ci/run``; outside CI a
 missing one skips its test with the command that installs it; under ``CI=true`` it fails.
 """
 from __future__ import annotations
