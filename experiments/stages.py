@@ -151,9 +151,8 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     keys = image_keys(dataset) if cfg.eval.bootstrap else None   # pairing in the report
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
                                      image_keys=keys, method=cfg.eval.interval_method)
-    log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
-             result.metrics["map_50"], result.metrics["map_small"],
-             result.metrics["map_medium"], result.metrics["map_large"])
+    log.info("AP %.1f%%  AP50 %.1f%%  APs %.1f%%  APm %.1f%%  APl %.1f%% (COCO, in %% like the report)",
+             *(100 * result.metrics[k] for k in ("map", "map_50", "map_small", "map_medium", "map_large")))
     return {**result.metrics, **intervals, "eval_split": split, "eval_time_s": time.perf_counter() - start}
 
 
