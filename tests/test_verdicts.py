@@ -160,7 +160,7 @@ def test_an_old_run_folder_is_read_and_what_it_lacks_is_said(tmp_path):
 
     shutil.copytree(Path(__file__).parent / "fixtures" / "old_runs", tmp_path / "runs")
     text = build_report(tmp_path / "runs", print_tables=False).read_text()
-    assert text.index("## Headline") < text.index("## Runs")
+    assert text.index("## The answer") < text.index("## Conditions") < text.index("## Appendix: Runs")
     assert "written before issue 27" in text and "do not record which split" in text
     assert "split ? (not recorded)" in text and "Interval method: percentile." in text
     claims = _claims(tmp_path / "runs")
