@@ -21,6 +21,7 @@ import math
 
 import pandas as pd
 
+from analysis.provenance import training_facts
 from analysis.runs import family_of, ok_runs
 from analysis.significance import latency_samples, replicates_by_seed
 from analysis.stats import ALPHA, latency_difference, median_interval, paired_difference
@@ -167,4 +168,17 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
             verdict = CONTRADICTED if -1 in verdicts else SUPPORTED if all(x == 1 for x in verdicts) else UNRESOLVED
             add("(e) SSD the better speed/accuracy trade-off", ", ".join([s, *others]), " | ".join(evidence),
                 verdict)
-    return pd.DataFrame(rows, columns=["dataset", "claim", "detectors", "evidence", "verdict"])
+    frame = pd.DataFrame(rows, columns=["dataset", "claim", "detectors", "evidence", "verdict"])
+    return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
+
+
+def _training(ok: pd.DataFrame, dataset: str, detectors: str) -> str:
+    """The training behind a claim: each named detector's budget and cost (its first seed), and
+    'still improving' where its last validations were (the claim may move with a longer schedule)."""
+    parts = []
+    for group in [g.strip() for g in detectors.split(",") if g.strip()]:
+        rows = ok[(ok["dataset"] == dataset) & (ok["group"] == group)]
+        facts = training_facts(rows.iloc[0].to_dict()) if len(rows) else ""
+        if facts:
+            parts.append(f"{group}: {facts}")
+    return "; ".join(parts)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import (
+    budget,
     coverage,
     fidelity,
     papers,
@@ -150,6 +151,7 @@ SECTIONS = [
     errors_section,
     coverage.section,
     sweeps.section,
+    budget.section,
     robustness.section,
     published_section,
     provenance_section,
