@@ -29,6 +29,7 @@ from analysis import (
     significance_tables,
     summary,
     sweeps,
+    tuning,
 )
 from analysis.errors import run_errors
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
@@ -152,6 +153,7 @@ SECTIONS = [
     coverage.section,
     sweeps.section,
     budget.section,
+    tuning.section,
     robustness.section,
     published_section,
     provenance_section,

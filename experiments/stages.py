@@ -29,7 +29,7 @@ from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
 from experiments.job.process import world_size
 from experiments.speed.benchmark import benchmark
-from experiments.studies import robustness
+from experiments.studies import robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
 from experiments.studies.budget_convergence import ValidationKeeper, validation_points
 from experiments.studies.coverage import run_coverage
 from experiments.training.budget import BudgetSchedule, check_budget, iterations_per_epoch, resolve_iterations
@@ -114,6 +114,8 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             "train_budget": budget.label(), "train_budget_kind": budget.kind, "train_budget_value": budget.value,
             "train_budget_source": budget.source, "train_budget_iterations": iterations,
             "train_budget_machine_dependent": budget.kind == "seconds",
+            "train_lr": cfg.train.optimizer.get("lr"), "train_weight_decay": cfg.train.optimizer.get("weight_decay"),
+            **({"tune_trial": int(cfg.tune.trial), "tune_trials": int(cfg.tune.trials)} if "tune" in cfg else {}),
             **cost_metrics(cost, result["iterations"], world), **validate.metrics(cfg.seed)}
 
 

@@ -304,7 +304,8 @@ class Trainer:
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
-        log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+        log.info("validation at iteration %d (epoch %d): AP %.3f, AP50 %.3f", self.iteration, self.epoch, row["map"],
+                 row["map_50"])
 
 
 def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
