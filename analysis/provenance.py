@@ -118,3 +118,25 @@ def incomplete_table(runs: pd.DataFrame) -> Table:
     return Table("incomplete", "Incomplete runs (trained fewer iterations than planned; apart "
                  "from every mean and ranking)", frame, frame,
                  "" if len(frame) else "Every run that trained reached its planned iterations.")
+
+
+def budget_sentences(runs: pd.DataFrame) -> list[str]:
+    """Which training budget the finished runs were given, per dataset and kind: what was equalised
+    (iterations, training FLOPs or seconds) and what then differed (the others)."""
+    if "train_budget_kind" not in runs:
+        return []
+    out = []
+    ok = runs[(runs["status"] == "ok") & runs["train_budget_kind"].notna()]
+    for (dataset, kind), of in ok.groupby(["dataset", "train_budget_kind"], sort=True):
+        budgets = sorted(set(of["train_budget"].dropna().astype(str)))
+        numbers = of.assign(**{k: pd.to_numeric(of.get(k), errors="coerce")
+                               for k in ("train_iterations", "train_flops", "train_time_s")})
+        per_detector = numbers.groupby("group").agg(iterations=("train_iterations", "mean"),
+                                                    flops=("train_flops", "mean"), seconds=("train_time_s", "mean"))
+        costs = "; ".join(f"{g}: {r.iterations:.0f} iterations, {r.flops / 1e12:.2f} TFLOPs, {r.seconds:.0f} s"
+                          for g, r in per_detector.iterrows()).replace("nan", "?")
+        equal = {"iterations": "iterations", "epochs": "epochs", "flops": "training FLOPs (equal compute)",
+                 "seconds": "wall seconds (machine-dependent)"}.get(kind, kind)
+        out.append(f"Training budget ({dataset}): {', '.join(budgets)}, equal in {equal} for every detector "
+                   f"(train.budget.kind={kind}); what it bought per detector: {costs}.")
+    return out

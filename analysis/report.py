@@ -135,7 +135,8 @@ def published_section(ctx: Context) -> Section:
 
 
 def provenance_section(ctx: Context) -> Section:
-    return Section("Provenance", [provenance.provenance_table(ctx.runs), provenance.incomplete_table(ctx.labelled)])
+    return Section("Provenance", [provenance.provenance_table(ctx.runs), provenance.incomplete_table(ctx.labelled)],
+                   sentences=provenance.budget_sentences(ctx.labelled))
 
 
 def fidelity_section(ctx: Context) -> Section:
