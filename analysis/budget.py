@@ -137,10 +137,29 @@ def _budget_text(kind: str, value: float) -> str:
     return f"{value:.4g} {kind}"
 
 
-def ranking_table(points: pd.DataFrame, verdicts: pd.DataFrame) -> Table:
-    """Per budget: the detectors in order of AP (value [95% interval], * still improving), and every
-    pair's verdict."""
-    rows, shown = [], []
+def _override_value(overrides, key: str = "train.budget.value") -> float:
+    for item in str(overrides or "").split():
+        if item.startswith(key + "="):
+            return pd.to_numeric(item.split("=", 1)[1], errors="coerce")
+    return math.nan
+
+
+def unfinished(runs: pd.DataFrame) -> dict:
+    """(dataset, budget) -> ['detector (status)'] for runs of the sweep that did not finish (their budget
+    from metrics.json, else from the override ``train.budget.value=...``)."""
+    out: dict = {}
+    for _, run in runs[runs["status"] != "ok"].iterrows():
+        value = pd.to_numeric(run.get("train_budget_value"), errors="coerce")
+        value = _override_value(run.get("overrides")) if pd.isna(value) else value
+        if pd.notna(value):
+            out.setdefault((run["dataset"], float(value)), []).append(f"{run['detector']} ({run['status']})")
+    return out
+
+
+def ranking_table(points: pd.DataFrame, verdicts: pd.DataFrame, missing: dict | None = None) -> Table:
+    """Per budget: the detectors in order of AP (value [95% interval], * still improving), every pair's
+    verdict, and the runs of that budget that did not finish (``missing``: ``unfinished``)."""
+    rows, shown, missing = [], [], missing or {}
     for (dataset, kind, budget), at in points.groupby(["dataset", "kind", "budget"], sort=True):
         at = at.sort_values("map", ascending=False)
         order = " > ".join(at["detector"])
@@ -155,7 +174,8 @@ def ranking_table(points: pd.DataFrame, verdicts: pd.DataFrame) -> Table:
         rows.append({"dataset": dataset, "kind": kind, "budget": budget, "order": order,
                      "seeds": int(at["seeds"].min())})
         shown.append({"dataset": dataset, "budget": _budget_text(kind, budget), "seeds": int(at["seeds"].min()),
-                      "AP (ranked)": " > ".join(cells), "pairs (ΔAP A − B, Holm)": pairs or MISSING})
+                      "AP (ranked)": " > ".join(cells), "pairs (ΔAP A − B, Holm)": pairs or MISSING,
+                      "not finished": ", ".join(missing.get((dataset, float(budget)), [])) or MISSING})
     return Table("budget_ranking", "Ranking against budget", pd.DataFrame(rows), pd.DataFrame(shown),
                  "AP in %, [95% image-bootstrap interval]; * still improving at its end (the ranking may move with "
                  "a longer schedule). Pairs: paired bootstrap on the same validation images, Holm-corrected over "
@@ -233,6 +253,6 @@ def section(ctx: Context) -> Section | None:
         return None
     verdicts = pair_verdicts(ctx.runs)
     summary = pair_summary(verdicts)
-    tables = [ranking_table(points, verdicts)] + ([claims_table(summary)] if len(summary) else [])
+    tables = [ranking_table(points, verdicts, unfinished(ctx.runs))] + ([claims_table(summary)] if len(summary) else [])
     images = ctx.draw("ranking against budget", lambda: plot_budget(points, ctx.plot_dir))
     return Section("Ranking against budget", tables, images, sentences(summary) if len(summary) else [])

@@ -47,6 +47,11 @@ def sweep(tmp_path_factory):
     for n, iterations in enumerate(BUDGETS):
         for detector, aps in AP.items():
             _write_run(root / f"{n}-{detector}-{iterations}", detector, iterations, aps[n], image_noise)
+    failed = root / "12-yolov1_cpu-600"
+    failed.mkdir()
+    (failed / "metrics.json").write_text(json.dumps({
+        "status": "failed", "detector": "yolov1_cpu", "dataset": "synthetic", "seed": 0, "error": "boom",
+        "overrides": "detector=yolov1_cpu train.budget.value=300"}))
     return root
 
 
@@ -70,6 +75,7 @@ def test_the_report_ranks_each_budget_and_counts_the_claims(sweep):
     tables = sweep / "report" / "tables"
     ranking = (tables / "budget_ranking.md").read_text()
     assert "ssd300_cpu 28.0" in ranking and "within noise" in ranking            # 75: the crossing, unresolved
+    assert "yolov1_cpu (failed)" in ranking.splitlines()[-3]                    # the failed run marked at 300
     claims = (tables / "budget_claims.md").read_text()
     assert "faster_rcnn_vgg16_cpu more accurate than ssd300_cpu | 2 of 4 budgets | from 150 iterations on" in claims
     assert "ssd300_cpu more accurate than faster_rcnn_vgg16_cpu | 1 of 4 budgets | not at the largest budget" \
