@@ -8,8 +8,10 @@ Kinds (``value`` in the kind's unit):
                   ``experiments.training.cost``): ``floor(value / FLOPs per iteration)`` iterations, so
                   two detectors of different cost get iteration counts inversely proportional to it;
 * ``seconds``     wall seconds on this machine: ``floor(value / seconds per iteration)`` with the
-                  seconds of one timed probe step; machine-dependent (recorded as such) and refused
-                  beside ``deterministic=true``.
+                  seconds of one timed probe step (forward + backward of the first batch, after a warm
+                  one; the optimizer step, data loading and validations are not in it, so a run trains
+                  somewhat longer than its budget: ``train_time_s`` says how long); machine-dependent
+                  (recorded as such) and refused beside ``deterministic=true``.
 
 Every kind is resolved to a number of iterations before the scheduler is built
 (:func:`resolve_iterations`). The shorthands ``train.epochs: N`` and ``train.iterations: N`` (the
