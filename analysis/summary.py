@@ -79,6 +79,10 @@ def accuracy_table(runs: pd.DataFrame) -> Table:
                      "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
 
 
+#: runtimes other than PyTorch whose speed keys a run may hold as ``<runtime>_<key>`` (bench.runtimes)
+RUNTIMES = ("onnxruntime", "openvino")
+
+
 def speed_table(runs: pd.DataFrame) -> Table:
     table = summarise(runs, SPEED_COLUMNS, "speed",
                       "Speed (images/s at batch 1 and 8, latency, GMACs per image, "
@@ -87,7 +91,28 @@ def speed_table(runs: pd.DataFrame) -> Table:
         lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
     if devices is not None and len(table.shown):
         table.shown.insert(2, "device", devices.to_numpy())
-    return table
+    return with_runtime_rows(table, runs)
+
+
+def with_runtime_rows(table: Table, runs: pd.DataFrame) -> Table:
+    """When runs hold runtime rows (``onnxruntime_fps_b1`` ...), a ``runtime`` column ("pytorch"
+    for the protocol's own rows) and one row per (group, dataset, runtime) after them: the same
+    columns, from the runtime's keys (GMACs and parameters are the network's, shared)."""
+    present = [r for r in RUNTIMES if f"{r}_fps_b1" in runs and runs[f"{r}_fps_b1"].notna().any()]
+    if not present or table.data.empty:
+        return table
+    data, shown = [table.data.assign(runtime="pytorch")], [table.shown.assign(runtime="pytorch")]
+    for runtime in present:
+        prefixed = {f"{runtime}_{k}": k for k in SPEED_COLUMNS if f"{runtime}_{k}" in runs}
+        of_runtime = runs[runs[f"{runtime}_fps_b1"].notna()].drop(columns=list(prefixed.values()), errors="ignore")
+        part = summarise(of_runtime.rename(columns=prefixed), SPEED_COLUMNS, table.name, table.title)
+        data.append(part.data.assign(runtime=runtime))
+        shown.append(part.shown.assign(runtime=runtime))
+    data, shown = pd.concat(data, ignore_index=True), pd.concat(shown, ignore_index=True)
+    shown.insert(1, "runtime", shown.pop("runtime"))
+    note = (table.note + " " if table.note else "") + ("Runtime rows: the network exported to ONNX and run by "
+                                                       "the runtime (fp32), pre/post-processing in PyTorch.")
+    return Table(table.name, table.title, data, shown, note)
 
 
 DATA_COLUMNS = ["classes", "split_id", "train_images", "val_images", "val_objects", "data_dropped",

@@ -29,6 +29,7 @@ from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
 from experiments.job.process import world_size
 from experiments.speed.benchmark import benchmark
+from experiments.speed.runtime_rows import benchmark_runtimes
 from experiments.studies import robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
 from experiments.studies.budget_convergence import ValidationKeeper, validation_points
 from experiments.studies.coverage import run_coverage
@@ -137,10 +138,15 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
+    ``bench.runtimes`` (``experiments.speed.runtime_rows``); rank 0 only."""
     if not ctx.is_main:
         return {}
-    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+    bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    runtimes = bench.pop("runtimes", None) or ["pytorch"]
+    if list(runtimes) == ["pytorch"]:
+        return benchmark(ctx.model, device=ctx.device, **bench)
+    return benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench)
 
 
 #: runs for every job, before the stages the config names (no training needed).

@@ -110,10 +110,11 @@ class StageTimer:
     """One eval forward, stage by stage, with the device synchronised at each boundary."""
 
     def __init__(self, detector: Detector, device: torch.device, dtype: str, channels_last: bool,
-                 compile: bool):
+                 compile: bool, network=None):
         self.detector, self.device, self.channels_last = detector, device, channels_last
         self.autocast_dtype = None if dtype == "fp32" else DTYPES[dtype]
-        self.network = torch.compile(detector.network) if compile else detector.network
+        network = network or detector.network
+        self.network = torch.compile(network) if compile else network
         self.compile_status = "on" if compile else "off"
 
     def fall_back_to_eager(self, error: Exception) -> None:
@@ -228,7 +229,7 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
               iterations: int = 3, device: str | torch.device = "cpu", dtype: str = "fp32",
               channels_last: bool = False, compile: bool = False, images: list[Tensor] | None = None,
               image_size: tuple[int, int] | None = None,
-              measure_peak: bool = True) -> dict[str, float | int | str]:
+              measure_peak: bool = True, network=None) -> dict[str, float | int | str]:
     """Time ``detector``'s eval forward by the speed protocol (module docstring); flat metrics.
 
     detector:    moved to ``device`` (and to channels_last if asked) and put in eval mode;
@@ -237,6 +238,9 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
     images:      real images float [3, H, W] in [0, 1] (any sizes), cycled to fill a batch;
                  default: synthetic noise at ``image_size``, default ``detector.input_size``.
     measure_peak: False skips the peak-memory reading (``peak_memory_mb_b*`` are absent).
+    network:     times this callable (batch -> raw outputs, e.g. ``experiments.speed.runtimes.ExportedNetwork``)
+                 as the network stage instead of ``detector.network``; FLOPs are still counted on
+                 ``detector.network`` (the same network).
     """
     sizes = _check_arguments(batch_sizes, warmup, iterations, dtype)
     device = torch.device(device)
