@@ -123,7 +123,7 @@ def test_shorthands_are_expressed_through_the_budget():
 
 @pytest.mark.parametrize("values,named", [
     ({"budget": {"kind": "minutes", "value": 3}}, "train.budget.kind='minutes'"),
-    ({"budget": {"kind": "iterations", "value": 0}}, "train.budget: value 0"),
+    ({"budget": {"kind": "iterations", "value": 0}}, "train.budget.value=0: must be"),
     ({"budget": {"kind": "flops", "value": 1e12}, "epochs": 3}, "train.epochs=3 beside train.budget.kind=flops"),
     ({"budget": {"kind": "seconds", "value": 60}, "max_time_s": 30}, "train.max_time_s=30 beside"),
     ({"epochs": 2, "iterations": 10}, "train.epochs=2 and train.iterations=10"),

@@ -53,8 +53,8 @@ class Budget:
             raise BudgetError(f"{self.source}.kind={self.kind!r}: choose one of {list(KINDS)}")
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) \
                 or not math.isfinite(self.value) or self.value <= 0:
-            raise BudgetError(f"{self.source}: value {self.value!r} must be a finite number > 0 "
-                              f"({self.kind})")
+            key = "train.budget.value" if self.source == "train.budget" else self.source
+            raise BudgetError(f"{key}={self.value!r}: must be a finite number > 0 ({self.kind})")
 
     def label(self) -> str:
         """'150 iterations', '7.8 TFLOPs', '120 s', '2 epochs'."""
