@@ -26,6 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.provenance import training_facts
 from analysis.runs import SCRATCH, family_of, ok_runs
 from analysis.significance import gap_of, latency_samples, metric_of, paired_stat, replicates_by_seed
 from analysis.stats import ALPHA, holm, latency_difference, median_interval, p_text
@@ -314,4 +315,17 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         rows += Claims(dataset, of_dataset, by_seed, latency).run()
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
+
+
+def _training(ok: pd.DataFrame, dataset: str, detectors: str) -> str:
+    """The training behind a claim: each named detector's budget and cost (its first seed), and
+    'still improving' where its last validations were (the claim may move with a longer schedule)."""
+    parts = []
+    for group in [g.strip() for g in detectors.split(",") if g.strip()]:
+        rows = ok[(ok["dataset"] == dataset) & (ok["group"] == group)]
+        facts = training_facts(rows.iloc[0].to_dict()) if len(rows) else ""
+        if facts:
+            parts.append(f"{group}: {facts}")
+    return "; ".join(parts)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import (
+    budget,
     conditions,
     coverage,
     diagnostics,
@@ -33,6 +34,7 @@ from analysis import (
     significance_tables,
     summary,
     sweeps,
+    tuning,
 )
 from analysis.errors import run_errors
 from analysis.labels import short_labels
@@ -152,7 +154,7 @@ def fidelity_section(ctx: Context) -> Section | None:
 
 def provenance_section(ctx: Context) -> Section:
     return Section("Provenance", [provenance.provenance_table(ctx.runs), provenance.incomplete_table(ctx.labelled)],
-                   appendix=True)
+                   sentences=provenance.budget_sentences(ctx.labelled), appendix=True)
 
 
 def runs_section(ctx: Context) -> Section:
@@ -175,6 +177,8 @@ SECTIONS = [
     training_section,
     coverage.section,
     sweeps.section,
+    budget.section,
+    tuning.section,
     robustness.section,
     ladder.section,
     variance_section,

@@ -62,7 +62,9 @@ class Trainer:
         optimizer: built over ``model.parameters()``.
         scheduler: a torch LR scheduler stepped once per iteration (milestones in iterations),
             or None.
-        epochs: passes over the dataset. ``max_time_s`` (when > 0) stops earlier, after the
+        epochs: passes over the dataset; ``max_iterations`` (> 0) stops inside the last one, at
+            that many optimizer steps (a budget resolved by ``experiments.training.budget``).
+            ``max_time_s`` (when > 0) stops earlier, after the
             iteration that crosses it: the stop is logged, ``fit`` reports it
             (``stopped_on_time``, iterations run vs ``planned_iterations``) and the checkpoint
             keeps the position inside the epoch, so a resume trains the epoch's remaining
@@ -74,7 +76,8 @@ class Trainer:
             ``fit`` the model gets back the layout it came with (SSD's is NHWC already, by its
             own ``channels_last``), so evaluation and the speed protocol see the usual one.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
-            ``val_every`` epochs (0: never) on every rank (``predict`` is collective under DDP:
+            ``val_every`` epochs (0: never), and after each iteration listed in ``validate_at``,
+            on every rank (``predict`` is collective under DDP:
             each rank predicts its share, rank 0 scores them all and alone writes the row).
         sync_batch_norm: under DDP, BatchNorm layers become ``nn.SyncBatchNorm`` (statistics
             over the whole batch of all ranks). ``"auto"``: on CUDA only (torch's SyncBatchNorm
@@ -96,7 +99,8 @@ class Trainer:
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
                  shuffle: bool = True, show_progress: bool | None = None,
                  stop_requested: Callable[[], bool] | None = None,
-                 sync_batch_norm: bool | str = "auto") -> None:
+                 sync_batch_norm: bool | str = "auto", max_iterations: int = 0,
+                 validate_at: tuple[int, ...] = ()) -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -105,6 +109,7 @@ class Trainer:
         self.channels_last, self.grad_clip, self.log_every = channels_last, grad_clip, log_every
         self.val_every, self.validate, self.max_time_s = val_every, validate, max_time_s
         self.shuffle, self.stop_requested = shuffle, stop_requested
+        self.max_iterations, self.validate_at = max_iterations, frozenset(validate_at)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.is_main = self.rank == 0
@@ -149,7 +154,8 @@ class Trainer:
         drop_last = len(self.dataset) > self.batch_size
         per_rank = math.ceil(len(self.dataset) / dist.get_world_size()) if self.distributed else len(self.dataset)
         per_epoch = per_rank // self.batch_size if drop_last else math.ceil(per_rank / self.batch_size)
-        return self.epochs * per_epoch
+        planned = self.epochs * per_epoch
+        return min(planned, self.max_iterations) if self.max_iterations else planned
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -238,6 +244,11 @@ class Trainer:
                     self._log_row(losses, loss_value, writer)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 self._progress(loss_value, start)
+                if self.validate is not None and self.iteration in self.validate_at:
+                    self._validate(writer)
+                    self.train_model.train()
+                if self.max_iterations and self.iteration >= self.max_iterations:
+                    break
                 if self.max_time_s and self.elapsed > self.max_time_s:
                     stopped_on_time = True
                     log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
@@ -250,6 +261,8 @@ class Trainer:
                 self.save()
                 break
             self.epoch, self.epoch_step = self.epoch + 1, 0
+            if self.max_iterations and self.iteration >= self.max_iterations:
+                self.epochs = self.epoch   # the budget ends inside this epoch
             if (self.validate is not None and self.val_every
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
@@ -323,7 +336,8 @@ class Trainer:
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
-        log.info("validation after epoch %d: AP %.1f%%, AP50 %.1f%%", self.epoch, 100 * row["map"], 100 * row["map_50"])
+        log.info("validation at iteration %d (epoch %d): AP %.1f%%, AP50 %.1f%%", self.iteration, self.epoch,
+                 100 * row["map"], 100 * row["map_50"])
 
 
 def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
