@@ -26,6 +26,7 @@ from experiments.evaluation.files import image_file_names, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard
+from experiments.speed.bench_reuse import bench_once, reuse_key
 from experiments.speed.benchmark import benchmark
 from experiments.studies import robustness
 from experiments.studies.coverage import run_coverage
@@ -122,10 +123,15 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only.
+    With ``bench_reuse`` set, once per detector and settings (``experiments.speed.bench_reuse``)."""
     if not ctx.is_main:
         return {}
-    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+    settings = OmegaConf.to_container(cfg.bench, resolve=True)
+    key = reuse_key(cfg.detector.name, OmegaConf.to_container(cfg.detector.model, resolve=True),
+                    ctx.model.num_classes, str(ctx.device), settings)
+    return bench_once(cfg.get("bench_reuse"), key, ctx.out,
+                      lambda: benchmark(ctx.model, device=ctx.device, **settings))
 
 
 #: runs for every job, before the stages the config names (no training needed).
