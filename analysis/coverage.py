@@ -16,7 +16,8 @@ import pandas as pd
 
 from analysis import plots
 from analysis.runs import ok_runs, read_json
-from analysis.tables import MISSING, Table
+from analysis.section import Context, Section
+from analysis.table import MISSING, Table
 
 BUCKETS = ("small", "medium", "large")
 
@@ -111,3 +112,10 @@ def plot_coverage_vs_size(coverage: pd.DataFrame, summary: pd.DataFrame, out_dir
         left.set_ylim(0, 105)
         left.legend(loc="lower right", fontsize=10)
         return plots.save(fig, out_dir, "coverage_vs_size")
+
+
+def section(ctx: Context) -> Section:
+    """The coverage table and the coverage-vs-size plot (drawn only when a run has coverage)."""
+    image = ctx.draw("coverage vs size", lambda: plot_coverage_vs_size(
+        coverage_rows(ctx.labelled), ctx.summary, ctx.plot_dir) or None)
+    return Section("Coverage", [coverage_table(ctx.labelled)], image)

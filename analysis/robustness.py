@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots
+from analysis.papers import load_papers
 from analysis.runs import ok_runs, read_csv
-from analysis.tables import Table, load_papers, value_with_interval
+from analysis.section import Context, Section
+from analysis.table import Table, value_with_interval
 
 FAMILIES = ("noise", "blur", "weather", "digital")
 SIZES = ("all", "small", "medium", "large")
@@ -148,18 +150,12 @@ def plot_rpc_by_size(table: Table, out_dir: Path) -> list[Path]:
         return plots.save(fig, out_dir, "robustness_rpc_by_size")
 
 
-def report_parts(runs: pd.DataFrame, plot_dir: Path, problems: list[str]) -> tuple[list[Table], list[Path]]:
-    """The robustness table and plots' PNGs for the report; nothing when no run has a
-    robustness.csv. A plot that fails is said in ``problems``, never raised."""
-    rows = robustness_rows(runs)
+def section(ctx: Context) -> Section | None:
+    """The robustness table and its two plots; None when no run has a robustness.csv."""
+    rows = robustness_rows(ctx.runs)
     if rows.empty:
-        return [], []
-    table = robustness_table(runs)
-    images = []
-    for what, draw in (("AP vs severity", lambda: plot_ap_vs_severity(rows, plot_dir)),
-                       ("rPC by size", lambda: plot_rpc_by_size(table, plot_dir))):
-        try:
-            images += [p for p in draw() if p.suffix == ".png"]
-        except Exception as exc:   # one plot never stops the report; say why in it
-            problems.append(f"plot 'robustness: {what}' not drawn: {type(exc).__name__}: {exc}")
-    return [table], images
+        return None
+    table = robustness_table(ctx.runs)
+    images = (ctx.draw("robustness: AP vs severity", lambda: plot_ap_vs_severity(rows, ctx.plot_dir) or None)
+              + ctx.draw("robustness: rPC by size", lambda: plot_rpc_by_size(table, ctx.plot_dir) or None))
+    return Section("Robustness", [table], images)

@@ -5,7 +5,8 @@ a Hydra job folder (``.hydra/config.yaml``) that never wrote one: that run is li
 ``incomplete``. ``load_runs`` gives one row per run: identity columns (``detector``,
 ``dataset``, ``seed``, ``status``, ``error``, ``overrides``, ``variant``, ``group``, ``run``,
 ``path``) and every number ``metrics.json`` holds. Failed runs stay in the table with their
-status and error; ``ok_runs`` selects the runs whose numbers can be averaged.
+status and error; ``ok_runs`` selects the runs whose numbers can be averaged. A run that trained
+fewer iterations than planned is ``incomplete`` (``mark_incomplete``), never averaged.
 
 ``variant`` holds the command-line overrides that differ between runs of the folder, other than
 the identity ones (detector, dataset, seed, ...): runs with the same detector, dataset and
@@ -14,6 +15,7 @@ variant are seeds of one setting, and ``group`` names that setting in tables and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,61 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from analysis.provenance import mark_incomplete
+from analysis.table import MISSING
 
 IDENTITY_COLUMNS = ["group", "detector", "dataset", "variant", "seed", "status", "error",
                     "overrides", "eval_split", "run", "path"]
 # Overrides that name a run's identity, or change nothing a table compares.
 IDENTITY_OVERRIDE_KEYS = {"detector", "dataset", "seed", "experiment", "device", "resume",
                           "stages"}
+# metrics.json's ``family`` (the detector's class just below ``Detector``) -> the family claims name
+FAMILIES = {"SSD": "ssd", "YOLO": "yolo", "FasterRCNN": "frcnn"}
+# For run folders without ``family`` (an older detbench's metrics.json): the detector-name rule
+FAMILY_NAME_RULES = {"ssd": r"(^|_)ssd(300|512)", "yolo": r"yolov1|fast_yolo", "frcnn": r"faster_rcnn|frcnn"}
+SCRATCH = "random"   # what a detector records as ``weights_source`` when nothing was loaded
+
+
+def number_or_none(value) -> int | None:
+    """A metrics.json count as an int; None when absent or not a number."""
+    number = pd.to_numeric(value, errors="coerce")
+    return None if pd.isna(number) else int(number)
+
+
+def mark_incomplete(row: dict) -> dict:
+    """A metrics.json row whose training stopped before its plan -> status ``incomplete`` and
+    ``status_reason`` saying how far it got (rows written as ``incomplete`` keep their reason)."""
+    run, planned = number_or_none(row.get("train_iterations")), number_or_none(row.get("train_iterations_planned"))
+    if row.get("status") == "ok" and stopped_short(row):
+        row["status"] = "incomplete"
+        row.setdefault("status_reason", "training stopped by train.max_time_s after "
+                       f"{run if run is not None else '?'} of "
+                       f"{planned if planned is not None else '?'} iterations")
+    return row
+
+
+def stopped_short(row) -> bool:
+    """Trained fewer iterations than planned; without a plan (older metrics.json), stopped by time."""
+    run, planned = number_or_none(row.get("train_iterations")), number_or_none(row.get("train_iterations_planned"))
+    if run is not None and planned is not None:
+        return run < planned
+    return row.get("train_stopped_on_time") is True
+
+
+def pretrained_label(source) -> str:
+    """``weights_source`` -> 'from scratch' | 'pretrained' | '–' (not recorded)."""
+    if source is None or (isinstance(source, float) and pd.isna(source)) or source == "":
+        return MISSING
+    return "from scratch" if str(source) == SCRATCH else "pretrained"
+
+
+def family_of(family, detector: str) -> tuple[str | None, bool]:
+    """(family, told by name): 'ssd', 'yolo', 'frcnn' or None (another family, e.g. torchvision's
+    single-shot models) from metrics.json's ``family``; without one, from the detector's name
+    (``FAMILY_NAME_RULES``), and the second value says so."""
+    if isinstance(family, str) and family:
+        return FAMILIES.get(family), False
+    by_name = next((f for f, rule in FAMILY_NAME_RULES.items() if re.search(rule, str(detector))), None)
+    return by_name, True
 
 
 def find_run_dirs(runs_dir: Path) -> list[Path]:

@@ -1,5 +1,7 @@
-"""The report's "Pairwise" and "Claims" tables and its sentence on which variance dominates
-(seed to seed, or image sampling), from ``significance`` and ``claims``."""
+"""The report's verdict sections: the "Pairwise" table (paired bootstrap, Δ = A − B with interval and
+Holm p per metric), the "Claims" table (the seed article's claims, each with its evidence and
+verdict), and one sentence per setting on which variance dominates (seed to seed, or image
+sampling); from ``significance`` and ``claims``."""
 from __future__ import annotations
 
 import math
@@ -7,9 +9,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis import significance as sig
-from analysis.claims import evaluate_claims
-from analysis.tables import Table
+from analysis.claims import evaluate_claims, group_families
+from analysis.runs import ok_runs
+from analysis.section import Context, Section
+from analysis.significance import PAIR_METRICS
+from analysis.table import Table
 
 
 def _interval_text(delta: float, low: float, high: float) -> str:
@@ -24,31 +28,50 @@ def pairwise_table(pairs: pd.DataFrame) -> Table:
     if len(pairs):
         for (dataset, a, b), rows in pairs.groupby(["dataset", "a", "b"], sort=False):
             row = {"dataset": dataset, "pair (A − B)": f"{a} − {b}"}
-            for metric, label in sig.PAIR_METRICS.items():
+            for metric, label in PAIR_METRICS.items():
                 r = rows[rows["metric"] == metric].iloc[0]
                 if isinstance(r.get("problem"), str):
-                    row[f"Δ{label}"], row[f"p {label}"] = "not comparable", r["problem"]
+                    row[f"Δ{label}"], row[f"p {label}"] = "not testable", r["problem"]
                     continue
                 row[f"Δ{label}"] = _interval_text(r["delta"], r["low"], r["high"])
-                row[f"p {label}"] = f"{r['p_holm']:.3g} ({r['verdict']})"
+                one_seed = ", provisional: one seed" if r.get("seeds", 1) < 2 else ""
+                row[f"p {label}"] = f"Holm {r['p_holm']:.2g}; {r['p_text']} ({r['verdict']}{one_seed})"
             shown.append(row)
-    return Table("pairwise", "Pairwise (paired image bootstrap: Δ = A − B in AP points, 95% interval; "
-                 "two-sided p, Holm-corrected over the pairs per metric)", pairs, pd.DataFrame(shown),
-                 "significant: Holm p < 0.05; within noise otherwise. Pairs need the same validation images "
-                 "and bootstrap seed (eval.bootstrap_seed).")
+    family = int(pairs["family_size"].max()) if len(pairs) and "family_size" in pairs else 0
+    return Table("pairwise", "Pairwise (Δ = A − B in AP points, 95% interval; two-sided p, Holm-corrected "
+                 f"per dataset and metric over the {family} pairs this table lists)", pairs, pd.DataFrame(shown),
+                 "significant: Holm p < 0.05; within noise otherwise. One seed: the paired image bootstrap alone "
+                 "(p counts the replicates whose delta crossed 0; its floor is 2/(B+1)); two or more seeds: a t "
+                 "over the per-seed deltas with the image variance added. Pairs need the same images of the same "
+                 "split and bootstrap seed (eval.bootstrap_seed). The claims correct over their own comparisons, "
+                 "not over this table.")
 
 
-def claims_table(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
-    claims = evaluate_claims(runs, pairs)
-    return Table("claims", "Claims of the seed article, tested on this sweep", claims, claims.copy(),
-                 "Accuracy: COCO AP, paired bootstrap, Holm p < 0.05. Speed: median latency at batch 1 over "
-                 "the timed batches, 95% bootstrap interval of the difference of medians.")
+def claims_table(runs: pd.DataFrame, pairs: pd.DataFrame | None = None, claims: pd.DataFrame | None = None) -> Table:
+    """The claims, one row per (claim, metric, detectors): effect [interval], p, Holm family, verdict,
+    conditions and evidence."""
+    claims = evaluate_claims(runs) if claims is None else claims
+    shown = claims.copy()
+    if len(shown):
+        scale = shown["unit"].map(lambda u: 100.0 if u == "AP points" else 1.0)
+        shown["effect"] = [_interval_text(e * k, lo * k, hi * k) if not math.isnan(e) else "–"
+                           for e, lo, hi, k in zip(claims["effect"], claims["low"], claims["high"], scale / 100)]
+        shown = shown.drop(columns=["low", "high"])
+    note = ("Effect: A − B as the detectors are named (AP points, or ms for latency), 95% interval. One seed: "
+            "the paired image bootstrap alone and the verdict is provisional; two or more: seed-to-seed variance "
+            "inside (t over per-seed deltas + image variance). Holm: over the comparisons the claim makes, never "
+            "over unrelated runs. Pretrained references (tv_*) are not pooled with from-scratch runs.")
+    by_name = [g for g, (family, named) in group_families(ok_runs(runs)).items() if named and family]
+    if by_name:
+        note += (" Family told by detector name (the run folders' metrics.json has no 'family'): "
+                 + ", ".join(by_name) + ".")
+    return Table("claims", "Claims of the seed article, tested on this sweep", claims, shown, note)
 
 
 def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
     """Per group with >= 2 seeds: the std over seeds vs the image-bootstrap std (interval width / 3.92)."""
     out = []
-    ok = sig.ok_runs(runs)
+    ok = ok_runs(runs)
     low, high = f"{metric}_ci_low", f"{metric}_ci_high"
     if metric not in ok or low not in ok:
         return out
@@ -67,11 +90,6 @@ def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
     return out
 
 
-def report_tables(runs: pd.DataFrame, problems: list[str]) -> list[Table]:
-    """[Pairwise, Claims] for the report; a failure is said in ``problems``, never raised."""
-    try:
-        pairs = sig.pairwise(runs)
-        return [pairwise_table(pairs), claims_table(runs, pairs)]
-    except Exception as exc:  # the report goes on without them, and says why
-        problems.append(f"pairwise tests and claims not computed: {type(exc).__name__}: {exc}")
-        return []
+def variance_section(ctx: Context) -> Section:
+    """Which variance dominates, one sentence per setting with seeds."""
+    return Section("Variance", sentences=variance_sentences(ctx.labelled))

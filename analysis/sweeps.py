@@ -20,7 +20,8 @@ import pandas as pd
 
 from analysis import plots
 from analysis.runs import ok_runs
-from analysis.tables import MISSING, Table, value_with_interval
+from analysis.section import Context, Section
+from analysis.table import MISSING, Table, value_with_interval
 
 BUDGETS = {"proposals": "test proposals (RPN post-NMS top-n)",
            "candidates_before_nms": "candidates per class before NMS",
@@ -214,3 +215,12 @@ def budget_table(runs: pd.DataFrame) -> Table | None:
 def report_tables(runs: pd.DataFrame) -> list[Table]:
     """The sweep tables this folder has (none, one or both)."""
     return [t for t in (resolution_table(runs), budget_table(runs)) if t is not None]
+
+
+def section(ctx: Context) -> Section:
+    """The sweep tables and plots this folder has (none, one or both sweeps)."""
+    runs = ctx.runs
+    tables = report_tables(runs)
+    images = (ctx.draw("resolution sweep", lambda: plot_resolution(runs, ctx.plot_dir) or None)
+              + ctx.draw("box budget", lambda: plot_box_budget(runs, ctx.plot_dir) or None))
+    return Section("Sweeps", tables, images)

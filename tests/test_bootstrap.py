@@ -92,7 +92,7 @@ def test_strictly_better_detector_is_significant():
     _, dt_b, _ = tables_from_coco(gt_json, perfect + [{**r, "score": r["score"] * 0.5} for r in results])
     _, _, deltas = paired_bootstrap(gt, dt, dt_b, category_ids, replicates=300, seed=1)
     for name in ("map", "map_50", "voc_map"):
-        assert deltas[f"delta_{name}"] > 0 and deltas[f"delta_{name}_ci_low"] > 0
+        assert deltas[f"delta_{name}"] < 0 and deltas[f"delta_{name}_ci_high"] < 0   # A - B: B is better
         assert deltas[f"p_{name}"] < 0.05
 
 

@@ -195,7 +195,7 @@ def test_sample_grid_draws_a_bad_image_as_unreadable(tmp_path):
 def test_runs_table_shows_the_data_columns_when_runs_have_them():
     import pandas as pd
 
-    from analysis.tables import runs_table
+    from analysis.summary import runs_table
 
     runs = pd.DataFrame([{"run": "0-a", "detector": "a", "dataset": "voc", "variant": "", "seed": 0,
                           "status": "ok", "error": None, "classes": "cell", "split_id": "c110908f22bc",

@@ -31,3 +31,22 @@ def test_compare_sweep_end_to_end(tmp_path):
         assert metrics["weights_source"] == "random" and metrics["candidates_scored_b1"] > 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Provenance" in report and "4 / 4" in report and "## Paper setting vs detbench" in report
+
+
+@pytest.mark.slow
+def test_a_tiny_compare_twice_gives_identical_ap_floats(tmp_path):
+    """The same command, the same commit: every detector's AP floats agree to the last bit
+    (the refactors of the runner must not move a number)."""
+    results = []
+    for name in ("first", "second"):
+        command = [sys.executable, "-m", "experiments.run", "experiment=compare",
+                   "dataset.train.num_images=32", "dataset.val.num_images=8", "dataset.image_size=128",
+                   "train.epochs=1", "train.iterations=0", "train.batch_size=8", "train.val_images=8",
+                   "eval.batch_size=4", "eval.bootstrap=0", "stages=[train,eval]",
+                   f"hydra.sweep.dir={tmp_path / name}"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+        assert done.returncode == 0, done.stderr[-3000:]
+        metrics = [json.loads(p.read_text()) for p in sorted((tmp_path / name).glob("*/metrics.json"))]
+        assert len(metrics) == 3 and all(m["status"] == "ok" for m in metrics)
+        results.append({m["detector"]: (m["map"], m["map_50"], m["final_loss"]) for m in metrics})
+    assert results[0] == results[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from analysis import provenance, tables
+from analysis import papers, provenance, summary
 from analysis.report import build_report
 from analysis.runs import load_runs
 from experiments.run import run
@@ -74,7 +74,7 @@ def test_incomplete_runs_are_never_ranked_with_finished_ones(mixed_runs):
     status = dict(zip(runs["detector"], runs["status"]))
     assert status == {"ssd300_cpu": "ok", "faster_rcnn_vgg16_cpu": "incomplete",
                       "yolov1_cpu": "incomplete"}
-    accuracy = tables.accuracy_table(runs).data.set_index("group")
+    accuracy = summary.accuracy_table(runs).data.set_index("group")
     assert accuracy.at["ssd300_cpu", "seeds"] == 1
     assert accuracy.at["yolov1_cpu", "seeds"] == 0 and pd_isna(accuracy.at["yolov1_cpu", "map_mean"])
     apart = provenance.incomplete_table(runs).data.set_index("detector")
@@ -98,7 +98,7 @@ def test_report_shows_every_runs_provenance(mixed_runs):
     assert shown.at["faster_rcnn_vgg16_cpu", "stopped early"] == "yes"
     assert shown.at["yolov1_cpu", "stopped early"] == "yes"
     text = build_report(mixed_runs, print_tables=False).read_text()
-    assert "## Provenance" in text and "## Incomplete runs" in text and "120 / 300" in text
+    assert "## Appendix: Provenance" in text and "**Incomplete runs" in text and "120 / 300" in text
 
 
 def test_ours_vs_paper_pairs_only_runs_in_the_papers_setting(tmp_path):
@@ -110,7 +110,7 @@ def test_ours_vs_paper_pairs_only_runs_in_the_papers_setting(tmp_path):
     (tmp_path / "1" / "metrics.json").write_text(json.dumps(
         paper_run | {"weights_source": "random", "voc07_map": 0.40, "seed": 1, "overrides": ["seed=1", "x=1"]}))
     (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=1", "x=1"]))
-    table = tables.paper_table(load_runs(tmp_path))
+    table = papers.paper_table(load_runs(tmp_path))
     rows = table.data[table.data["metric"] == "voc07_map"]
     shown = table.shown[table.shown["metric"] == "voc07_map"]
     paired = rows[rows["setting"] == "as the paper"]

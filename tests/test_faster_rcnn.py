@@ -132,7 +132,7 @@ def test_roi_pool_is_7x7_on_conv5_3_at_stride_16():
 def test_roi_pooling_variants_and_bad_value():
     assert type(small_vgg().roi_heads.box_roi_pool).__name__ == "SingleMapRoIPool"
     align = small_vgg(roi_heads={"pooling": "align"}).roi_heads.box_roi_pool
-    assert isinstance(align, MultiScaleRoIAlign)   # ThreadedRoIAlign: torchvision's, backward threaded
+    assert isinstance(align, MultiScaleRoIAlign) and type(align).__name__ == "ThreadedRoIAlign"   # threaded backward
     with pytest.raises(ValueError, match="roi_heads.pooling"):
         small_vgg(roi_heads={"pooling": "warp"})
     with pytest.raises(ValueError, match=r"RoIHeadSettings: unknown settings \['poling'\]"):

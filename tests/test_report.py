@@ -13,9 +13,10 @@ import pytest
 import yaml
 from matplotlib.image import imsave
 
-from analysis import plot_runs, plots, tables
+from analysis import papers, plot_runs, plots, summary
 from analysis.report import build_report, main
 from analysis.runs import load_runs
+from analysis.table import MISSING, write_table
 
 # detector -> seed -> (map, map_small, map_medium, map_large, fps_b1, fps_b8, num_candidates)
 NUMBERS = {
@@ -153,23 +154,23 @@ def test_several_datasets_are_told_apart_in_labels(tmp_path):
 
 def test_accuracy_and_speed_tables_hold_mean_and_std_over_seeds(runs_dir):
     runs = load_runs(runs_dir)
-    accuracy = tables.accuracy_table(runs).data.set_index("group")
+    accuracy = summary.accuracy_table(runs).data.set_index("group")
     assert accuracy.at["ssd300", "map_mean"] == pytest.approx(0.32)
     assert accuracy.at["ssd300", "map_std"] == pytest.approx(math.sqrt(2 * 0.02 ** 2))
     assert accuracy.at["yolov1", "map_small_mean"] == pytest.approx(0.03)
     assert accuracy.at["yolov1", "map_small_std"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))
     assert accuracy.at["ssd300", "seeds"] == 2 and accuracy.at["faster_rcnn_vgg16", "failed"] == 1
-    shown = tables.accuracy_table(runs).shown.set_index("detector")
+    shown = summary.accuracy_table(runs).shown.set_index("detector")
     assert shown.at["ssd300", "AP"] == "32.0 ± 2.8" and shown.at["yolov1", "APl"] == "43.0 ± 4.2"
-    assert shown.at["faster_rcnn_vgg16", "AP"] == tables.MISSING
-    speed = tables.speed_table(runs)
+    assert shown.at["faster_rcnn_vgg16", "AP"] == MISSING
+    speed = summary.speed_table(runs)
     assert speed.data.set_index("group").at["yolov1", "fps_b1_mean"] == pytest.approx(32.0)
     assert speed.shown.set_index("detector").at["ssd300", "img/s b8"] == "15.0 ± 1.4"
     assert speed.shown.set_index("detector").at["ssd300", "params (M)"] == "25.00 ± 0.00"
 
 
 def test_runs_table_lists_the_failed_run(runs_dir):
-    table = tables.runs_table(load_runs(runs_dir))
+    table = summary.runs_table(load_runs(runs_dir))
     row = table.shown.set_index("detector").loc["faster_rcnn_vgg16"]
     assert row["status"] == "failed" and row["error"] == "RuntimeError: out of memory"
     assert "Traceback" in table.data.set_index("detector").at["faster_rcnn_vgg16", "error"]
@@ -177,9 +178,9 @@ def test_runs_table_lists_the_failed_run(runs_dir):
 
 def test_paper_table_matches_only_paper_settings(runs_dir):
     runs = load_runs(runs_dir)
-    assert tables.paper_table(runs).data.empty          # synthetic: no paper setting
+    assert papers.paper_table(runs).data.empty          # synthetic: no paper setting
     voc = runs.assign(dataset="voc07")
-    data = tables.paper_table(voc).data
+    data = papers.paper_table(voc).data
     row = data[(data["detector"] == "ssd300") & (data["metric"] == "voc07_map")
                & (data["paper_train"] == "VOC07+12")].iloc[0]
     assert row["ours"] == pytest.approx(57.0) and row["paper"] == 74.3
@@ -187,7 +188,7 @@ def test_paper_table_matches_only_paper_settings(runs_dir):
 
 
 def test_write_table_gives_markdown_csv_latex(runs_dir, tmp_path):
-    paths = tables.write_table(tables.accuracy_table(load_runs(runs_dir)), tmp_path)
+    paths = write_table(summary.accuracy_table(load_runs(runs_dir)), tmp_path)
     assert "32.0 ± 2.8" in paths["md"].read_text()
     tex = paths["tex"].read_text()
     assert r"32.0 $\pm$ 2.8" in tex and r"faster\_rcnn\_vgg16" in tex and r"\toprule" in tex
@@ -201,21 +202,30 @@ def test_report_writes_tables_plots_and_lists_failures(report, runs_dir):
     assert "faster_rcnn_vgg16" in text and "failed" in text and "out of memory" in text
     assert "32.0 ± 2.8" in text and "Problems while building" not in text, text[-800:]
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 8 and "src='plots/" not in page
-    for name in ("runs", "accuracy", "speed", "per_class", "ours_vs_paper", "errors",
-                 "published"):
+    pngs = sorted(p.stem for p in (out / "plots").glob("*.png"))
+    assert len(pngs) >= 11 and "src='plots/" not in page
+    assert page.count("data:image/png;base64,") == len(pngs), pngs
+    for name in ("runs", "accuracy", "speed", "per_class", "errors", "claims", "pairwise", "conditions"):
         for ext in ("md", "csv", "tex"):
             assert (out / "tables" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
 
 
-@pytest.mark.parametrize("name", ["speed_vs_accuracy", "ap_by_size", "candidates_vs_ap",
-                                  "pr_curves", "training", "error_breakdown", "top_detections",
-                                  "detection_grid"])
-def test_every_plot_is_a_png_of_slide_size_and_a_pdf(report, runs_dir, name):
+@pytest.mark.parametrize("name", ["speed_vs_accuracy", "ap_by_size", "candidates_vs_ap", "pr_curves",
+                                  "top_detections", "detection_grid"])
+def test_summary_plots_are_pngs_of_slide_size_and_pdfs(report, runs_dir, name):
     png = runs_dir / "report" / "plots" / f"{name}.png"
     expected = (plots.FIGSIZE if name != "detection_grid"
                 else plot_runs.grid_size(num_images=1, num_columns=3))
     assert png_size(png) == tuple(round(v * plots.DPI) for v in expected)
+    assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("name", ["training", "error_breakdown", "confusion_matrix", "prf_confidence",
+                                  "pr_curves_per_class", "failure_gallery"])
+def test_plots_sized_by_their_content_are_pngs_and_pdfs(report, runs_dir, name):
+    png = runs_dir / "report" / "plots" / f"{name}.png"
+    width, height = png_size(png)
+    assert width >= 400 and height >= 300
     assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
@@ -252,3 +262,16 @@ def test_mean_precision_leaves_undefined_classes_out():
     mean = plot_runs.mean_precision(precision)          # [R, A]
     assert mean.shape == (101, 4)
     assert mean[0, 0] == pytest.approx(0.7) and mean[0, 1] == pytest.approx(0.5)
+
+
+def test_a_failing_section_is_said_and_the_others_go_on(tmp_path, monkeypatch, caplog):
+    from analysis import report
+
+    def broken(ctx):
+        raise RuntimeError("no such numbers")
+
+    monkeypatch.setattr(report, "SECTIONS", [broken, *report.SECTIONS])
+    text = build_report(tmp_path, print_tables=False).read_text()
+    assert "section 'broken' failed: RuntimeError: no such numbers" in text
+    assert text.index("## Speed") < text.index("## Appendix: Runs") < text.index("## Problems")
+    assert "no such numbers" in caplog.text

@@ -58,6 +58,17 @@ def test_converted_ssd300_gives_torchvision_detections(models):
         found = ours(images)
     for exp, got in zip(expected, found):
         assert got["labels"].shape[0] == exp["labels"].shape[0] > 0
-        assert torch.equal(got["labels"], exp["labels"])
+        # the same detections in the same order, except that two detections whose scores differ by
+        # float noise (< 1e-5, e.g. 0.4930975 and 0.4930958) may swap places
+        swapped = (got["labels"] != exp["labels"]).nonzero().flatten()
+        assert len(swapped) <= 4 and sorted(got["labels"].tolist()) == sorted(exp["labels"].tolist())
+        for i in swapped.tolist():
+            neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(exp["scores"])]
+            assert min(abs(exp["scores"][i] - exp["scores"][j]).item() for j in neighbours) < 1e-5
         assert (got["scores"] - exp["scores"]).abs().max() < 1e-4
-        assert (got["boxes"] - exp["boxes"]).abs().max() < 0.01
+        kept = torch.ones(len(exp["boxes"]), dtype=torch.bool)
+        kept[swapped] = False
+        assert (got["boxes"][kept] - exp["boxes"][kept]).abs().max() < 0.01
+        for i in swapped.tolist():   # a swapped detection's box is its neighbour's
+            assert min((got["boxes"][i] - exp["boxes"][j]).abs().max().item()
+                       for j in (i - 1, i + 1) if 0 <= j < len(exp["boxes"])) < 0.01

@@ -55,6 +55,8 @@ class EvalSchema:
     check_images: bool = MISSING  # decode the scored images before training (experiments.job.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
+    split: str = MISSING     # test: the held-out test split when the dataset has one (else val)
+    interval_method: str = MISSING   # percentile | basic | bca (analysis.stats.INTERVAL_METHODS)
 
 
 @dataclass
@@ -75,6 +77,8 @@ class RunSchema:
     device: str = MISSING
     resume: bool = MISSING
     overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
+    break_lock: bool = MISSING  # take over a run folder another job's lock names (experiments.job.lock)
+    resume_changes: str = MISSING  # refuse | allow: result-changing settings on resume (experiments.job.resume_check)
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
@@ -105,9 +109,10 @@ def check_config(cfg: DictConfig) -> None:
     _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:
         _checked(RobustnessSchema, cfg.robustness, "robustness")
-        from experiments.data.corrupted import check_corruptions
+        from experiments.data.corrupted import robustness_plan
 
-        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
+        robustness_plan(cfg.robustness.corruptions, cfg.robustness.severities, cfg.robustness.images,
+                        cfg.robustness.num_workers)
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")

@@ -26,6 +26,7 @@ from experiments.training.checkpoint import load_checkpoint, restore_rng_states,
 from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 
 log = logging.getLogger(__name__)
+PROGRESS_S = 30.0   # seconds between progress lines when no progress bar is drawn
 
 
 class NonFiniteLossError(RuntimeError):
@@ -236,6 +237,7 @@ class Trainer:
                 if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
                     self._log_row(losses, loss_value, writer)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
+                self._progress(loss_value, start)
                 if self.max_time_s and self.elapsed > self.max_time_s:
                     stopped_on_time = True
                     log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
@@ -254,6 +256,17 @@ class Trainer:
                 self.train_model.train()
             self.save()
         return stopped_on_time, loss_value
+
+    def _progress(self, loss_value: float, start: float) -> None:
+        """A progress line every ``PROGRESS_S`` seconds when no progress bar is drawn (output to a
+        file, or progress off), so a log shows the job is alive and how far it got."""
+        now = time.perf_counter()
+        if not self.is_main or (self.show_progress and sys.stderr.isatty()):
+            return
+        if now - getattr(self, "_last_progress", start) >= PROGRESS_S:
+            self._last_progress = now
+            log.info("training: iteration %d of %d (epoch %d of %d), loss %.3f, %.0f s", self.iteration,
+                     self.planned_iterations(), self.epoch + 1, self.epochs, loss_value, now - start)
 
     def _stop_agreed(self) -> bool:
         """``stop_requested()`` on any rank (one MAX all-reduce of a flag under DDP)."""
@@ -310,7 +323,7 @@ class Trainer:
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
-        log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+        log.info("validation after epoch %d: AP %.1f%%, AP50 %.1f%%", self.epoch, 100 * row["map"], 100 * row["map_50"])
 
 
 def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
