@@ -30,3 +30,16 @@ def test_a_torn_file_is_measured_again(tmp_path):
     result = bench_once(tmp_path, "k", tmp_path / "run", lambda: {"fps_b1": 1.0})
     assert result["bench_reused_from"] == ""
     assert json.loads((tmp_path / "k.json").read_text())["metrics"] == {"fps_b1": 1.0}
+
+
+def test_a_second_seed_of_a_sweep_reuses_the_bench_through_run(compose_config, tmp_path):
+    from experiments.run import run
+    from tests.conftest import TINY_RUN
+
+    overrides = ["detector=yolov1_cpu", *TINY_RUN, "stages=[bench]", "bench_reuse=../bench_reuse"]
+    first = run(compose_config([*overrides, "seed=0"]), tmp_path / "0-yolov1_cpu-seed0")
+    second = run(compose_config([*overrides, "seed=1"]), tmp_path / "1-yolov1_cpu-seed1")
+    assert first["status"] == second["status"] == "ok", (first.get("error"), second.get("error"))
+    assert first["bench_reused_from"] == "" and second["bench_reused_from"] == str(tmp_path / "0-yolov1_cpu-seed0")
+    assert second["fps_b1"] == first["fps_b1"]
+    assert len(list((tmp_path / "bench_reuse").glob("yolov1_cpu-*.json"))) == 1
