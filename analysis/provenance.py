@@ -30,7 +30,8 @@ def _stopped_early(row) -> str:
 
 def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run, detector, dataset, seed, status, weights (``weights_source``),
-    pretrained ('from scratch'/'pretrained'), iterations ('run / planned'), stopped early."""
+    pretrained ('from scratch'/'pretrained'), iterations ('run / planned'), stopped early,
+    training precision."""
     rows = []
     for _, r in runs.iterrows():
         row = r.to_dict()
@@ -41,9 +42,20 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      else MISSING,
                      "pretrained": pretrained_label(row.get("weights_source")),
                      "iterations run / planned": _iterations(row),
-                     "stopped early": _stopped_early(row)})
+                     "stopped early": _stopped_early(row), "precision": _precision(row)})
     return pd.DataFrame(rows, columns=["run", "detector", "dataset", "seed", "status", "weights",
-                                       "pretrained", "iterations run / planned", "stopped early"])
+                                       "pretrained", "iterations run / planned", "stopped early", "precision"])
+
+
+def _precision(row) -> str:
+    """The training precision used (metrics.json ``train_precision``), '+nhwc' for channels-last,
+    'fp32 (bf16 asked)' where it fell back; not recorded (no training, or an older run): MISSING."""
+    used = row.get("train_precision")
+    if not isinstance(used, str):
+        return MISSING
+    asked = row.get("train_precision_requested")
+    label = used + ("+nhwc" if row.get("train_channels_last") is True else "")
+    return f"{label} ({asked} asked)" if isinstance(asked, str) and asked != used else label
 
 
 def incomplete_frame(runs: pd.DataFrame, metrics: dict) -> pd.DataFrame:
