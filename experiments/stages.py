@@ -29,6 +29,7 @@ from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard, sweep_dir
 from experiments.job.layout import last_checkpoint
 from experiments.job.process import world_size
+from experiments.speed.bench_reuse import bench_once, reuse_key
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
@@ -178,15 +179,20 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
     ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
     (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
-    ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
+    ``speed_reliable: false`` with a ``speed_note``); rank 0 only. With ``bench_reuse`` set, once
+    per detector and settings in a sweep (``experiments.speed.bench_reuse``)."""
     if not ctx.is_main:
         return {}
     bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    key = reuse_key(cfg.detector.name, OmegaConf.to_container(cfg.detector.model, resolve=True),
+                    ctx.model.num_classes, str(ctx.device), bench)
     runtimes = bench.pop("runtimes", None) or ["pytorch"]
     if list(runtimes) == ["pytorch"]:
-        return guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")
-    return guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench),
-                   "the speed stage")
+        measure = lambda: guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")  # noqa: E731
+    else:
+        measure = lambda: guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out,  # noqa: E731
+                                                             device=ctx.device, **bench), "the speed stage")
+    return bench_once(cfg.get("bench_reuse"), key, ctx.out, measure)
 
 
 #: runs for every job, before the stages the config names (no training needed).

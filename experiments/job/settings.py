@@ -85,6 +85,7 @@ class RunSchema:
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
+    bench_reuse: Optional[str] = MISSING  # bench results shared by a sweep's seeds (experiments.speed.bench_reuse)
 
 
 def _checked(schema: type, values, where: str) -> None:

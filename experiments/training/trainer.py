@@ -72,9 +72,10 @@ class Trainer:
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (CUDA autocast with a GradScaler);
             where the device lacks it, fp32 with a warning, or a ValueError when
             ``precision_strict`` (``experiments.training.precision``). ``fit`` reports the one used.
-        channels_last: convolution weights (and so activations) in NHWC while training; after
-            ``fit`` the model gets back the layout it came with (SSD's is NHWC already, by its
-            own ``channels_last``), so evaluation and the speed protocol see the usual one.
+        channels_last: convolution weights (and so activations) in NHWC while training (set here,
+            before DDP wraps the model); after ``fit`` the model gets back the layout it came with
+            (SSD's is NHWC already, by its own ``channels_last``), so evaluation and the speed
+            protocol see the usual one.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never), and after each iteration listed in ``validate_at``,
             on every rank (``predict`` is collective under DDP:
@@ -122,6 +123,10 @@ class Trainer:
         self.batch_norm = batch_norm_mode(model, self.distributed, device, sync_batch_norm)
         if self.batch_norm == "synchronised":
             nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
+        # NHWC before DDP wraps the model (its gradient buckets follow the parameters' layout)
+        self.restore_layout = channels_last and not uses_channels_last(model)
+        if channels_last:
+            set_channels_last(model, True)
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -212,13 +217,10 @@ class Trainer:
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
-        restore_layout = self.channels_last and not uses_channels_last(self.model)
-        if self.channels_last:
-            set_channels_last(self.model, True)
         try:
             stopped_on_time, loss_value = self._epochs(writer, start)
         finally:
-            if restore_layout:
+            if self.restore_layout:
                 set_channels_last(self.model, False)
             if writer is not None:
                 writer.close()
