@@ -18,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import (
-    answer,
     conditions,
     coverage,
     diagnostics,
     fidelity,
     galleries,
+    headline,
+    ladder,
     papers,
     plot_runs,
     plots,
@@ -40,7 +41,7 @@ from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 from analysis.section import Context, Section, run_sections
 from analysis.table import print_table, write_table
 
-PRINTED = ("accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
+PRINTED = ("headline", "accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
 
 
 def _errors(runs: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
@@ -165,7 +166,7 @@ def variance_section(ctx: Context) -> Section:
 # The report, in reading order: the answer, what bounds it, accuracy, speed, errors, studies, then
 # the appendix (sections marked appendix=True). A new study adds its section here.
 SECTIONS = [
-    answer.section,            # issue 27's headline (analysis/headline.py) takes this slot
+    headline.section,          # first: the answer (claims with effect, interval, verdict, conditions)
     conditions.section,
     accuracy_section,
     speed_section,
@@ -175,6 +176,7 @@ SECTIONS = [
     coverage.section,
     sweeps.section,
     robustness.section,
+    ladder.section,
     variance_section,
     papers_section,
     published_section,

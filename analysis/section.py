@@ -59,6 +59,12 @@ class Context:
         return self.runs.assign(group=self.runs["label"])
 
     @cached_property
+    def claims(self) -> pd.DataFrame:
+        """``claims.evaluate_claims`` on the labelled runs, once for every section that shows them."""
+        from analysis.claims import evaluate_claims  # claims -> significance -> runs: kept off import time
+        return evaluate_claims(self.labelled)
+
+    @cached_property
     def pairs(self) -> pd.DataFrame:
         """``significance.pairwise`` of the labelled runs: the paired bootstrap every verdict reads."""
         return pairwise(self.labelled)
@@ -76,6 +82,8 @@ class Context:
         """Accuracy and speed means per (group, dataset) with at least one finished seed, one row
         each: what the plots draw."""
         accuracy, speed = self.accuracy.data, self.speed.data
+        if "runtime" in speed:   # runtime rows (bench.runtimes) are the speed table's; the plots draw PyTorch's
+            speed = speed[speed["runtime"] == "pytorch"]
         means = accuracy.merge(speed, on=["group", "dataset"], how="outer",
                                suffixes=("", "_speed")) if len(accuracy) else accuracy
         return means[means["seeds"] > 0] if "seeds" in means else means

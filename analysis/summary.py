@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.runs import error_summary, ok_runs
+from analysis.stats import CALIBRATED_FROM_IMAGES, seed_image_interval
 from analysis.table import MISSING, Table, mean_std
 
 # metrics.json key -> (column label, scale for display, decimals)
@@ -23,7 +24,11 @@ ACCURACY_COLUMNS = {
 }
 SPEED_COLUMNS = {
     "fps_b1": ("img/s b1", 1, 1), "fps_b8": ("img/s b8", 1, 1),
-    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
+    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1),
+    # R-CNN / Fast R-CNN: the latency above includes selective search (the speed protocol's proposal stage)
+    "proposal_ms_b1": ("proposals b1 (ms)", 1, 1),
+    "latency_ms_p50_without_proposals_b1": ("latency p50 b1 without proposals (ms)", 1, 1),
+    "gmacs": ("GMACs", 1, 2),
     "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
     "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),
@@ -31,16 +36,28 @@ SPEED_COLUMNS = {
 
 
 def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
-    """' [low, high]': the runs' image-bootstrap interval (``<key>_ci_low/_ci_high``, averaged
-    over seeds) into ``row`` and as text; '' when no run holds one."""
+    """' [low, high]' into ``row`` and as text; '' when no run holds one. One seed: the run's
+    image-bootstrap interval. Two or more: the interval of the mean over seeds with seed-to-seed
+    variance inside (``stats.seed_image_interval``: t over the seeds' values plus the image variance,
+    the mean of ((high − low) / 3.92)² over the seeds). A † marks an interval from fewer images
+    than ``stats.CALIBRATED_FROM_IMAGES`` (where the calibrated default covered < 90%)."""
     if f"{key}_ci_low" not in ok:
         return ""
-    low = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce").mean()
-    high = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce").mean()
+    lows = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce")
+    highs = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce")
+    values = pd.to_numeric(ok[key], errors="coerce")
+    defined = ~(lows.isna() | highs.isna() | values.isna())
+    if defined.sum() >= 2:
+        image_var = float((((highs - lows)[defined] / 3.92) ** 2).mean())
+        low, high = seed_image_interval(values[defined].to_numpy(), image_var=image_var)
+    else:
+        low, high = lows.mean(), highs.mean()
     row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
     if pd.isna(low) or pd.isna(high):
         return ""
-    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
+    images = pd.to_numeric(ok["eval_images"], errors="coerce") if "eval_images" in ok else pd.Series(dtype=float)
+    mark = "†" if len(images.dropna()) and images.min() < CALIBRATED_FROM_IMAGES else ""
+    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]{mark}"
 
 
 def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table:
@@ -73,10 +90,36 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
     return Table(name, title, data, shown, note)
 
 
+def interval_note(runs: pd.DataFrame) -> str:
+    """Which interval method the runs used (``interval_method``; older folders: ``bootstrap_method``)
+    and the † footnote when some interval came from fewer images than the calibration covers."""
+    ok = ok_runs(runs)
+    methods = set()
+    for key in ("interval_method", "bootstrap_method"):
+        if key in ok:
+            methods |= set(ok[key].dropna().astype(str))
+            if methods:
+                break
+    note = f"Interval method: {', '.join(sorted(methods)) or 'not recorded'}."
+    images = pd.to_numeric(ok["eval_images"], errors="coerce").dropna() if "eval_images" in ok else []
+    if len(images) and images.min() < CALIBRATED_FROM_IMAGES:
+        note += (f" †: scored on fewer than {CALIBRATED_FROM_IMAGES} images, where the calibrated interval covered "
+                 "the true AP less than 90% of the time on a simulated population "
+                 "(benchmarks/results/interval_coverage.md): read it as too narrow.")
+    return note
+
+
 def accuracy_table(runs: pd.DataFrame) -> Table:
-    return summarise(runs, ACCURACY_COLUMNS, "accuracy",
-                     "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
-                     "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
+    table = summarise(runs, ACCURACY_COLUMNS, "accuracy",
+                      "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
+                      "mean ± std over seeds [95% interval: one seed, the image bootstrap; two or more, of the "
+                      "mean over seeds with seed-to-seed variance inside]")
+    table.note = " ".join(x for x in (table.note, interval_note(runs)) if x)
+    return table
+
+
+#: runtimes other than PyTorch whose speed keys a run may hold as ``<runtime>_<key>`` (bench.runtimes)
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 def speed_table(runs: pd.DataFrame) -> Table:
@@ -87,7 +130,28 @@ def speed_table(runs: pd.DataFrame) -> Table:
         lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
     if devices is not None and len(table.shown):
         table.shown.insert(2, "device", devices.to_numpy())
-    return table
+    return with_runtime_rows(table, runs)
+
+
+def with_runtime_rows(table: Table, runs: pd.DataFrame) -> Table:
+    """When runs hold runtime rows (``onnxruntime_fps_b1`` ...), a ``runtime`` column ("pytorch"
+    for the protocol's own rows) and one row per (group, dataset, runtime) after them: the same
+    columns, from the runtime's keys (GMACs and parameters are the network's, shared)."""
+    present = [r for r in RUNTIMES if f"{r}_fps_b1" in runs and runs[f"{r}_fps_b1"].notna().any()]
+    if not present or table.data.empty:
+        return table
+    data, shown = [table.data.assign(runtime="pytorch")], [table.shown.assign(runtime="pytorch")]
+    for runtime in present:
+        prefixed = {f"{runtime}_{k}": k for k in SPEED_COLUMNS if f"{runtime}_{k}" in runs}
+        of_runtime = runs[runs[f"{runtime}_fps_b1"].notna()].drop(columns=list(prefixed.values()), errors="ignore")
+        part = summarise(of_runtime.rename(columns=prefixed), SPEED_COLUMNS, table.name, table.title)
+        data.append(part.data.assign(runtime=runtime))
+        shown.append(part.shown.assign(runtime=runtime))
+    data, shown = pd.concat(data, ignore_index=True), pd.concat(shown, ignore_index=True)
+    shown.insert(1, "runtime", shown.pop("runtime"))
+    note = (table.note + " " if table.note else "") + ("Runtime rows: the network exported to ONNX and run by "
+                                                       "the runtime (fp32), pre/post-processing in PyTorch.")
+    return Table(table.name, table.title, data, shown, note)
 
 
 DATA_COLUMNS = ["classes", "split_id", "train_images", "val_images", "val_objects", "data_dropped",
