@@ -271,6 +271,7 @@ def test_a_failing_section_is_said_and_the_others_go_on(tmp_path, monkeypatch, c
         raise RuntimeError("no such numbers")
 
     monkeypatch.setattr(report, "SECTIONS", [broken, *report.SECTIONS])
+    _write_job(tmp_path / "0", "ssd300", 0, _metrics("ssd300", 0))
     text = build_report(tmp_path, print_tables=False).read_text()
     assert "section 'broken' failed: RuntimeError: no such numbers" in text
     assert text.index("## Speed") < text.index("## Appendix: Runs") < text.index("## Problems")
