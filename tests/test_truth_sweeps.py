@@ -66,3 +66,28 @@ def test_compares_lr_drop_follows_train_iterations(compose_config):
 def test_settings_that_would_train_wrong_are_refused_in_preflight(compose_config, overrides, message):
     with pytest.raises(PreflightError, match=message):
         check_settings(compose_config(["detector=yolov1_cpu", *overrides]))
+
+
+@pytest.mark.slow
+def test_detbench_resume_sweep_dir_finishes_what_is_unfinished_in_place(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY_RUN
+
+    sweep = tmp_path / "sweep"
+    python = [sys.executable, "-m", "experiments.run"]
+    first = subprocess.run([*python, "-m", "detector=yolov1_cpu", *TINY_RUN, "stages=[train]", "seed=0,1",
+                            f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    done, lost = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
+    kept = (done / "metrics.json").read_bytes()
+    (lost / "metrics.json").unlink()
+    shutil.rmtree(lost / "checkpoints")
+    (lost / "train_log.csv").unlink()          # a job that never got going
+    again = subprocess.run([*python, f"resume={sweep}"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (done / "metrics.json").read_bytes() == kept, "a finished job is left as it was"
+    assert json.loads((lost / "metrics.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in sweep.iterdir() if p.name[0].isdigit()) == [done.name, lost.name]
