@@ -27,7 +27,7 @@ from experiments.data.split_builder import build_split
 from experiments.data.transforms import build_policy
 from experiments.job import preflight
 from experiments.job.detector_facts import detector_facts
-from experiments.job.folder import RunFolder, decide, describe_error, write_metrics
+from experiments.job.folder import SCHEMA_VERSION, RunFolder, decide, describe_error, write_metrics
 from experiments.job.identity import device_name, model_facts, run_identity
 from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupted_record
 from experiments.job.layout import SAVED_CONFIG
@@ -36,6 +36,7 @@ from experiments.job.process import resolve_device, seed_everything, setup_distr
 from experiments.job.settings import check_config
 from experiments.job.sweep import sweep_resume_argv
 from experiments.stages import PREPARE, STAGES, StageContext
+from experiments.studies import proposal_stage
 from experiments.studies.robustness import robustness_weights
 
 log = logging.getLogger("detbench")
@@ -50,7 +51,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     rewritten after each."""
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = run_identity(cfg)
+    metrics = {"schema_version": SCHEMA_VERSION, **run_identity(cfg)}
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
     is_main = setup_distributed(cfg.device)   # first: rank 0 decides about the folder for all ranks
     lock = RunLock(out, bool(cfg.get("break_lock")))
@@ -124,6 +125,7 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     seed_everything(cfg.seed, cfg.deterministic)
     val_set = build_split(cfg.dataset, "val")
     model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
+    metrics.update(proposal_stage.attach(model, cfg))   # R-CNN, Fast R-CNN: their proposal source
     model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
     metrics["learn_difficult"] = model.learn_difficult
     train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
@@ -153,7 +155,15 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     years = OmegaConf.select(cfg, "dataset.years", default=None)
     metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
-    return StageContext(model, train_set, val_set, device, out, is_main, guard)
+    test_set = None
+    if "eval" in cfg.stages and str(cfg.eval.get("split", "val")) == "test":
+        if "test" in cfg.dataset:
+            test_set = build_split(cfg.dataset, "test")
+            metrics["test_images"] = len(test_set)
+        else:
+            log.warning("eval.split=test but dataset '%s' has no test split: scoring the validation split, "
+                        "which also served the choices (the report says so)", cfg.dataset.get("name"))
+    return StageContext(model, train_set, val_set, device, out, is_main, guard, test_set)
 
 
 def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):

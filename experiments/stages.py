@@ -30,8 +30,9 @@ from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
-from experiments.studies import robustness
+from experiments.studies import proposal_stage, robustness
 from experiments.studies.coverage import run_coverage
+from experiments.training.region_classifiers import second_training_phase
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
 
 log = logging.getLogger("detbench")
@@ -44,7 +45,8 @@ class StageContext:
     model: the detector, on ``device``, with its weights loaded; train_set: the training split
     as scanned by ``prepare_datasets`` (None when no train stage runs); val_set: the validation
     split; out: the run folder; is_main: rank 0 (the one that writes files); guard: the job's
-    interrupt guard (training defers a signal to the next iteration boundary)."""
+    interrupt guard (training defers a signal to the next iteration boundary); test_set: the held-out
+    test split the eval stage scores (``eval.split: test``), None when the dataset has none."""
     model: torch.nn.Module
     train_set: object | None
     val_set: object
@@ -52,6 +54,7 @@ class StageContext:
     out: Path
     is_main: bool
     guard: InterruptGuard | None = None
+    test_set: object | None = None
 
 
 def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -60,6 +63,12 @@ def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if not ctx.is_main:
         return {}
     return run_coverage(ctx.model, ctx.val_set, ctx.out, cfg.eval.coverage_images)
+
+
+def prepare_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Every job, before the named stages: the proposals of a detector that takes external ones
+    (``experiments.studies.proposal_stage``), then the coverage study."""
+    return {**proposal_stage.stage(cfg, ctx), **coverage_stage(cfg, ctx)}
 
 
 def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -78,7 +87,9 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     trainer = Trainer(model, ctx.train_set, optimizer, scheduler, device=ctx.device,
                       epochs=epochs_for(cfg.train.epochs, cfg.train.iterations, len(ctx.train_set),
                                         cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=ctx.out,
-                      seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
+                      seed=cfg.seed, num_workers=cfg.train.num_workers,
+                      precision=cfg.train.precision, precision_strict=cfg.train.precision_strict,
+                      channels_last=cfg.train.channels_last,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
                       max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
@@ -109,29 +120,40 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
                                        f"{before.text()}; after: {after.text()}): train_time_s is not a speed")
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
-    return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+    second = second_training_phase(cfg, ctx, trainer) if hasattr(model, "fit_after_training") else {}
+    return {**second, "train_time_s": result["train_time_s"],
+            "train_time_total_s": result["train_time_s"] + second.get("rcnn_fit_s", 0.0),   # + R-CNN's SVMs
+            "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy,
+            **{k: v for k, v in result.items() if k.startswith("train_")}}
+
+
+def eval_split(cfg: DictConfig, ctx: StageContext) -> tuple[str, object]:
+    """(name, dataset) the eval stage scores: the held-out test split when ``eval.split`` is test and
+    the dataset has one (no decision ever reads it), else the validation split."""
+    if str(cfg.eval.get("split", "val")) == "test" and ctx.test_set is not None:
+        return "test", ctx.test_set
+    return "val", ctx.val_set
 
 
 def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """Score ``ctx.val_set`` (``cfg.eval``): COCO metrics, their bootstrap intervals and the
-    evaluator's files in the run folder."""
+    """Score the eval split (``eval_split``; ``cfg.eval``): COCO metrics, their bootstrap intervals
+    and the evaluator's files in the run folder; ``eval_split`` says which split."""
     start = time.perf_counter()
-    result = score(ctx.model, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
-                   cfg.eval.max_images)
+    split, dataset = eval_split(cfg, ctx)
+    result = score(ctx.model, dataset, cfg.eval.batch_size, ctx.device, cfg.eval.backend, cfg.eval.max_images)
     if not ctx.is_main or result is None:
         return {}
-    save_evaluation(result, ctx.out, image_file_names(ctx.val_set))
-    save_samples(ctx.val_set, ctx.out / "samples", cfg.eval.samples)
-    keys = image_keys(ctx.val_set) if cfg.eval.bootstrap else None   # pairing in the report
+    save_evaluation(result, ctx.out, image_file_names(dataset))
+    save_samples(dataset, ctx.out / "samples", cfg.eval.samples)
+    keys = image_keys(dataset) if cfg.eval.bootstrap else None   # pairing in the report
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
-                                     image_keys=keys)
-    log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
-             result.metrics["map_50"], result.metrics["map_small"],
-             result.metrics["map_medium"], result.metrics["map_large"])
-    return {**result.metrics, **intervals, "eval_time_s": time.perf_counter() - start}
+                                     image_keys=keys, method=cfg.eval.interval_method)
+    log.info("AP %.1f%%  AP50 %.1f%%  APs %.1f%%  APm %.1f%%  APl %.1f%% (COCO, in %% like the report)",
+             *(100 * result.metrics[k] for k in ("map", "map_50", "map_small", "map_medium", "map_large")))
+    return {**result.metrics, **intervals, "eval_split": split, "eval_time_s": time.perf_counter() - start}
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
@@ -150,7 +172,7 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 #: runs for every job, before the stages the config names (no training needed).
-PREPARE: Callable[[DictConfig, StageContext], dict] = coverage_stage
+PREPARE: Callable[[DictConfig, StageContext], dict] = prepare_stage
 #: the stages a config may name (``stages=[...]``), in the order they run.
 STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
     "train": train_stage,

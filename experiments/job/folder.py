@@ -47,6 +47,9 @@ from experiments.job.resume_check import check_resume
 
 log = logging.getLogger("detbench")
 
+# metrics.json's layout: 2 (issue 27) adds interval_method, eval_images, eval_split, family facts;
+# folders without the key are version 1 (analysis.runs reads both and marks what is missing)
+SCHEMA_VERSION = 2
 STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
 MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
 

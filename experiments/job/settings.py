@@ -26,7 +26,9 @@ class TrainSchema:
     iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.training.trainer.epochs_for)
     batch_size: int = MISSING
     num_workers: int = MISSING
-    amp: bool = MISSING
+    precision: str = MISSING    # fp32 | bf16 | fp16 (experiments.training.precision)
+    precision_strict: bool = MISSING  # an unsupported precision is an error, not fp32 with a warning
+    channels_last: bool = MISSING  # NHWC convolutions while training
     grad_clip: float = MISSING
     log_every: int = MISSING
     val_every: int = MISSING    # epochs between validations (0: none during training)
@@ -53,6 +55,8 @@ class EvalSchema:
     check_images: bool = MISSING  # decode the scored images before training (experiments.job.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
+    split: str = MISSING     # test: the held-out test split when the dataset has one (else val)
+    interval_method: str = MISSING   # percentile | basic | bca (analysis.stats.INTERVAL_METHODS)
 
 
 @dataclass
@@ -96,6 +100,9 @@ def check_config(cfg: DictConfig) -> None:
     """Raise (ValueError or OmegaConf's ValidationError) if the config is malformed."""
     run_part = {k: cfg[k] for k in RunSchema.__dataclass_fields__ if k in cfg}
     _checked(RunSchema, run_part, "config")
+    if "amp" in cfg.train:
+        raise ValueError("train.amp is now train.precision (fp32 | bf16 | fp16; amp=true was bf16 on CPU, "
+                         "fp16 on CUDA)")
     _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
