@@ -37,3 +37,14 @@ def test_string_image_ids_are_the_ids_they_hold(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == plain
     assert main(_files(tmp_path, lambda gt, dt: dt[0].update(image_id="cat.jpg"))) == 2
     assert "image id 'cat.jpg' is not an integer" in capsys.readouterr().err
+
+
+def test_detbench_coverage_says_an_input_error_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "experiments.studies.coverage_cli", "dataset=voc",
+                           f"dataset.root={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "detbench-coverage: error:" in done.stderr and "nowhere" in done.stderr

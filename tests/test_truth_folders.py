@@ -103,3 +103,24 @@ def test_a_refused_cli_rerun_keeps_the_saved_config_and_log(tmp_path):
                            timeout=300)
     assert again.returncode != 0 and "holds a previous run" in again.stderr
     assert _snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_a_read_only_run_folder_is_named_by_preflight_not_a_logging_traceback():
+    """Hydra's own job logging on (the log file cannot be created): one line, exit 1."""
+    import shutil
+    import tempfile
+
+    from tests.test_run_signals import _as_nobody
+
+    shared = Path(tempfile.mkdtemp(prefix="detbench_ro_"))
+    try:
+        shared.chmod(0o755)
+        out = shared / "run"
+        out.mkdir(mode=0o755)            # root's: read-only for the child
+        done = _as_nobody(*TRAIN, f"hydra.run.dir={out}")
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert f"{out} is not writable" in done.stderr and "Traceback" not in done.stderr, done.stderr[-3000:]
+        assert "cannot write the log file" in done.stderr and list(out.iterdir()) == []
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -24,6 +24,7 @@ def _job(folder, status: str, error=None):
 def test_a_sweep_with_a_failed_job_exits_non_zero_after_writing_its_report(tmp_path):
     _job(tmp_path / "0-yolov1_cpu-seed0", "ok")
     _job(tmp_path / "1-yolov1_cpu-seed1", "failed", "RuntimeError: out of memory")
+    (tmp_path / ".submitit" / "1234").mkdir(parents=True)   # a launcher's own folder: not a job
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "sweep_stages": []})
     with pytest.raises(SystemExit) as stop:
         ReportOnMultirunEnd().on_multirun_end(config)
@@ -67,3 +68,28 @@ def test_compares_lr_drop_follows_the_training_budget(compose_config):
 def test_settings_that_would_train_wrong_are_refused_in_preflight(compose_config, overrides, message):
     with pytest.raises(PreflightError, match=message):
         check_settings(compose_config(["detector=yolov1_cpu", *overrides]))
+
+
+@pytest.mark.slow
+def test_detbench_resume_sweep_dir_finishes_what_is_unfinished_in_place(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY_RUN
+
+    sweep = tmp_path / "sweep"
+    python = [sys.executable, "-m", "experiments.run"]
+    first = subprocess.run([*python, "-m", "detector=yolov1_cpu", *TINY_RUN, "stages=[train]", "seed=0,1",
+                            f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    done, lost = sorted(p for p in sweep.iterdir() if p.name[0].isdigit())
+    kept = (done / "metrics.json").read_bytes()
+    (lost / "metrics.json").unlink()
+    shutil.rmtree(lost / "checkpoints")
+    (lost / "train_log.csv").unlink()          # a job that never got going
+    again = subprocess.run([*python, f"resume={sweep}"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (done / "metrics.json").read_bytes() == kept, "a finished job is left as it was"
+    assert json.loads((lost / "metrics.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in sweep.iterdir() if p.name[0].isdigit()) == [done.name, lost.name]

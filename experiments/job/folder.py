@@ -166,6 +166,9 @@ def decide(folder: RunFolder, cfg: DictConfig, is_main: bool, lock: RunLock | No
             verdict = folder.prepare(cfg)
         except FolderLocked as error:
             verdict = f"refused: {error}"
+        except OSError as error:   # the lock file cannot be created: a read-only folder
+            verdict = (f"refused: {folder.out} is not writable ({type(error).__name__}: {error}); "
+                       "choose another hydra.run.dir or fix its permissions")
         if verdict and lock is not None:
             lock.release()
     if dist.is_available() and dist.is_initialized():

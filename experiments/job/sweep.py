@@ -33,9 +33,11 @@ class SweepOutcome:
 
 
 def sweep_outcome(sweep_dir: Path) -> SweepOutcome:
-    """Read every job folder of ``sweep_dir`` (its direct subfolders but report/ and sweep_stages/)."""
+    """Read every job folder of ``sweep_dir``: its direct subfolders but report/, sweep_stages/,
+    rescore_*/ (detbench-rescore) and hidden ones (the submitit launcher's .submitit/)."""
     outcome = SweepOutcome()
-    for folder in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name not in NOT_JOBS):
+    for folder in sorted(p for p in Path(sweep_dir).iterdir()
+                         if p.is_dir() and p.name not in NOT_JOBS and not p.name.startswith((".", "rescore_"))):
         outcome.jobs += 1
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
