@@ -315,3 +315,22 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         rows += Claims(dataset, of_dataset, by_seed, latency).run()
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _accuracy(pairs: pd.DataFrame, dataset: str, a: str, b: str, metric: str = "map") -> dict:
+    """delta a − b of ``metric`` read from the Pairwise table (Holm over the table's pairs; sign
+    flipped when stored as b − a): for studies that test over the table's family (analysis.ladder)."""
+    rows = pairs[(pairs["dataset"] == dataset) & (pairs["metric"] == metric)] if len(pairs) else pairs
+    for x, y, sign in ((a, b, 1), (b, a, -1)):
+        hit = rows[(rows["a"] == x) & (rows["b"] == y)] if len(rows) else rows
+        if len(hit):
+            row = hit.iloc[0].to_dict()
+            if isinstance(row.get("problem"), str):
+                return {"problem": row["problem"]}
+            low, high = (row["low"], row["high"]) if sign > 0 else (-row["high"], -row["low"])
+            return {**{k: row.get(k) for k in ("seeds", "replicates", "crossed", "df", "p", "p_holm")},
+                    "delta": sign * row["delta"], "low": low, "high": high, "significant": row["p_holm"] < ALPHA}
+    return {"problem": "no paired replicates"}
+
+
+_side, _accuracy_text, _speed, _speed_text = side, accuracy_text, speed, speed_text   # analysis.ladder's names

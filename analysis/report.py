@@ -21,6 +21,7 @@ from analysis import (
     coverage,
     fidelity,
     headline,
+    ladder,
     papers,
     plot_runs,
     plots,
@@ -158,6 +159,7 @@ SECTIONS = [
     fidelity_section,
     significance_tables.section,
     significance_tables.variance_section,
+    ladder.section,
 ]
 
 

@@ -72,6 +72,8 @@ class Context:
         """Accuracy and speed means per (group, dataset) with at least one finished seed, one row
         each: what the plots draw."""
         accuracy, speed = self.accuracy.data, self.speed.data
+        if "runtime" in speed:   # runtime rows (bench.runtimes) are the speed table's; the plots draw PyTorch's
+            speed = speed[speed["runtime"] == "pytorch"]
         means = accuracy.merge(speed, on=["group", "dataset"], how="outer",
                                suffixes=("", "_speed")) if len(accuracy) else accuracy
         return means[means["seeds"] > 0] if "seeds" in means else means

@@ -44,16 +44,42 @@ def load_replicates(run_path) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
+def drawn_codes(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The two runs' replicate images as codes into one vocabulary of file name + content hash
+    keys (``key_ids`` / ``image_keys`` in bootstrap.npz): (vocabulary [V] str, codes_a [B, N],
+    codes_b [B', N'] int64; -1: an id without a key), or None for an npz written without keys.
+    Integer codes, not strings: B = 10,000 replicates of 400 images stay a 32 MB array."""
+    if any("image_keys" not in r or "key_ids" not in r for r in (a, b)):
+        return None
+    vocabulary = np.union1d(a["image_keys"], b["image_keys"])
+
+    def codes(reps):
+        order = np.argsort(reps["key_ids"])
+        ids, code = reps["key_ids"][order], np.searchsorted(vocabulary, reps["image_keys"][order])
+        pos = np.clip(np.searchsorted(ids, reps["image_ids"]), 0, max(len(ids) - 1, 0))
+        found = (ids[pos] == reps["image_ids"]) if len(ids) else np.zeros(reps["image_ids"].shape, bool)
+        return np.where(found, code[pos] if len(ids) else -1, -1)
+
+    return vocabulary, codes(a), codes(b)
+
+
 def same_images_problem(a: dict, b: dict) -> str | None:
-    """None when the two runs' replicates drew the same images of the same split on the same
-    classes, else why not."""
+    """None when the two runs' replicates drew the same images (by file name and content hash,
+    never by id: an id is often a position) of the same split on the same classes, else why not."""
     if str(a.get("split", "val")) != str(b.get("split", "val")):
         return f"scored on different splits ({a.get('split', 'val')} / {b.get('split', 'val')})"
-    for key, what in (("category_ids", "category ids"), ("image_ids", "image ids")):
-        x, y = a[key], b[key]
+    codes = drawn_codes(a, b)
+    if codes is None:
+        return ("bootstrap.npz without image file names and hashes (written before they were saved): "
+                "re-run stages=[eval] on it to pair it")
+    vocabulary, codes_a, codes_b = codes
+    for what, x, y, names in (("category ids", a["category_ids"], b["category_ids"], None),
+                              ("images (file name#content hash)", codes_a, codes_b, vocabulary)):
         if x.shape != y.shape or not np.array_equal(x, y):
             only_a = sorted(set(np.unique(x).tolist()) - set(np.unique(y).tolist()))
             only_b = sorted(set(np.unique(y).tolist()) - set(np.unique(x).tolist()))
+            if names is not None:
+                only_a, only_b = ([str(names[c]) if c >= 0 else "?" for c in o] for o in (only_a, only_b))
             if only_a or only_b:
                 return f"different {what}: only in one {only_a[:5]}, only in the other {only_b[:5]}"
             return f"same {what} but different replicates (bootstrap seed or count differs)"
@@ -136,11 +162,14 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
-    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds."""
+    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds; a run
+    with ``speed_reliable: false`` (the busy-machine guard) is left out."""
     key, out = f"latency_ms_samples_b{batch}", {}
     if key not in runs:
         return out
     for _, run in ok_runs(runs).iterrows():
+        if run.get("speed_reliable") is False:   # timed on a busy machine: in no speed claim
+            continue
         if isinstance(run[key], str) and run[key].strip():
             values = np.array([float(x) for x in run[key].split()])
             out.setdefault((run["dataset"], run["group"]), []).append(values)

@@ -24,7 +24,11 @@ ACCURACY_COLUMNS = {
 }
 SPEED_COLUMNS = {
     "fps_b1": ("img/s b1", 1, 1), "fps_b8": ("img/s b8", 1, 1),
-    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
+    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1),
+    # R-CNN / Fast R-CNN: the latency above includes selective search (the speed protocol's proposal stage)
+    "proposal_ms_b1": ("proposals b1 (ms)", 1, 1),
+    "latency_ms_p50_without_proposals_b1": ("latency p50 b1 without proposals (ms)", 1, 1),
+    "gmacs": ("GMACs", 1, 2),
     "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
     "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),
@@ -114,6 +118,10 @@ def accuracy_table(runs: pd.DataFrame) -> Table:
     return table
 
 
+#: runtimes other than PyTorch whose speed keys a run may hold as ``<runtime>_<key>`` (bench.runtimes)
+RUNTIMES = ("onnxruntime", "openvino")
+
+
 def speed_table(runs: pd.DataFrame) -> Table:
     table = summarise(runs, SPEED_COLUMNS, "speed",
                       "Speed (images/s at batch 1 and 8, latency, GMACs per image, "
@@ -122,7 +130,28 @@ def speed_table(runs: pd.DataFrame) -> Table:
         lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
     if devices is not None and len(table.shown):
         table.shown.insert(2, "device", devices.to_numpy())
-    return table
+    return with_runtime_rows(table, runs)
+
+
+def with_runtime_rows(table: Table, runs: pd.DataFrame) -> Table:
+    """When runs hold runtime rows (``onnxruntime_fps_b1`` ...), a ``runtime`` column ("pytorch"
+    for the protocol's own rows) and one row per (group, dataset, runtime) after them: the same
+    columns, from the runtime's keys (GMACs and parameters are the network's, shared)."""
+    present = [r for r in RUNTIMES if f"{r}_fps_b1" in runs and runs[f"{r}_fps_b1"].notna().any()]
+    if not present or table.data.empty:
+        return table
+    data, shown = [table.data.assign(runtime="pytorch")], [table.shown.assign(runtime="pytorch")]
+    for runtime in present:
+        prefixed = {f"{runtime}_{k}": k for k in SPEED_COLUMNS if f"{runtime}_{k}" in runs}
+        of_runtime = runs[runs[f"{runtime}_fps_b1"].notna()].drop(columns=list(prefixed.values()), errors="ignore")
+        part = summarise(of_runtime.rename(columns=prefixed), SPEED_COLUMNS, table.name, table.title)
+        data.append(part.data.assign(runtime=runtime))
+        shown.append(part.shown.assign(runtime=runtime))
+    data, shown = pd.concat(data, ignore_index=True), pd.concat(shown, ignore_index=True)
+    shown.insert(1, "runtime", shown.pop("runtime"))
+    note = (table.note + " " if table.note else "") + ("Runtime rows: the network exported to ONNX and run by "
+                                                       "the runtime (fp32), pre/post-processing in PyTorch.")
+    return Table(table.name, table.title, data, shown, note)
 
 
 DATA_COLUMNS = ["classes", "split_id", "train_images", "val_images", "val_objects", "data_dropped",

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, clip_boxes_to_image, roi_pool
 
@@ -50,7 +50,9 @@ class SingleMapRoIPool(nn.Module):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor],
                 image_shapes: list[tuple[int, int]]) -> Tensor:
-        return roi_pool(features[self.feature_name], proposals,
+        # torchvision's roi_pool has no bf16 CPU kernel and no CPU autocast rule: pool in fp32
+        # (a no-op in fp32 training; under autocast the next layer casts back).
+        return roi_pool(features[self.feature_name].float(), proposals,
                         (self.output_size, self.output_size), self.spatial_scale)
 
     def extra_repr(self) -> str:
@@ -154,6 +156,46 @@ class FasterRCNN(Detector):
         pooled = heads.box_roi_pool(features, proposals, input_sizes)  # [sum P, C, 7, 7]
         return heads.box_predictor(heads.box_head(pooled))
 
+    # ---- the network as two exportable parts (experiments.speed.export) ---------------------------
+    def rpn_head_outputs(self, images: Tensor) -> tuple[Tensor, ...]:
+        """The first exportable part, backbone and the RPN's convolutions: images [B, 3, H, W]
+        (preprocessed) -> (feature maps [B, C, h, w] per level ..., objectness [B, A, h, w] per
+        level ..., box deltas [B, 4A, h, w] per level ...): L maps give 3 L tensors."""
+        maps = list(self.features(images).values())
+        objectness, deltas = self.rpn.head(maps)
+        return (*maps, *objectness, *deltas)
+
+    def box_head_outputs(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """The second exportable part: pooled RoIs [P, C, 7, 7] -> class logits [P, C+1] and
+        class-specific box deltas [P, 4(C+1)] (fc6, fc7, predictor)."""
+        return self.roi_heads.box_predictor(self.roi_heads.box_head(pooled))
+
+    @torch.no_grad()
+    def network_from_parts(self, batch: Batch, first_part=None, second_part=None) -> dict:
+        """The eval ``network`` with its two exportable parts given as callables (default: this
+        module's ``rpn_head_outputs`` and ``box_head_outputs``; an exported graph in a runtime).
+        What runs here, in PyTorch, between them: anchors, proposal decoding, the RPN's per-level
+        top-n, clipping, small-box filter and NMS, and RoI pooling. Same dict as ``network``."""
+        outputs = list((first_part or self.rpn_head_outputs)(batch.images))
+        levels = len(outputs) // 3
+        maps, objectness, deltas = outputs[:levels], outputs[levels:2 * levels], outputs[2 * levels:]
+        image_list = ImageList(batch.images, batch.input_sizes)
+        anchors = self.rpn.anchor_generator(image_list, maps)                     # per image [sum A h w, 4]
+        per_level = [o[0].numel() for o in objectness]                             # A h w per level
+        scores, deltas = concat_box_prediction_layers(objectness, deltas)
+        proposals = self.rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
+        proposals, _ = self.rpn.filter_proposals(proposals, scores, batch.input_sizes, per_level)
+        features = OrderedDict(zip(self.feature_names(batch.images), maps))
+        pooled = self.roi_heads.box_roi_pool(features, proposals, batch.input_sizes)  # [sum P, C, 7, 7]
+        class_logits, box_regression = (second_part or self.box_head_outputs)(pooled)
+        return {"class_logits": class_logits, "box_regression": box_regression, "proposals": proposals}
+
+    def feature_names(self, images: Tensor) -> list[str]:
+        """The backbone's feature-map names in order ("0" for one map), from one meta-device pass."""
+        if "_feature_names" not in self.__dict__:
+            self.__dict__["_feature_names"] = list(meta_features(self.backbone, images[:1]))
+        return self.__dict__["_feature_names"]
+
     # ---- weights ------------------------------------------------------------------------------
     def set_normalization(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         self.transform.image_mean = [float(v) for v in mean]
@@ -240,9 +282,9 @@ def best_iou_of(rpn: RegionProposalNetwork, gt: Tensor, anchors: Tensor, fg: Ten
     return rpn.box_similarity(gt, anchors[fg]).gather(0, owner[None]).squeeze(0)
 
 
-def feature_map_sizes_of_input(backbone: nn.Module, images: Tensor) -> list[tuple[int, int]]:
-    """(h, w) of every feature map ``backbone`` gives for the network input ``images``
-    [B, 3, H, W] (already transformed); on the meta device: shapes, no arithmetic."""
+def meta_features(backbone: nn.Module, images: Tensor) -> OrderedDict[str, Tensor]:
+    """The feature maps ``backbone`` gives for the network input ``images`` [B, 3, H, W] (already
+    transformed), as meta-device tensors: names and shapes, no arithmetic."""
     modes = [(m, m.training) for m in backbone.modules()]
     backbone.eval()
     try:
@@ -253,8 +295,13 @@ def feature_map_sizes_of_input(backbone: nn.Module, images: Tensor) -> list[tupl
     finally:
         for module, training in modes:
             module.training = training
-    maps = features.values() if isinstance(features, dict) else [features]
-    return [(int(f.shape[-2]), int(f.shape[-1])) for f in maps]
+    return features if isinstance(features, dict) else OrderedDict([("0", features)])
+
+
+def feature_map_sizes_of_input(backbone: nn.Module, images: Tensor) -> list[tuple[int, int]]:
+    """(h, w) of every feature map ``backbone`` gives for the network input ``images``
+    [B, 3, H, W] (already transformed); on the meta device: shapes, no arithmetic."""
+    return [(int(f.shape[-2]), int(f.shape[-1])) for f in meta_features(backbone, images).values()]
 
 
 def feature_map_sizes(transform: GeneralizedRCNNTransform, backbone: nn.Module,

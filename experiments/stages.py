@@ -22,13 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation import save_evaluation
 from experiments.evaluation.bootstrap import INTERVAL_METHOD, bootstrap_evaluation
-from experiments.evaluation.files import image_file_names, save_samples
+from experiments.evaluation.files import image_file_names, image_keys, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
-from experiments.job.interrupts import InterruptGuard
+from experiments.job.interrupts import InterruptGuard, sweep_dir
+from experiments.job.layout import last_checkpoint
 from experiments.speed.benchmark import benchmark
-from experiments.studies import robustness
+from experiments.speed.busy_guard import guarded, read_machine
+from experiments.speed.runtime_rows import benchmark_runtimes
+from experiments.studies import proposal_stage, robustness
 from experiments.studies.coverage import run_coverage
+from experiments.training.region_classifiers import second_training_phase
 from experiments.training.trainer import Trainer, epochs_for, warmup_then
 
 log = logging.getLogger("detbench")
@@ -61,6 +65,12 @@ def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     return run_coverage(ctx.model, ctx.val_set, ctx.out, cfg.eval.coverage_images)
 
 
+def prepare_stage(cfg: DictConfig, ctx: StageContext) -> dict:
+    """Every job, before the named stages: the proposals of a detector that takes external ones
+    (``experiments.studies.proposal_stage``), then the coverage study."""
+    return {**proposal_stage.stage(cfg, ctx), **coverage_stage(cfg, ctx)}
+
+
 def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """Train ``ctx.model`` on ``ctx.train_set`` (``cfg.train``), validating on ``ctx.val_set``."""
     model, guard = ctx.model, ctx.guard
@@ -77,7 +87,9 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     trainer = Trainer(model, ctx.train_set, optimizer, scheduler, device=ctx.device,
                       epochs=epochs_for(cfg.train.epochs, cfg.train.iterations, len(ctx.train_set),
                                         cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=ctx.out,
-                      seed=cfg.seed, num_workers=cfg.train.num_workers, amp=cfg.train.amp,
+                      seed=cfg.seed, num_workers=cfg.train.num_workers,
+                      precision=cfg.train.precision, precision_strict=cfg.train.precision_strict,
+                      channels_last=cfg.train.channels_last,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
                       max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
@@ -86,21 +98,36 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     if cfg.train.freeze_batch_norm:
         log.info("train.freeze_batch_norm: %d BatchNorm layers kept in eval mode",
                  preflight.freeze_batch_norm(model))
-    if cfg.resume:
+    fresh = not (last_checkpoint(ctx.out).is_file() or (ctx.out / "train_log.csv").is_file())
+    if cfg.resume and fresh and sweep_dir() is not None:   # detbench resume=SWEEP_DIR: a job that
+        log.info("resume=true: %s holds no training yet; training from the start", ctx.out)  # never ran
+    elif cfg.resume:   # a single run without a checkpoint: an error naming the file
         trainer.resume()
     if guard is not None:
         guard.deferring = True   # a signal now stops at the next iteration boundary
+    before = read_machine() if ctx.is_main else None   # train_time_s is a timing too
     try:
         result = trainer.fit()
     finally:
         if guard is not None:
             guard.deferring = False
+    busy = {}
+    if before is not None:
+        after = read_machine()
+        busy = {"train_time_reliable": not (before.disturbed or after.disturbed)}
+        if not busy["train_time_reliable"]:
+            busy["train_time_note"] = (f"trained on a busy machine ({before.why or after.why}; before: "
+                                       f"{before.text()}; after: {after.text()}): train_time_s is not a speed")
     log.info("trained %d iterations in %.0f s, final loss %.4f", result["iterations"],
              result["train_time_s"], result["final_loss"])
-    return {"train_time_s": result["train_time_s"], "train_iterations": result["iterations"],
+    second = second_training_phase(cfg, ctx, trainer) if hasattr(model, "fit_after_training") else {}
+    return {**second, "train_time_s": result["train_time_s"],
+            "train_time_total_s": result["train_time_s"] + second.get("rcnn_fit_s", 0.0),   # + R-CNN's SVMs
+            "train_iterations": result["iterations"],
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
-            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"]}
+            "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy,
+            **{k: v for k, v in result.items() if k.startswith("train_")}}
 
 
 def eval_split(cfg: DictConfig, ctx: StageContext) -> tuple[str, object]:
@@ -121,8 +148,9 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
         return {}
     save_evaluation(result, ctx.out, image_file_names(dataset))
     save_samples(dataset, ctx.out / "samples", cfg.eval.samples)
+    keys = image_keys(dataset) if cfg.eval.bootstrap else None   # pairing in the report
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
-                                     method=cfg.eval.get("interval_method", INTERVAL_METHOD))
+                                     image_keys=keys, method=cfg.eval.get("interval_method", INTERVAL_METHOD))
     log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
              result.metrics["map_50"], result.metrics["map_small"],
              result.metrics["map_medium"], result.metrics["map_large"])
@@ -130,14 +158,22 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``; rank 0 only."""
+    """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
+    ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
+    (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
+    ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
     if not ctx.is_main:
         return {}
-    return benchmark(ctx.model, device=ctx.device, **OmegaConf.to_container(cfg.bench, resolve=True))
+    bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    runtimes = bench.pop("runtimes", None) or ["pytorch"]
+    if list(runtimes) == ["pytorch"]:
+        return guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")
+    return guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench),
+                   "the speed stage")
 
 
 #: runs for every job, before the stages the config names (no training needed).
-PREPARE: Callable[[DictConfig, StageContext], dict] = coverage_stage
+PREPARE: Callable[[DictConfig, StageContext], dict] = prepare_stage
 #: the stages a config may name (``stages=[...]``), in the order they run.
 STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
     "train": train_stage,

@@ -24,7 +24,8 @@ def _fabricate(folder, detector, seed, ap: dict, noise: float, latency_ms: float
     replicates are ap + common image noise (shared by every run: paired) + its own noise."""
     folder.mkdir(parents=True)
     ids = shared_ids if shared_ids is not None else np.sort(np.random.default_rng(0).integers(0, N, (B, N)), axis=1)
-    arrays = {"image_ids": ids, "category_ids": np.arange(1, 6)}
+    arrays = {"image_ids": ids, "category_ids": np.arange(1, 6), "key_ids": np.unique(ids),
+              "image_keys": np.array([f"{i:06d}.jpg#{i:016x}" for i in np.unique(ids)])}
     metrics = {"detector": detector, "dataset": "synthetic", "seed": seed, "status": "ok", "error": None,
                "overrides": [f"detector={detector}", f"seed={seed}"], "device": "cpu",
                "fps_b1": 1000 / latency_ms,
@@ -111,7 +112,7 @@ def test_runs_on_different_images_are_not_paired(tmp_path):
     runs["group"] = runs["detector"]
     pairs = pairwise(runs)
     assert (pairs["verdict"] == "not testable").all()
-    assert "different image ids" in pairs["problem"].iloc[0]
+    assert "different images (file name#content hash)" in pairs["problem"].iloc[0]
 
 
 def test_holm_correction():

@@ -164,5 +164,6 @@ def test_an_old_run_folder_is_read_and_what_it_lacks_is_said(tmp_path):
     assert "written before issue 27" in text and "do not record which split" in text
     assert "split ? (not recorded)" in text and "Interval method: percentile." in text
     claims = _claims(tmp_path / "runs")
-    assert _verdict(claims, "(a)", "AP") == PROVISIONAL.format(SUPPORTED)
-    assert _verdict(claims, "(c)") == NOT_TESTABLE
+    # their bootstrap.npz holds no image file names + hashes: a claim cannot pair them, and says so
+    assert _verdict(claims, "(a)", "AP") == NOT_TESTABLE and _verdict(claims, "(c)") == NOT_TESTABLE
+    assert "re-run stages=[eval]" in claims[claims["metric"] == "AP"]["evidence"].iloc[0]

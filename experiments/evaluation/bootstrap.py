@@ -110,10 +110,14 @@ class BootstrapResult:
                 "bootstrap_level": self.level, "bootstrap_method": self.method, "interval_method": self.method,
                 "eval_images": int(self.image_ids.shape[1])}
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, image_keys: dict[int, str] | None = None) -> None:
         """An .npz: image_ids [B, N], category_ids [K], one float64 [B] array per metric and
-        point_<metric> scalars, so anyone can re-score a replicate or pair two runs."""
-        np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids,
+        point_<metric> scalars, so anyone can re-score a replicate or pair two runs; with
+        ``image_keys``, also key_ids [M] and image_keys [M] (see ``bootstrap_evaluation``)."""
+        keys = {} if image_keys is None else {
+            "key_ids": np.array(list(image_keys), dtype=np.int64),
+            "image_keys": np.array(list(image_keys.values()), dtype=str)}
+        np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids, **keys,
                             level=self.level, method=self.method, seed=self.seed,
                             **self.replicates, **{f"point_{k}": v for k, v in self.point.items()})
 
@@ -189,10 +193,14 @@ def paired_bootstrap(gt: GroundTruthTable, dt_a: DetectionTable, dt_b: Detection
 
 
 def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None = None,
-                         level: float = 0.95, method: str = INTERVAL_METHOD) -> dict:
+                         level: float = 0.95, image_keys: dict[int, str] | None = None,
+                         method: str = INTERVAL_METHOD) -> dict:
     """A run's intervals: the bootstrap of an ``EvaluationResult``'s tables -> metrics.json keys,
-    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``). replicates 0:
-    off (only ``eval_images``); ``method``: ``analysis.stats.INTERVAL_METHODS``; negative, or a bad seed: ValueError."""
+    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``) with
+    ``image_keys`` (image id -> file name + content hash, ``experiments.evaluation.files``) as
+    ``key_ids`` [M] int64 and ``image_keys`` [M] str, so the report pairs runs by image content,
+    never by id. ``method``: ``analysis.stats.INTERVAL_METHODS``. replicates 0: off (only
+    ``eval_images``); negative, or a bad seed: ValueError."""
     if isinstance(replicates, numbers.Integral) and not isinstance(replicates, bool) and replicates == 0:
         return {"eval_images": len(result.ground_truth.image_ids)}
     category_ids = [c for c, _ in result.categories]
@@ -203,5 +211,5 @@ def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None
     if max(gaps, default=0.0) > 1e-9:  # the identity replicate is the evaluator's numbers; say so if not
         log.warning("bootstrap: the identity replicate differs from the evaluation by %.3g", max(gaps))
     if folder is not None:
-        out.save(Path(folder) / "bootstrap.npz")
+        out.save(Path(folder) / "bootstrap.npz", image_keys)
     return out.as_metrics()

@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             gt, dt, categories = tables_from_coco(ground_truth, results)
         except ValueError as error:
             raise ValueError(f"{args.gt} / {args.dt}: {error}") from None
+        if not (~gt.iscrowd).any():
+            raise ValueError(f"{args.gt}: the ground truth has no (non-crowd) annotation "
+                             f"({len(gt.image_ids)} images): every AP would be NaN, there is nothing to score")
         result = score_tables(gt, dt, categories, args.backend)
         output = dict(result.metrics)
         if args.bootstrap is not None:

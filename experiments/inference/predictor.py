@@ -175,7 +175,8 @@ class Predictor:
         copy_s = t() - t0
         kept_per_detector, records = [], []  # records[k][i]: detector k's results on frame i
         for k, (detector, timer) in enumerate(zip(self.detectors, self.timers)):
-            (pre, net, post), detections = timer(images)
+            (proposal, pre, net, post), detections = timer(images)
+            pre += proposal   # R-CNN / Fast R-CNN's selective search counts as pre-processing here
             t0 = t()
             kept = [keep(d, opts.score_thresh, self.labels[k]) for d in detections]
             records.append([coco_records(detection, detector.label_to_category_id, frame.index, **_where(frame))

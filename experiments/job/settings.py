@@ -26,7 +26,9 @@ class TrainSchema:
     iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.training.trainer.epochs_for)
     batch_size: int = MISSING
     num_workers: int = MISSING
-    amp: bool = MISSING
+    precision: str = MISSING    # fp32 | bf16 | fp16 (experiments.training.precision)
+    precision_strict: bool = MISSING  # an unsupported precision is an error, not fp32 with a warning
+    channels_last: bool = MISSING  # NHWC convolutions while training
     grad_clip: float = MISSING
     log_every: int = MISSING
     val_every: int = MISSING    # epochs between validations (0: none during training)
@@ -75,6 +77,8 @@ class RunSchema:
     device: str = MISSING
     resume: bool = MISSING
     overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
+    break_lock: bool = MISSING  # take over a run folder another job's lock names (experiments.job.lock)
+    resume_changes: str = MISSING  # refuse | allow: result-changing settings on resume (experiments.job.resume_check)
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
@@ -96,14 +100,18 @@ def check_config(cfg: DictConfig) -> None:
     """Raise (ValueError or OmegaConf's ValidationError) if the config is malformed."""
     run_part = {k: cfg[k] for k in RunSchema.__dataclass_fields__ if k in cfg}
     _checked(RunSchema, run_part, "config")
+    if "amp" in cfg.train:
+        raise ValueError("train.amp is now train.precision (fp32 | bf16 | fp16; amp=true was bf16 on CPU, "
+                         "fp16 on CUDA)")
     _checked(TrainSchema, cfg.train, "train")
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:
         _checked(RobustnessSchema, cfg.robustness, "robustness")
-        from experiments.data.corrupted import check_corruptions
+        from experiments.data.corrupted import robustness_plan
 
-        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
+        robustness_plan(cfg.robustness.corruptions, cfg.robustness.severities, cfg.robustness.images,
+                        cfg.robustness.num_workers)
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")
