@@ -21,6 +21,7 @@ otherwise the pair is *not testable*, naming what differs.
 """
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
 from pathlib import Path
@@ -159,6 +160,33 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
                                   "significant" if p_holm < ALPHA else "within noise")
             rows += block
     return pd.DataFrame(rows)
+
+
+def interleaved_samples(runs: pd.DataFrame) -> dict:
+    """(dataset, group) -> float [n] ms from the sweep-level interleaved timing
+    (``<sweep>/sweep_stages/interleaved_latency.json``, written by
+    ``experiments.studies.interleaved_latency``: real validation images, detectors alternating in one
+    process); {} when no sweep folder of these runs holds one."""
+    ok = ok_runs(runs)
+    if not len(ok):
+        return {}
+    by_path = {str(Path(p).resolve()): (d, g) for p, d, g in zip(ok["path"], ok["dataset"], ok["group"])}
+    out, seen = {}, set()
+    for path in ok["path"]:
+        for folder in Path(path).resolve().parents:
+            found = folder / "sweep_stages" / "interleaved_latency.json"
+            if found in seen or not found.is_file():
+                continue
+            seen.add(found)
+            try:
+                timed = json.loads(found.read_text()).get("runs", {})
+            except (OSError, ValueError):
+                continue
+            for run, entry in timed.items():
+                key = by_path.get(str(Path(run).resolve()))
+                if key is not None and entry.get("samples_ms"):
+                    out[key] = np.asarray(entry["samples_ms"], dtype=float)
+    return out
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
