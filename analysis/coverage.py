@@ -105,7 +105,7 @@ def plot_coverage_vs_size(coverage: pd.DataFrame, summary: pd.DataFrame, out_dir
             if len(match) and "map_small_mean" in match:
                 right.errorbar(x, [100 * match[f"map_{b}_mean"].iat[0] for b in BUCKETS],
                                yerr=_ap_error_bars(match.iloc[0]), capsize=4, label=row.group, **style)
-        for ax, ylabel, title in ((left, "objects reached at the IoU threshold (%)", "Assignment coverage (no training)"),
+        for ax, ylabel, title in ((left, "reached at the IoU threshold (%)", "Assignment coverage (no training)"),
                                   (right, "COCO AP@[.5:.95] (%)", "AP by object size (after training)")):
             ax.set_xticks(x, ["small\n(< 32² px)", "medium", "large\n(> 96² px)"])
             ax.set_ylabel(ylabel)
