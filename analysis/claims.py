@@ -26,6 +26,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.provenance import training_facts
 from analysis.runs import SCRATCH, family_of, ok_runs
 from analysis.significance import (
     gap_of,
@@ -326,23 +327,18 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd
         # interleaved timing of real images when the sweep ran it for two or more of these groups
         rows += Claims(dataset, of_dataset, by_seed, timed if len(timed) >= 2 else latency,
                        "interleaved, real val images" if len(timed) >= 2 else "separate bench stages").run()
-    return pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
 
 
-def _accuracy(pairs: pd.DataFrame, dataset: str, a: str, b: str, metric: str = "map") -> dict:
-    """delta a − b of ``metric`` read from the Pairwise table (Holm over the table's pairs; sign
-    flipped when stored as b − a): for studies that test over the table's family (analysis.ladder)."""
-    rows = pairs[(pairs["dataset"] == dataset) & (pairs["metric"] == metric)] if len(pairs) else pairs
-    for x, y, sign in ((a, b, 1), (b, a, -1)):
-        hit = rows[(rows["a"] == x) & (rows["b"] == y)] if len(rows) else rows
-        if len(hit):
-            row = hit.iloc[0].to_dict()
-            if isinstance(row.get("problem"), str):
-                return {"problem": row["problem"]}
-            low, high = (row["low"], row["high"]) if sign > 0 else (-row["high"], -row["low"])
-            return {**{k: row.get(k) for k in ("seeds", "replicates", "crossed", "df", "p", "p_holm")},
-                    "delta": sign * row["delta"], "low": low, "high": high, "significant": row["p_holm"] < ALPHA}
-    return {"problem": "no paired replicates"}
+def _training(ok: pd.DataFrame, dataset: str, detectors: str) -> str:
+    """The training behind a claim: each named detector's budget and cost (its first seed), and
+    'still improving' where its last validations were (the claim may move with a longer schedule)."""
+    parts = []
+    for group in [g.strip() for g in detectors.split(",") if g.strip()]:
+        rows = ok[(ok["dataset"] == dataset) & (ok["group"] == group)]
+        facts = training_facts(rows.iloc[0].to_dict()) if len(rows) else ""
+        if facts:
+            parts.append(f"{group}: {facts}")
+    return "; ".join(parts)
 
-
-_side, _accuracy_text, _speed, _speed_text = side, accuracy_text, speed, speed_text   # analysis.ladder's names

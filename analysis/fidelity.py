@@ -239,9 +239,14 @@ def fidelity_markdown() -> str:
     return fidelity_frame().to_markdown(index=False) + "\n"
 
 
-def fidelity_table() -> Table:
-    """The report's copy of the README table: one row per (paper_* experiment, setting)."""
+def fidelity_table(runs: pd.DataFrame | None = None) -> Table:
+    """The report's copy of the README table: one row per (paper_* experiment, setting); given
+    ``runs``, only the experiments they ran (``experiment=paper_*`` in their overrides)."""
     frame = fidelity_frame()
+    if runs is not None:
+        ran = {o.split("=", 1)[1] for overrides in runs["overrides"].fillna("") for o in str(overrides).split()
+               if o.startswith("experiment=")}
+        frame = frame[frame["experiment"].isin(ran)]
     return Table("paper_fidelity", "Paper setting vs detbench (from conf/experiment/paper_*.yaml)",
                  frame, frame, "Every 'no' is a declared deviation; see README.md.")
 

@@ -12,7 +12,10 @@ import pandas as pd
 from analysis.claims import NOT_TESTABLE
 from analysis.runs import ok_runs
 from analysis.section import Context, Section
+from analysis.significance_tables import claims_table
 from analysis.table import Table
+
+TITLE = "The answer"
 
 
 def effect_text(row) -> str:
@@ -86,10 +89,11 @@ def headline_sentences(claims: pd.DataFrame) -> list[str]:
 
 
 def section(ctx: Context) -> Section | None:
-    """The headline table first, then the split sentence and one sentence per claim."""
+    """"The answer": the headline table first, then the claims with their evidence, the split
+    sentence and one sentence per claim (the page puts this section first)."""
     claims = ctx.claims
     if not len(claims):
         return None
-    return Section("Headline", [headline_table(claims)],
+    return Section(TITLE, [headline_table(claims), claims_table(ctx.labelled, claims=claims)],
                    sentences=[s for s in (split_sentence(ctx.runs), schema_sentence(ctx.runs)) if s]
                    + headline_sentences(claims))

@@ -19,10 +19,20 @@ import re
 
 import pandas as pd
 
-from analysis.claims import CONTRADICTED, SUPPORTED, UNRESOLVED, _accuracy, _accuracy_text, _side, _speed, _speed_text
+from analysis.claims import (
+    CONTRADICTED,
+    SUPPORTED,
+    UNRESOLVED,
+    accuracy_text,
+    side,
+    speed,
+    speed_text,
+    verdict,
+    with_holm,
+)
 from analysis.runs import FAMILY_NAME_RULES, ok_runs
 from analysis.section import Context, Section
-from analysis.significance import latency_samples, pairwise
+from analysis.significance import latency_samples, metric_of, paired_stat, replicates_by_seed
 from analysis.table import Table
 
 #: rung -> detector-name pattern, in the ladder's order.
@@ -73,9 +83,13 @@ def ladder_table(runs: pd.DataFrame) -> Table:
                  "on the dataset's images, one core each. Training s: gradient iterations (+ R-CNN's SVM phase).")
 
 
-def ladder_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
+def ladder_claims(runs: pd.DataFrame) -> Table:
+    """Claims (f) and (g) of the seed article, tested like claims (a)-(e) (``analysis.claims``):
+    accuracy as paired A − B differences with seeds inside the interval, Holm over the claim's own
+    comparisons; latency as the difference of medians with its bootstrap interval."""
     ok = ok_runs(runs)
     latency = latency_samples(runs)
+    by_seed = replicates_by_seed(ok)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         groups = dict(zip(of_dataset["group"], of_dataset["detector"]))
@@ -86,18 +100,20 @@ def ladder_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
         seconds = of_dataset.assign(s=pd.to_numeric(of_dataset.get("train_time_total_s", of_dataset["train_time_s"]),
                                                     errors="coerce").fillna(of_dataset["train_time_s"]))
         seconds = seconds.groupby("group")["s"].mean().to_dict()
-        sides, evidence, train_sides, train_text, acc_sides, acc_text = [], [], [], [], [], []
-        for p in proposal:
-            for s in single:
-                speed = _speed(latency, dataset, s, p)
-                sides.append(speed["side"])
-                evidence.append(_speed_text(s, p, speed, latency, dataset))
-                train_sides.append(1 if seconds.get(p, 0) > seconds.get(s, 0) else -1)
-                nan = float("nan")
-                train_text.append(f"{p} {seconds.get(p, nan):.0f} s vs {s} {seconds.get(s, nan):.0f} s")
-                acc = _accuracy(pairs, dataset, p, s)
-                acc_sides.append(-_side(acc))
-                acc_text.append(_accuracy_text(p, s, acc))
+        sides, evidence, train_sides, train_text = [], [], [], []
+        pairs = [(p, s) for p in proposal for s in single]
+        accuracy = with_holm([paired_stat(by_seed.get((dataset, s), {}), by_seed.get((dataset, p), {}),
+                                          metric_of("map")) for p, s in pairs])   # single − proposal
+        acc_sides = [side(r) for r in accuracy]
+        acc_text = [accuracy_text(s, p, r) for (p, s), r in zip(pairs, accuracy)]
+        seeds = min((r.get("seeds", 0) for r in accuracy), default=0)
+        for p, s in pairs:
+            timing = speed(latency, dataset, s, p)
+            sides.append(timing["side"])
+            evidence.append(speed_text(s, p, timing, latency, dataset))
+            train_sides.append(1 if seconds.get(p, 0) > seconds.get(s, 0) else -1)
+            nan = float("nan")
+            train_text.append(f"{p} {seconds.get(p, nan):.0f} s vs {s} {seconds.get(s, nan):.0f} s")
         names = ", ".join(proposal + single)
         rows += [
             {"dataset": dataset, "claim": "(f) proposal-based slower than single-shot at test (with proposals)",
@@ -107,18 +123,25 @@ def ladder_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
              "verdict": ("holds" if all(x > 0 for x in train_sides) else "does not hold")
              + " (one timing per run, no interval: not tested)"},
             {"dataset": dataset, "claim": "(g) proposal methods compromise accuracy", "detectors": names,
-             "evidence": " | ".join(acc_text), "verdict": _all_or_any(acc_sides)}]
+             "evidence": " | ".join(acc_text),
+             "verdict": verdict(_combined(acc_sides), seeds, any("problem" in r for r in accuracy))}]
     data = pd.DataFrame(rows, columns=["dataset", "claim", "detectors", "evidence", "verdict"])
     return Table("ladder_claims", "Ladder claims (f) and (g) about proposal methods, tested on this sweep", data,
                  data.copy(),
                  "(f) at test: difference of median latencies at batch 1, 95% bootstrap interval, proposals included; "
-                 "(g): COCO AP, paired image bootstrap, Holm p < 0.05. Supported only when every proposal-based "
+                 "(g): COCO AP, single-shot − proposal-based, paired (seeds inside the interval), Holm over its "
+                 "claim's comparisons, p < 0.05; one seed: provisional. Supported only when every proposal-based "
                  "detector differs from every single-shot one in the claimed direction; contradicted by any "
                  "significant difference the other way.")
 
 
 def _all_or_any(sides: list[int]) -> str:
-    return CONTRADICTED if -1 in sides else SUPPORTED if sides and all(x == 1 for x in sides) else UNRESOLVED
+    return {-1: CONTRADICTED, 1: SUPPORTED, 0: UNRESOLVED}[_combined(sides)]
+
+
+def _combined(sides: list[int]) -> int:
+    """-1 when any comparison goes the other way, +1 when every one goes the claimed way, else 0."""
+    return -1 if -1 in sides else 1 if sides and all(x == 1 for x in sides) else 0
 
 
 def section(ctx: Context) -> Section | None:
@@ -126,4 +149,4 @@ def section(ctx: Context) -> Section | None:
     runs = ctx.labelled
     if not len(runs) or not any(rung(d) in ("R-CNN", "Fast R-CNN") for d in runs.get("detector", [])):
         return None
-    return Section("The proposal ladder", [ladder_table(runs), ladder_claims(runs, pairwise(runs))])
+    return Section("The proposal ladder", [ladder_table(runs), ladder_claims(runs)])

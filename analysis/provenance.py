@@ -14,6 +14,8 @@ from analysis.runs import number_or_none, pretrained_label, stopped_short
 from analysis.summary import ACCURACY_COLUMNS
 from analysis.table import MISSING, Table
 
+TRAINING_COLUMNS = ["budget", "train TFLOPs", "images seen", "train s", "device", "still improving"]
+
 
 def _iterations(row) -> str:
     run, planned = number_or_none(row.get("train_iterations")), number_or_none(row.get("train_iterations_planned"))
@@ -28,9 +30,37 @@ def _stopped_early(row) -> str:
     return MISSING if number_or_none(row.get("train_iterations")) is None else "no"
 
 
+def _number(row, key: str, scale: float = 1.0, digits: int = 0) -> str:
+    value = pd.to_numeric(row.get(key), errors="coerce")
+    return MISSING if pd.isna(value) else f"{value * scale:,.{digits}f}"
+
+
+def still_improving_label(value) -> str:
+    """metrics.json's ``still_improving`` (True / False / None) as shown: 'yes', 'no', '–'."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return MISSING
+    return "yes" if value in (True, "True", "true", 1) else "no"
+
+
+def training_facts(row) -> str:
+    """One run's training cost in a few words, for the claims: '150 iterations (budget), 7.8 TFLOPs,
+    2,400 images, 127 s on cpu, still improving'. Empty when the run did not train."""
+    if number_or_none(row.get("train_iterations")) is None:
+        return ""
+    budget = row.get("train_budget") if isinstance(row.get("train_budget"), str) else "budget ?"
+    parts = [f"{row.get('train_iterations')} iterations ({budget})",
+             f"{_number(row, 'train_flops', 1e-12, 2)} TFLOPs", f"{_number(row, 'train_images_seen')} images",
+             f"{_number(row, 'train_time_s')} s on {row.get('device', '?')}"]
+    if still_improving_label(row.get("still_improving")) == "yes":
+        parts.append("still improving")
+    return ", ".join(parts)
+
+
 def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run, detector, dataset, seed, status, weights (``weights_source``),
-    pretrained ('from scratch'/'pretrained'), iterations ('run / planned'), stopped early."""
+    pretrained ('from scratch'/'pretrained'), iterations ('run / planned'), stopped early, the
+    training budget and its cost (training TFLOPs, images seen, wall seconds, device) and whether
+    the last validations were still improving (``experiments.studies.budget_convergence``), training precision."""
     rows = []
     for _, r in runs.iterrows():
         row = r.to_dict()
@@ -41,9 +71,27 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      else MISSING,
                      "pretrained": pretrained_label(row.get("weights_source")),
                      "iterations run / planned": _iterations(row),
-                     "stopped early": _stopped_early(row)})
+                     "stopped early": _stopped_early(row), "precision": _precision(row),
+                     "budget": row.get("train_budget") if isinstance(row.get("train_budget"), str) else MISSING,
+                     "train TFLOPs": _number(row, "train_flops", 1e-12, 2),
+                     "images seen": _number(row, "train_images_seen"),
+                     "train s": _number(row, "train_time_s"),
+                     "device": row.get("device") if isinstance(row.get("device"), str) else MISSING,
+                     "still improving": still_improving_label(row.get("still_improving"))})
     return pd.DataFrame(rows, columns=["run", "detector", "dataset", "seed", "status", "weights",
-                                       "pretrained", "iterations run / planned", "stopped early"])
+                                       "pretrained", "iterations run / planned", "stopped early", "precision",
+                                       *TRAINING_COLUMNS])
+
+
+def _precision(row) -> str:
+    """The training precision used (metrics.json ``train_precision``), '+nhwc' for channels-last,
+    'fp32 (bf16 asked)' where it fell back; not recorded (no training, or an older run): MISSING."""
+    used = row.get("train_precision")
+    if not isinstance(used, str):
+        return MISSING
+    asked = row.get("train_precision_requested")
+    label = used + ("+nhwc" if row.get("train_channels_last") is True else "")
+    return f"{label} ({asked} asked)" if isinstance(asked, str) and asked != used else label
 
 
 def incomplete_frame(runs: pd.DataFrame, metrics: dict) -> pd.DataFrame:
@@ -67,8 +115,12 @@ def provenance_table(runs: pd.DataFrame) -> Table:
     """The report's "Provenance" table: ``provenance_frame`` as numbers and as shown."""
     frame = provenance_frame(runs)
     return Table("provenance", "Provenance (weights, pretrained or from scratch, iterations run "
-                 "vs planned, stopped early)", frame, frame,
-                 "'from scratch': the detector recorded weights_source 'random' (nothing loaded).")
+                 "vs planned, stopped early, training budget and cost)", frame, frame,
+                 "'from scratch': the detector recorded weights_source 'random' (nothing loaded). Budget: "
+                 "train.budget as given (kind iterations, epochs, flops or seconds; seconds are machine-dependent); "
+                 "train TFLOPs: forward + backward counted on a real batch (2 FLOPs per multiply-add; RoI pooling "
+                 "estimated) x iterations; still improving: the last validation's AP gain over the one before is "
+                 "above its noise (paired image bootstrap, one-sided 90%).")
 
 
 def incomplete_table(runs: pd.DataFrame) -> Table:
@@ -78,3 +130,25 @@ def incomplete_table(runs: pd.DataFrame) -> Table:
     return Table("incomplete", "Incomplete runs (trained fewer iterations than planned; apart "
                  "from every mean and ranking)", frame, frame,
                  "" if len(frame) else "Every run that trained reached its planned iterations.")
+
+
+def budget_sentences(runs: pd.DataFrame) -> list[str]:
+    """Which training budget the finished runs were given, per dataset and kind: what was equalised
+    (iterations, training FLOPs or seconds) and what then differed (the others)."""
+    if "train_budget_kind" not in runs:
+        return []
+    out = []
+    ok = runs[(runs["status"] == "ok") & runs["train_budget_kind"].notna()]
+    for (dataset, kind), of in ok.groupby(["dataset", "train_budget_kind"], sort=True):
+        budgets = sorted(set(of["train_budget"].dropna().astype(str)))
+        numbers = of.assign(**{k: pd.to_numeric(of.get(k), errors="coerce")
+                               for k in ("train_iterations", "train_flops", "train_time_s")})
+        per_detector = numbers.groupby("group").agg(iterations=("train_iterations", "mean"),
+                                                    flops=("train_flops", "mean"), seconds=("train_time_s", "mean"))
+        costs = "; ".join(f"{g}: {r.iterations:.0f} iterations, {r.flops / 1e12:.2f} TFLOPs, {r.seconds:.0f} s"
+                          for g, r in per_detector.iterrows()).replace("nan", "?")
+        equal = {"iterations": "iterations", "epochs": "epochs", "flops": "training FLOPs (equal compute)",
+                 "seconds": "wall seconds (machine-dependent)"}.get(kind, kind)
+        out.append(f"Training budget ({dataset}): {', '.join(budgets)}, equal in {equal} for every detector "
+                   f"(train.budget.kind={kind}); what it bought per detector: {costs}.")
+    return out

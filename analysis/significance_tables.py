@@ -12,7 +12,7 @@ import pandas as pd
 from analysis.claims import evaluate_claims, group_families
 from analysis.runs import ok_runs
 from analysis.section import Context, Section
-from analysis.significance import PAIR_METRICS, pairwise
+from analysis.significance import PAIR_METRICS
 from analysis.table import Table
 
 
@@ -88,12 +88,6 @@ def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
         out.append("One seed per setting: only the image-sampling variance (the bootstrap intervals) is "
                    "measured; seed-to-seed variance needs seeds (experiment=compare seeds=3).")
     return out
-
-
-def section(ctx: Context) -> Section:
-    """The Pairwise and Claims tables."""
-    pairs = pairwise(ctx.labelled)
-    return Section("Pairwise tests and claims", [pairwise_table(pairs), claims_table(ctx.labelled, claims=ctx.claims)])
 
 
 def variance_section(ctx: Context) -> Section:

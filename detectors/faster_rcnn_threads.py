@@ -34,11 +34,19 @@ def _threads_for(tensor: Tensor, items: int) -> int:
 
 
 def _map(fn, jobs: list) -> list:
-    """``[fn(*job) for job in jobs]``, the jobs on a pool of ``len(jobs)`` threads."""
+    """``[fn(*job) for job in jobs]``, the jobs on a pool of ``len(jobs)`` threads. Autocast and
+    grad mode are thread-local: each worker runs under the caller's."""
     if len(jobs) == 1:
         return [fn(*jobs[0])]
+    grad = torch.is_grad_enabled()
+    autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    def run(job):
+        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=autocast[1], enabled=autocast[0]):
+            return fn(*job)
+
     pool = _POOLS.setdefault(len(jobs), ThreadPoolExecutor(len(jobs), thread_name_prefix="detbench"))
-    return list(pool.map(lambda job: fn(*job), jobs))
+    return list(pool.map(run, jobs))
 
 
 def image_runs(num_images: int, runs: int) -> list[tuple[int, int]]:

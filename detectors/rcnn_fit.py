@@ -37,9 +37,8 @@ def collect_features(model, batches, negatives_per_image: int = 200, regression_
         for image, boxes, target in zip(images, proposals, targets):
             gt, labels = target["boxes"].to(boxes), target["labels"].to(boxes.device)
             negatives = boxes[:negatives_per_image]
-            regions = warp_regions(model.normalise(image), torch.cat([gt, negatives, boxes]), model.warp_size,
-                                   model.context)
-            pool5, fc7 = model.region_features(regions)
+            regions = warp_regions(model.normalise(image), torch.cat([gt, boxes]), model.warp_size, model.context)
+            pool5, fc7 = model.region_features(regions)        # each region once: negatives are boxes[:m]
             g, m = len(gt), len(negatives)
             parts["positives"].append(fc7[:g].half())
             parts["positive_labels"].append(labels)
@@ -52,7 +51,7 @@ def collect_features(model, batches, negatives_per_image: int = 200, regression_
             if g and len(boxes):
                 best, owner = box_iou(boxes, gt).max(1)
                 near = best >= regression_iou
-                parts["pool5"].append(pool5[g + m:][near].half())
+                parts["pool5"].append(pool5[g:][near].half())
                 parts["deltas"].append(BOX_CODER.encode_single(gt[owner[near]], boxes[near]))
                 parts["regression_labels"].append(labels[owner[near]])
     return {k: torch.cat(v).cpu() if v else torch.zeros(0) for k, v in parts.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,19 +22,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.evaluation import save_evaluation
-from experiments.evaluation.bootstrap import INTERVAL_METHOD, bootstrap_evaluation
+from experiments.evaluation.bootstrap import bootstrap_evaluation
 from experiments.evaluation.files import image_file_names, image_keys, save_samples
 from experiments.evaluation.scoring import score
 from experiments.job import preflight
 from experiments.job.interrupts import InterruptGuard, sweep_dir
 from experiments.job.layout import last_checkpoint
+from experiments.job.process import world_size
+from experiments.speed.bench_reuse import bench_once, reuse_key
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
-from experiments.studies import interleaved_latency, proposal_stage, robustness
+from experiments.studies import interleaved_latency, proposal_stage, robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
+from experiments.studies.budget_convergence import ValidationKeeper, validation_points
 from experiments.studies.coverage import run_coverage
+from experiments.training.budget import BudgetSchedule, check_budget, iterations_per_epoch, resolve_iterations
 from experiments.training.region_classifiers import second_training_phase
-from experiments.training.trainer import Trainer, epochs_for, warmup_then
+from experiments.training.train_cost import cost_metrics, measure_step
+from experiments.training.trainer import Trainer, warmup_then
 
 log = logging.getLogger("detbench")
 
@@ -72,26 +78,33 @@ def prepare_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 
 
 def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
-    """Train ``ctx.model`` on ``ctx.train_set`` (``cfg.train``), validating on ``ctx.val_set``."""
-    model, guard = ctx.model, ctx.guard
+    """Train ``ctx.model`` on ``ctx.train_set`` (``cfg.train``) for the budget ``train.budget``
+    resolved to iterations (``experiments.training.budget``; the step's cost measured first on a real
+    batch, ``experiments.training.train_cost``), validating on ``ctx.val_set``'s subset at
+    ``train.validations`` evenly spaced iterations (``experiments.studies.budget_convergence``)."""
+    model, guard, world = ctx.model, ctx.guard, world_size()
+    budget = check_budget(cfg.train, cfg.deterministic)
+    cost = measure_step(model, ctx.train_set, cfg.train.batch_size, ctx.device, timed=budget.kind == "seconds")
+    per_epoch = iterations_per_epoch(math.ceil(len(ctx.train_set) / world), cfg.train.batch_size)
+    iterations = resolve_iterations(budget, per_epoch=per_epoch, flops_per_iteration=cost.flops * world,
+                                    seconds_per_iteration=cost.seconds)
+    log.info("training budget %s (%s) -> %d iterations; %.1f training GFLOPs per iteration", budget.label(),
+             budget.source, iterations, cost.flops * world / 1e9)
     optimizer = instantiate(cfg.train.optimizer)(model.parameters())
-    scheduler_factory = instantiate(cfg.train.scheduler) if cfg.train.scheduler else None
-    scheduler = warmup_then(scheduler_factory, optimizer, cfg.train.warmup_iterations,
-                            cfg.train.warmup_factor)
-
-    def validate(m):
-        result = score(m, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
-                       cfg.train.val_images)
-        return result.metrics if result is not None else {}
-
+    schedule = instantiate(cfg.train.scheduler) if cfg.train.scheduler else None
+    scheduler = schedule.build(optimizer, iterations) if isinstance(schedule, BudgetSchedule) else \
+        warmup_then(schedule, optimizer, cfg.train.warmup_iterations, cfg.train.warmup_factor)
+    validate = ValidationKeeper(lambda m: score(m, ctx.val_set, cfg.eval.batch_size, ctx.device, cfg.eval.backend,
+                                                cfg.train.val_images))
     trainer = Trainer(model, ctx.train_set, optimizer, scheduler, device=ctx.device,
-                      epochs=epochs_for(cfg.train.epochs, cfg.train.iterations, len(ctx.train_set),
-                                        cfg.train.batch_size), batch_size=cfg.train.batch_size, out_dir=ctx.out,
+                      epochs=math.ceil(iterations / per_epoch), max_iterations=iterations,
+                      batch_size=cfg.train.batch_size, out_dir=ctx.out,
                       seed=cfg.seed, num_workers=cfg.train.num_workers,
                       precision=cfg.train.precision, precision_strict=cfg.train.precision_strict,
                       channels_last=cfg.train.channels_last,
                       grad_clip=cfg.train.grad_clip, log_every=cfg.train.log_every,
                       val_every=cfg.train.val_every, validate=validate,
+                      validate_at=() if cfg.train.val_every else validation_points(iterations, cfg.train.validations),
                       max_time_s=cfg.train.max_time_s, shuffle=cfg.train.shuffle,
                       stop_requested=guard.requested if guard else None,
                       sync_batch_norm=cfg.train.sync_batch_norm)
@@ -127,6 +140,12 @@ def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:
             "train_iterations_planned": result["planned_iterations"],
             "train_epochs": result["epochs"], "final_loss": result["final_loss"],
             "train_stopped_on_time": result["stopped_on_time"], "batch_norm": result["batch_norm"], **busy,
+            "train_budget": budget.label(), "train_budget_kind": budget.kind, "train_budget_value": budget.value,
+            "train_budget_source": budget.source, "train_budget_iterations": iterations,
+            "train_budget_machine_dependent": budget.kind == "seconds",
+            "train_lr": cfg.train.optimizer.get("lr"), "train_weight_decay": cfg.train.optimizer.get("weight_decay"),
+            **({"tune_trial": int(cfg.tune.trial), "tune_trials": int(cfg.tune.trials)} if "tune" in cfg else {}),
+            **cost_metrics(cost, result["iterations"], world), **validate.metrics(cfg.seed),
             **{k: v for k, v in result.items() if k.startswith("train_")}}
 
 
@@ -150,10 +169,9 @@ def eval_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     save_samples(dataset, ctx.out / "samples", cfg.eval.samples)
     keys = image_keys(dataset) if cfg.eval.bootstrap else None   # pairing in the report
     intervals = bootstrap_evaluation(result, cfg.eval.bootstrap, cfg.eval.bootstrap_seed, ctx.out,
-                                     image_keys=keys, method=cfg.eval.get("interval_method", INTERVAL_METHOD))
-    log.info("AP %.3f  AP50 %.3f  APs %.3f  APm %.3f  APl %.3f", result.metrics["map"],
-             result.metrics["map_50"], result.metrics["map_small"],
-             result.metrics["map_medium"], result.metrics["map_large"])
+                                     image_keys=keys, method=cfg.eval.interval_method)
+    log.info("AP %.1f%%  AP50 %.1f%%  APs %.1f%%  APm %.1f%%  APl %.1f%% (COCO, in %% like the report)",
+             *(100 * result.metrics[k] for k in ("map", "map_50", "map_small", "map_medium", "map_large")))
     return {**result.metrics, **intervals, "eval_split": split, "eval_time_s": time.perf_counter() - start}
 
 
@@ -161,15 +179,20 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
     ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
     (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
-    ``speed_reliable: false`` with a ``speed_note``); rank 0 only."""
+    ``speed_reliable: false`` with a ``speed_note``); rank 0 only. With ``bench_reuse`` set, once
+    per detector and settings in a sweep (``experiments.speed.bench_reuse``)."""
     if not ctx.is_main:
         return {}
     bench = OmegaConf.to_container(cfg.bench, resolve=True)
+    key = reuse_key(cfg.detector.name, OmegaConf.to_container(cfg.detector.model, resolve=True),
+                    ctx.model.num_classes, str(ctx.device), bench)
     runtimes = bench.pop("runtimes", None) or ["pytorch"]
     if list(runtimes) == ["pytorch"]:
-        return guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")
-    return guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out, device=ctx.device, **bench),
-                   "the speed stage")
+        measure = lambda: guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")  # noqa: E731
+    else:
+        measure = lambda: guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out,  # noqa: E731
+                                                             device=ctx.device, **bench), "the speed stage")
+    return bench_once(cfg.get("bench_reuse"), key, ctx.out, measure)
 
 
 #: runs for every job, before the stages the config names (no training needed).

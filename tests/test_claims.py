@@ -123,7 +123,7 @@ def test_holm_correction():
 def test_report_shows_intervals_pairwise_and_claims(tmp_path):
     _sweep(tmp_path, _ap(0.30, 0.10, 0.45), _ap(0.20, 0.05, 0.35), _ap(0.40, 0.20, 0.50))
     text = build_report(tmp_path, print_tables=False).read_text()
-    assert "## Pairwise" in text and "## Claims" in text
+    assert text.index("## The answer") < text.index("**Claims") < text.index("## Accuracy") < text.index("**Pairwise")
     assert "30.0 [" in text  # AP with its interval
     assert "supported" in text and "(significant, provisional: one seed)" in text
 

@@ -98,4 +98,8 @@ def test_compare_passes_the_runners_checks_with_its_schedules(compose_config, de
     cfg = compose_config(["experiment=compare", f"detector={detector}"])
     check_config(cfg)
     planned = {"ssd300_cpu": 150, "yolov1_cpu": 150, "faster_rcnn_vgg16_cpu": 150}[detector]
-    assert cfg.train.iterations == planned and cfg.train.max_time_s == 0
+    assert cfg.train.budget.kind == "iterations" and cfg.train.budget.value == planned
+    assert cfg.train.max_time_s == 0 and cfg.train.epochs is None
+    flops = compose_config(["experiment=compare", f"detector={detector}", "train.budget.kind=flops"])
+    check_config(flops)
+    assert flops.train.budget.value == 7.83e12   # SSD300's 150 iterations, the same for every detector

@@ -67,3 +67,16 @@ def test_threaded_faster_rcnn_trains_and_proposes_as_the_serial_one(two_threads)
     assert all(torch.equal(losses[k], ref_losses[k]) for k in ref_losses)
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, ref_grads))
     assert len(proposals) == 4 and all(torch.equal(a, b) for a, b in zip(proposals, ref_proposals))
+
+
+def test_threaded_rpn_runs_under_the_callers_autocast(two_threads):
+    """Autocast is thread-local: without it in the workers, NMS meets bf16 boxes and fails."""
+    torch.manual_seed(0)
+    model = faster_rcnn_vgg16(5, width=0.125, batch_norm=True, min_size=160, max_size=160,
+                              input_size=(160, 160), rpn={"anchor_sizes": [32, 64, 128]},
+                              roi_heads={"pooling": "align", "batch_size_per_image": 32}).train()
+    dataset = SyntheticShapes(2, image_size=160, seed=3)
+    images, targets = collate([dataset[i] for i in range(2)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -129,3 +129,17 @@ def test_old_amp_key_names_its_replacement(compose_config):
         check_config(cfg)
     check_config(compose_config(["detector=ssd300_cpu", *TINY_RUN, "train.precision=bf16",
                                  "train.channels_last=true"]))
+
+
+def test_provenance_shows_the_precision_used_and_a_fallback():
+    import pandas as pd
+
+    from analysis.provenance import provenance_frame
+    from analysis.table import MISSING
+
+    runs = pd.DataFrame([{"run": "a", "train_precision": "bf16", "train_precision_requested": "bf16",
+                          "train_channels_last": True, "train_iterations": 3},
+                         {"run": "b", "train_precision": "fp32", "train_precision_requested": "bf16",
+                          "train_channels_last": False, "train_iterations": 3},
+                         {"run": "c", "train_iterations": 3}])
+    assert list(provenance_frame(runs)["precision"]) == ["bf16+nhwc", "fp32 (bf16 asked)", MISSING]

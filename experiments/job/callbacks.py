@@ -27,7 +27,7 @@ class ReportOnMultirunEnd(Callback):
         try:
             run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
             path = build_report(sweep_dir, print_tables=True)
-            print(f"\nreport: {path}")
+            print(f"\nreport: {path.with_suffix('.html').resolve()}")
         except KeyboardInterrupt:
             sys.exit(f"detbench: interrupted while building the report of {sweep_dir} (the jobs' results "
                      f"are complete on disk); rebuild it with: detbench-report {sweep_dir}")

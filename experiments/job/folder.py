@@ -18,7 +18,7 @@ alters results changed             ``resume_changes=allow`` applies and records 
 ``resume=true``, run unfinished    continues from ``checkpoints/last.pt``; a stale
                                    ``error.txt`` is removed first
 ``resume=true``, run finished      "already finished", nothing changes, exit 0; *finished* means
-                                   ``metrics.json`` says ok, training reached ``train.epochs``
+                                   ``metrics.json`` says ok, training reached ``train.budget``
                                    (or its time cap) and each stage asked for left its numbers
 ``resume=true`` on a finished run  (e.g. more epochs) the finished results stay untouched until
 that asks for more work            the new run succeeds; a failure or interrupt goes to
@@ -44,6 +44,7 @@ from omegaconf import DictConfig
 from experiments.job.layout import CHECKPOINTS, PREVIOUS_RUN_FILES, RUN_FILES, RUN_FOLDERS
 from experiments.job.lock import FolderLocked, RunLock
 from experiments.job.resume_check import check_resume
+from experiments.training.budget import budget_of
 
 log = logging.getLogger("detbench")
 
@@ -86,7 +87,9 @@ class RunFolder:
         if previous.get("status") != "ok":
             return False
         if "train" in cfg.stages and not (previous.get("train_stopped_on_time")
-                                          or (previous.get("train_epochs") or 0) >= cfg.train.epochs):
+                                          or (previous.get("train_iterations") or 0)
+                                          >= (previous.get("train_iterations_planned") or 1)
+                                          and previous.get("train_budget") in (None, budget_of(cfg.train).label())):
             return False
         return all(key in previous for stage, key in STAGE_KEYS.items() if stage in cfg.stages)
 
@@ -109,8 +112,8 @@ class RunFolder:
             return refusal
         previous = self.previous_metrics()
         if self.is_finished(cfg, previous):
-            return (f"finished: {self.out} holds a finished run (status ok, {previous.get('train_epochs')}"
-                    f" epochs); nothing to resume and nothing was changed")
+            return (f"finished: {self.out} holds a finished run (status ok, {previous.get('train_iterations')}"
+                    f" iterations); nothing to resume and nothing was changed")
         self.protected = previous.get("status") == "ok"
         if not self.protected:
             for name in ("error.txt", "resume_error.txt"):

@@ -61,11 +61,12 @@ def check_settings(cfg: DictConfig) -> None:
     positive = {"eval.batch_size": cfg.eval.batch_size}
     if "train" in cfg.stages:
         optimizer = cfg.train.get("optimizer") or {}
-        positive.update({"train.epochs": cfg.train.epochs, "train.batch_size": cfg.train.batch_size,
-                         "train.log_every": cfg.train.log_every})
+        positive.update({"train.batch_size": cfg.train.batch_size, "train.log_every": cfg.train.log_every})
+        if cfg.train.get("epochs") is not None:
+            positive["train.epochs"] = cfg.train.epochs
         if optimizer.get("lr") is not None:
             positive["train.optimizer.lr"] = optimizer.get("lr")
-        for key in ("max_time_s", "val_every", "warmup_iterations", "num_workers", "grad_clip"):
+        for key in ("max_time_s", "val_every", "validations", "warmup_iterations", "num_workers", "grad_clip"):
             if cfg.train.get(key, 0) < 0:
                 problems.append(f"train.{key}={cfg.train.get(key)}: must be >= 0")
         milestones = (cfg.train.get("scheduler") or {}).get("milestones")

@@ -15,6 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from experiments.build import check_renamed_options
 from experiments.stages import STAGES, SWEEP_STAGES
+from experiments.training.budget import check_budget
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -22,8 +23,9 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass
 class TrainSchema:
     """Types of ``train.*``; the values live in conf/train/*.yaml only (no defaults here)."""
-    epochs: int = MISSING
-    iterations: int = MISSING   # > 0: this many iterations, as whole epochs (experiments.training.trainer.epochs_for)
+    budget: Any = MISSING       # {kind: epochs|iterations|flops|seconds, value} (experiments.training.budget)
+    epochs: Optional[int] = MISSING   # shorthand: budget {kind: epochs, value: N}
+    iterations: int = MISSING   # > 0: shorthand for budget {kind: iterations}, as whole epochs
     batch_size: int = MISSING
     num_workers: int = MISSING
     precision: str = MISSING    # fp32 | bf16 | fp16 (experiments.training.precision)
@@ -31,7 +33,8 @@ class TrainSchema:
     channels_last: bool = MISSING  # NHWC convolutions while training
     grad_clip: float = MISSING
     log_every: int = MISSING
-    val_every: int = MISSING    # epochs between validations (0: none during training)
+    val_every: int = MISSING    # epochs between validations (0: train.validations instead)
+    validations: int = MISSING  # evenly spaced validations over the budget (experiments.studies.budget_convergence)
     val_images: int = MISSING   # images used by those validations
     max_time_s: float = MISSING  # stop training after this many seconds (0: no limit)
     augmentation: Optional[str] = MISSING  # None: the detector's own policy
@@ -82,6 +85,7 @@ class RunSchema:
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
+    bench_reuse: Optional[str] = MISSING  # bench results shared by a sweep's seeds (experiments.speed.bench_reuse)
 
 
 def _checked(schema: type, values, where: str) -> None:
@@ -104,6 +108,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError("train.amp is now train.precision (fp32 | bf16 | fp16; amp=true was bf16 on CPU, "
                          "fp16 on CUDA)")
     _checked(TrainSchema, cfg.train, "train")
+    check_budget(cfg.train, bool(cfg.get("deterministic")))
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:

@@ -26,6 +26,7 @@ from experiments.training.checkpoint import load_checkpoint, restore_rng_states,
 from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 
 log = logging.getLogger(__name__)
+PROGRESS_S = 30.0   # seconds between progress lines when no progress bar is drawn
 
 
 class NonFiniteLossError(RuntimeError):
@@ -61,7 +62,9 @@ class Trainer:
         optimizer: built over ``model.parameters()``.
         scheduler: a torch LR scheduler stepped once per iteration (milestones in iterations),
             or None.
-        epochs: passes over the dataset. ``max_time_s`` (when > 0) stops earlier, after the
+        epochs: passes over the dataset; ``max_iterations`` (> 0) stops inside the last one, at
+            that many optimizer steps (a budget resolved by ``experiments.training.budget``).
+            ``max_time_s`` (when > 0) stops earlier, after the
             iteration that crosses it: the stop is logged, ``fit`` reports it
             (``stopped_on_time``, iterations run vs ``planned_iterations``) and the checkpoint
             keeps the position inside the epoch, so a resume trains the epoch's remaining
@@ -69,11 +72,13 @@ class Trainer:
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (CUDA autocast with a GradScaler);
             where the device lacks it, fp32 with a warning, or a ValueError when
             ``precision_strict`` (``experiments.training.precision``). ``fit`` reports the one used.
-        channels_last: convolution weights (and so activations) in NHWC while training; after
-            ``fit`` the model gets back the layout it came with (SSD's is NHWC already, by its
-            own ``channels_last``), so evaluation and the speed protocol see the usual one.
+        channels_last: convolution weights (and so activations) in NHWC while training (set here,
+            before DDP wraps the model); after ``fit`` the model gets back the layout it came with
+            (SSD's is NHWC already, by its own ``channels_last``), so evaluation and the speed
+            protocol see the usual one.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
-            ``val_every`` epochs (0: never) on every rank (``predict`` is collective under DDP:
+            ``val_every`` epochs (0: never), and after each iteration listed in ``validate_at``,
+            on every rank (``predict`` is collective under DDP:
             each rank predicts its share, rank 0 scores them all and alone writes the row).
         sync_batch_norm: under DDP, BatchNorm layers become ``nn.SyncBatchNorm`` (statistics
             over the whole batch of all ranks). ``"auto"``: on CUDA only (torch's SyncBatchNorm
@@ -95,7 +100,8 @@ class Trainer:
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
                  shuffle: bool = True, show_progress: bool | None = None,
                  stop_requested: Callable[[], bool] | None = None,
-                 sync_batch_norm: bool | str = "auto") -> None:
+                 sync_batch_norm: bool | str = "auto", max_iterations: int = 0,
+                 validate_at: tuple[int, ...] = ()) -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -104,6 +110,7 @@ class Trainer:
         self.channels_last, self.grad_clip, self.log_every = channels_last, grad_clip, log_every
         self.val_every, self.validate, self.max_time_s = val_every, validate, max_time_s
         self.shuffle, self.stop_requested = shuffle, stop_requested
+        self.max_iterations, self.validate_at = max_iterations, frozenset(validate_at)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.is_main = self.rank == 0
@@ -116,6 +123,10 @@ class Trainer:
         self.batch_norm = batch_norm_mode(model, self.distributed, device, sync_batch_norm)
         if self.batch_norm == "synchronised":
             nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
+        # NHWC before DDP wraps the model (its gradient buckets follow the parameters' layout)
+        self.restore_layout = channels_last and not uses_channels_last(model)
+        if channels_last:
+            set_channels_last(model, True)
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -148,7 +159,8 @@ class Trainer:
         drop_last = len(self.dataset) > self.batch_size
         per_rank = math.ceil(len(self.dataset) / dist.get_world_size()) if self.distributed else len(self.dataset)
         per_epoch = per_rank // self.batch_size if drop_last else math.ceil(per_rank / self.batch_size)
-        return self.epochs * per_epoch
+        planned = self.epochs * per_epoch
+        return min(planned, self.max_iterations) if self.max_iterations else planned
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -205,13 +217,10 @@ class Trainer:
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
-        restore_layout = self.channels_last and not uses_channels_last(self.model)
-        if self.channels_last:
-            set_channels_last(self.model, True)
         try:
             stopped_on_time, loss_value = self._epochs(writer, start)
         finally:
-            if restore_layout:
+            if self.restore_layout:
                 set_channels_last(self.model, False)
             if writer is not None:
                 writer.close()
@@ -236,6 +245,12 @@ class Trainer:
                 if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
                     self._log_row(losses, loss_value, writer)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
+                self._progress(loss_value, start)
+                if self.validate is not None and self.iteration in self.validate_at:
+                    self._validate(writer)
+                    self.train_model.train()
+                if self.max_iterations and self.iteration >= self.max_iterations:
+                    break
                 if self.max_time_s and self.elapsed > self.max_time_s:
                     stopped_on_time = True
                     log.warning("training stopped by max_time_s=%.0f at epoch %d, iteration %d",
@@ -248,12 +263,25 @@ class Trainer:
                 self.save()
                 break
             self.epoch, self.epoch_step = self.epoch + 1, 0
+            if self.max_iterations and self.iteration >= self.max_iterations:
+                self.epochs = self.epoch   # the budget ends inside this epoch
             if (self.validate is not None and self.val_every
                     and (self.epoch % self.val_every == 0 or self.epoch == self.epochs)):
                 self._validate(writer)
                 self.train_model.train()
             self.save()
         return stopped_on_time, loss_value
+
+    def _progress(self, loss_value: float, start: float) -> None:
+        """A progress line every ``PROGRESS_S`` seconds when no progress bar is drawn (output to a
+        file, or progress off), so a log shows the job is alive and how far it got."""
+        now = time.perf_counter()
+        if not self.is_main or (self.show_progress and sys.stderr.isatty()):
+            return
+        if now - getattr(self, "_last_progress", start) >= PROGRESS_S:
+            self._last_progress = now
+            log.info("training: iteration %d of %d (epoch %d of %d), loss %.3f, %.0f s", self.iteration,
+                     self.planned_iterations(), self.epoch + 1, self.epochs, loss_value, now - start)
 
     def _stop_agreed(self) -> bool:
         """``stop_requested()`` on any rank (one MAX all-reduce of a flag under DDP)."""
@@ -310,7 +338,8 @@ class Trainer:
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
-        log.info("validation after epoch %d: AP %.3f, AP50 %.3f", self.epoch, row["map"], row["map_50"])
+        log.info("validation at iteration %d (epoch %d): AP %.1f%%, AP50 %.1f%%", self.iteration, self.epoch,
+                 100 * row["map"], 100 * row["map_50"])
 
 
 def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,
