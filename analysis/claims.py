@@ -28,7 +28,14 @@ import pandas as pd
 
 from analysis.provenance import training_facts
 from analysis.runs import SCRATCH, family_of, ok_runs
-from analysis.significance import gap_of, latency_samples, metric_of, paired_stat, replicates_by_seed
+from analysis.significance import (
+    gap_of,
+    interleaved_samples,
+    latency_samples,
+    metric_of,
+    paired_stat,
+    replicates_by_seed,
+)
 from analysis.stats import ALPHA, holm, latency_difference, median_interval, p_text
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
@@ -135,8 +142,8 @@ def conditions(rows: pd.DataFrame) -> str:
 class Claims:
     """Builds the rows for one dataset: ``rows`` after ``run()``."""
 
-    def __init__(self, dataset: str, runs: pd.DataFrame, by_seed: dict, latency: dict):
-        self.dataset, self.runs, self.by_seed, self.latency = dataset, runs, by_seed, latency
+    def __init__(self, dataset: str, runs: pd.DataFrame, by_seed: dict, latency: dict, timing: str = ""):
+        self.dataset, self.runs, self.by_seed, self.latency, self.timing = dataset, runs, by_seed, latency, timing
         families = group_families(runs)
         self.references = sorted(g for g, r in runs.groupby("group") if pretrained(r))
         scratch = [g for g in sorted(runs["group"].unique()) if g not in self.references]
@@ -211,7 +218,8 @@ class Claims:
             for y in self.of["yolo"]:
                 sp = speed(self.latency, self.dataset, y, s)
                 self.add(claim, "latency b1", [y, s], sp, verdict(sp["side"], 2, "problem" in sp),
-                         speed_text(y, s, sp, self.latency, self.dataset), "one comparison", unit="ms")
+                         speed_text(y, s, sp, self.latency, self.dataset) + f" ({self.timing})",
+                         f"one comparison; timing: {self.timing}", unit="ms")
 
     def small_objects_claim(self) -> None:
         claim = "(d) SSD worse on small objects (APl − APs gap vs others)"
@@ -311,10 +319,14 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd
     effect A − B, low, high, p (as measured), holm (the claim's family), verdict, conditions,
     evidence. ``pairs`` (the Pairwise table) is not used: a claim corrects over its own family."""
     ok = ok_runs(runs)
-    by_seed, latency = replicates_by_seed(runs), latency_samples(runs)
+    by_seed, latency, interleaved = replicates_by_seed(runs), latency_samples(runs), interleaved_samples(runs)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
-        rows += Claims(dataset, of_dataset, by_seed, latency).run()
+        groups = set(of_dataset["group"])
+        timed = {k: v for k, v in interleaved.items() if k[0] == dataset and k[1] in groups}
+        # interleaved timing of real images when the sweep ran it for two or more of these groups
+        rows += Claims(dataset, of_dataset, by_seed, timed if len(timed) >= 2 else latency,
+                       "interleaved, real val images" if len(timed) >= 2 else "separate bench stages").run()
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
 
@@ -329,3 +341,4 @@ def _training(ok: pd.DataFrame, dataset: str, detectors: str) -> str:
         if facts:
             parts.append(f"{group}: {facts}")
     return "; ".join(parts)
+

@@ -50,9 +50,11 @@ def coverage_rows(runs: pd.DataFrame) -> pd.DataFrame:
 
 def coverage_table(runs: pd.DataFrame) -> Table:
     data = coverage_rows(runs)
-    title = "Coverage: ground-truth objects with at least one positive in training's assignment (%)"
+    title = ("Coverage: ground-truth objects with a candidate at the assignment's IoU threshold (%); "
+             "forced best-candidate matches beside it ('kept by best rule'), never counted as reached")
     note = ("Size buckets by COCO area in the original image (small < 32², medium < 96²); crowd objects left out. "
-            "'kept by best rule': positives only from SSD's best-default-box / torchvision's low-quality matches; "
+            "'kept by best rule': positives only from SSD's best-default-box / torchvision's low-quality matches "
+            "(forced: the object has no candidate at the threshold, so it is not counted as reached); "
             "'lost: collision': another object took its cell or best candidate. Faster R-CNN's RoI stage uses the "
             "anchors as proposals (an untrained RPN's), without the ground-truth boxes torchvision appends in "
             "training (which give every object one positive RoI). See experiments/coverage.py.")
@@ -103,7 +105,7 @@ def plot_coverage_vs_size(coverage: pd.DataFrame, summary: pd.DataFrame, out_dir
             if len(match) and "map_small_mean" in match:
                 right.errorbar(x, [100 * match[f"map_{b}_mean"].iat[0] for b in BUCKETS],
                                yerr=_ap_error_bars(match.iloc[0]), capsize=4, label=row.group, **style)
-        for ax, ylabel, title in ((left, "objects with >= 1 positive (%)", "Assignment coverage (no training)"),
+        for ax, ylabel, title in ((left, "reached at the IoU threshold (%)", "Assignment coverage (no training)"),
                                   (right, "COCO AP@[.5:.95] (%)", "AP by object size (after training)")):
             ax.set_xticks(x, ["small\n(< 32² px)", "medium", "large\n(> 96² px)"])
             ax.set_ylabel(ylabel)

@@ -21,6 +21,7 @@ otherwise the pair is *not testable*, naming what differs.
 """
 from __future__ import annotations
 
+import json
 import math
 from itertools import combinations
 from pathlib import Path
@@ -44,29 +45,42 @@ def load_replicates(run_path) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
-def drawn_keys(reps: dict) -> np.ndarray | None:
-    """The replicates' images as file name + content hash [B, N] (``key_ids`` / ``image_keys``
-    in bootstrap.npz), or None for an npz written without them."""
-    if "image_keys" not in reps or "key_ids" not in reps:
+def drawn_codes(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The two runs' replicate images as codes into one vocabulary of file name + content hash
+    keys (``key_ids`` / ``image_keys`` in bootstrap.npz): (vocabulary [V] str, codes_a [B, N],
+    codes_b [B', N'] int64; -1: an id without a key), or None for an npz written without keys.
+    Integer codes, not strings: B = 10,000 replicates of 400 images stay a 32 MB array."""
+    if any("image_keys" not in r or "key_ids" not in r for r in (a, b)):
         return None
-    key_of = dict(zip(reps["key_ids"].tolist(), reps["image_keys"].tolist()))
-    return np.vectorize(lambda i: key_of.get(int(i), f"?{i}"), otypes=[str])(reps["image_ids"])
+    vocabulary = np.union1d(a["image_keys"], b["image_keys"])
+
+    def codes(reps):
+        order = np.argsort(reps["key_ids"])
+        ids, code = reps["key_ids"][order], np.searchsorted(vocabulary, reps["image_keys"][order])
+        pos = np.clip(np.searchsorted(ids, reps["image_ids"]), 0, max(len(ids) - 1, 0))
+        found = (ids[pos] == reps["image_ids"]) if len(ids) else np.zeros(reps["image_ids"].shape, bool)
+        return np.where(found, code[pos] if len(ids) else -1, -1)
+
+    return vocabulary, codes(a), codes(b)
 
 
 def same_images_problem(a: dict, b: dict) -> str | None:
-    """None when the two runs' replicates drew the same images of the same split (by file name and
-    content hash, never by id: an id is often a position) on the same classes, else why not."""
+    """None when the two runs' replicates drew the same images (by file name and content hash,
+    never by id: an id is often a position) of the same split on the same classes, else why not."""
     if str(a.get("split", "val")) != str(b.get("split", "val")):
         return f"scored on different splits ({a.get('split', 'val')} / {b.get('split', 'val')})"
-    keys_a, keys_b = drawn_keys(a), drawn_keys(b)
-    if keys_a is None or keys_b is None:
+    codes = drawn_codes(a, b)
+    if codes is None:
         return ("bootstrap.npz without image file names and hashes (written before they were saved): "
                 "re-run stages=[eval] on it to pair it")
-    for what, x, y in (("category ids", a["category_ids"], b["category_ids"]),
-                       ("images (file name#content hash)", keys_a, keys_b)):
+    vocabulary, codes_a, codes_b = codes
+    for what, x, y, names in (("category ids", a["category_ids"], b["category_ids"], None),
+                              ("images (file name#content hash)", codes_a, codes_b, vocabulary)):
         if x.shape != y.shape or not np.array_equal(x, y):
             only_a = sorted(set(np.unique(x).tolist()) - set(np.unique(y).tolist()))
             only_b = sorted(set(np.unique(y).tolist()) - set(np.unique(x).tolist()))
+            if names is not None:
+                only_a, only_b = ([str(names[c]) if c >= 0 else "?" for c in o] for o in (only_a, only_b))
             if only_a or only_b:
                 return f"different {what}: only in one {only_a[:5]}, only in the other {only_b[:5]}"
             return f"same {what} but different replicates (bootstrap seed or count differs)"
@@ -146,6 +160,33 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
                                   "significant" if p_holm < ALPHA else "within noise")
             rows += block
     return pd.DataFrame(rows)
+
+
+def interleaved_samples(runs: pd.DataFrame) -> dict:
+    """(dataset, group) -> float [n] ms from the sweep-level interleaved timing
+    (``<sweep>/sweep_stages/interleaved_latency.json``, written by
+    ``experiments.studies.interleaved_latency``: real validation images, detectors alternating in one
+    process); {} when no sweep folder of these runs holds one."""
+    ok = ok_runs(runs)
+    if not len(ok):
+        return {}
+    by_path = {str(Path(p).resolve()): (d, g) for p, d, g in zip(ok["path"], ok["dataset"], ok["group"])}
+    out, seen = {}, set()
+    for path in ok["path"]:
+        for folder in Path(path).resolve().parents:
+            found = folder / "sweep_stages" / "interleaved_latency.json"
+            if found in seen or not found.is_file():
+                continue
+            seen.add(found)
+            try:
+                timed = json.loads(found.read_text()).get("runs", {})
+            except (OSError, ValueError):
+                continue
+            for run, entry in timed.items():
+                key = by_path.get(str(Path(run).resolve()))
+                if key is not None and entry.get("samples_ms"):
+                    out[key] = np.asarray(entry["samples_ms"], dtype=float)
+    return out
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:

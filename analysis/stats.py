@@ -30,7 +30,7 @@ import numpy as np
 ALPHA = 0.05   # significant: (Holm-corrected) p below it
 INTERVAL_METHODS = ("percentile", "basic", "bca")
 INTERVAL_METHOD = "basic"   # benchmarks/results/interval_coverage.md: closest to 95% at 200 / 400 images
-CALIBRATED_FROM_IMAGES = 200   # below this many images the default covered < 90% on some metric (same file)
+CALIBRATED_FROM_IMAGES = 400   # below this many images the default covered < 90% on some metric (APl 87% at 200)
 
 
 def p_value(deltas: np.ndarray) -> float:

@@ -33,7 +33,7 @@ from experiments.speed.bench_reuse import bench_once, reuse_key
 from experiments.speed.benchmark import benchmark
 from experiments.speed.busy_guard import guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
-from experiments.studies import proposal_stage, robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
+from experiments.studies import interleaved_latency, proposal_stage, robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
 from experiments.studies.budget_convergence import ValidationKeeper, validation_points
 from experiments.studies.coverage import run_coverage
 from experiments.training.budget import BudgetSchedule, check_budget, iterations_per_epoch, resolve_iterations
@@ -209,7 +209,7 @@ STAGES: dict[str, Callable[[DictConfig, StageContext], dict]] = {
 #: at once (interleaved timing of two detectors, re-scoring a sweep). The sweep-end callback runs
 #: each one named in ``sweep_stages`` over the sweep folder before the report, and writes what it
 #: returns to ``<sweep>/sweep_stages/<name>.json``. Studies register theirs here.
-SWEEP_STAGES: dict[str, Callable[[DictConfig, Path], dict]] = {}
+SWEEP_STAGES: dict[str, Callable[[DictConfig, Path], dict]] = {"interleaved_latency": interleaved_latency.stage}
 
 
 def run_sweep_stages(cfg: DictConfig, sweep_dir: Path) -> dict[str, str]:

@@ -148,7 +148,7 @@ def test_intervals_below_the_calibrated_image_count_are_marked(tmp_path):
     runs = load_runs(tmp_path)
     runs["group"] = runs["detector"]
     table = accuracy_table(runs)
-    assert "]†" in table.shown["AP"].iloc[0] and "†: scored on fewer than 200 images" in table.note
+    assert "]†" in table.shown["AP"].iloc[0] and "†: scored on fewer than 400 images" in table.note
     assert "Interval method: basic." in table.note
 
 

@@ -199,8 +199,8 @@ def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None
     the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``) with
     ``image_keys`` (image id -> file name + content hash, ``experiments.evaluation.files``) as
     ``key_ids`` [M] int64 and ``image_keys`` [M] str, so the report pairs runs by image content,
-    never by id. replicates 0: off (only ``eval_images``); ``method``: ``analysis.stats.INTERVAL_METHODS``;
-    negative, or a bad seed: ValueError."""
+    never by id. ``method``: ``analysis.stats.INTERVAL_METHODS``. replicates 0: off (only
+    ``eval_images``); negative, or a bad seed: ValueError."""
     if isinstance(replicates, numbers.Integral) and not isinstance(replicates, bool) and replicates == 0:
         return {"eval_images": len(result.ground_truth.image_ids)}
     category_ids = [c for c, _ in result.categories]
