@@ -31,7 +31,7 @@ from analysis.stats import ALPHA, holm
 from analysis.table import MISSING, Table, value_with_interval
 
 AXES = [("train_iterations", "training iterations"), ("train_flops", "training TFLOPs (fwd + bwd)"),
-        ("train_time_s", "training seconds (this machine)")]
+        ("train_time_s", "training seconds (validations in)")]
 X_SCALE = {"train_flops": 1e-12}   # FLOPs drawn in TFLOPs
 METRICS = [("map", "AP"), ("map_small", "APs")]
 KEY = ["dataset", "kind", "detector"]
@@ -163,12 +163,13 @@ def ranking_table(points: pd.DataFrame, verdicts: pd.DataFrame, missing: dict | 
     for (dataset, kind, budget), at in points.groupby(["dataset", "kind", "budget"], sort=True):
         at = at.sort_values("map", ascending=False)
         order = " > ".join(at["detector"])
-        cells = [f"{r['detector']} {value_with_interval(r['map'], r.get('map_ci_low'), r.get('map_ci_high'))}"
+        cells = [f"{r['detector']} "
+                 f"{value_with_interval(r['map'], r.get('map_ci_low'), r.get('map_ci_high'), decimals=2)}"
                  f"{'*' if r['still_improving'] else ''}" for _, r in at.iterrows()]
         here = verdicts[(verdicts["dataset"] == dataset) & (verdicts["kind"] == kind)
                         & (verdicts["budget"] == budget)] if len(verdicts) else verdicts
-        pairs = "; ".join(f"{r['a']} − {r['b']}: {100 * r['delta']:+.1f} [{100 * r['low']:+.1f}, "
-                          f"{100 * r['high']:+.1f}] {r['verdict']}" if "delta" in r and pd.notna(r.get("delta"))
+        pairs = "; ".join(f"{r['a']} − {r['b']}: {100 * r['delta']:+.2f} [{100 * r['low']:+.2f}, "
+                          f"{100 * r['high']:+.2f}] {r['verdict']}" if "delta" in r and pd.notna(r.get("delta"))
                           else f"{r['a']} − {r['b']}: {r.get('problem', 'no replicates')}"
                           for _, r in here.iterrows())
         rows.append({"dataset": dataset, "kind": kind, "budget": budget, "order": order,

@@ -134,21 +134,24 @@ def incomplete_table(runs: pd.DataFrame) -> Table:
 
 def budget_sentences(runs: pd.DataFrame) -> list[str]:
     """Which training budget the finished runs were given, per dataset and kind: what was equalised
-    (iterations, training FLOPs or seconds) and what then differed (the others)."""
+    (iterations, training FLOPs or seconds) and what it bought each detector (budgets in order)."""
     if "train_budget_kind" not in runs:
         return []
     out = []
     ok = runs[(runs["status"] == "ok") & runs["train_budget_kind"].notna()]
     for (dataset, kind), of in ok.groupby(["dataset", "train_budget_kind"], sort=True):
-        budgets = sorted(set(of["train_budget"].dropna().astype(str)))
-        numbers = of.assign(**{k: pd.to_numeric(of.get(k), errors="coerce")
-                               for k in ("train_iterations", "train_flops", "train_time_s")})
-        per_detector = numbers.groupby("group").agg(iterations=("train_iterations", "mean"),
-                                                    flops=("train_flops", "mean"), seconds=("train_time_s", "mean"))
-        costs = "; ".join(f"{g}: {r.iterations:.0f} iterations, {r.flops / 1e12:.2f} TFLOPs, {r.seconds:.0f} s"
-                          for g, r in per_detector.iterrows()).replace("nan", "?")
+        of = of.assign(**{k: pd.to_numeric(of.get(k), errors="coerce") for k in
+                          ("train_budget_value", "train_iterations", "train_flops", "train_time_s")})
+        budgets = of.drop_duplicates("train_budget_value").sort_values("train_budget_value")["train_budget"]
+        costs = []
+        for detector, rows in of.groupby("detector", sort=True):
+            means = rows.groupby("train_budget_value")[["train_iterations", "train_flops", "train_time_s"]].mean()
+            costs.append(f"{detector}: " + "; ".join(
+                "/".join(f"{v * scale:.{digits}f}" for v in means[key]).replace("nan", "?") + unit
+                for key, scale, digits, unit in (("train_iterations", 1, 0, " iterations"),
+                                                 ("train_flops", 1e-12, 2, " TFLOPs"), ("train_time_s", 1, 0, " s"))))
         equal = {"iterations": "iterations", "epochs": "epochs", "flops": "training FLOPs (equal compute)",
                  "seconds": "wall seconds (machine-dependent)"}.get(kind, kind)
-        out.append(f"Training budget ({dataset}): {', '.join(budgets)}, equal in {equal} for every detector "
-                   f"(train.budget.kind={kind}); what it bought per detector: {costs}.")
+        out.append(f"Training budget ({dataset}): {', '.join(map(str, budgets))}, equal in {equal} for every "
+                   f"detector (train.budget.kind={kind}); what it bought per detector: {' | '.join(costs)}.")
     return out

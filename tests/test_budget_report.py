@@ -76,7 +76,7 @@ def test_the_report_ranks_each_budget_and_counts_the_claims(sweep):
     build_report(sweep, print_tables=False)
     tables = sweep / "report" / "tables"
     ranking = (tables / "budget_ranking.md").read_text()
-    assert "ssd300_cpu 28.0" in ranking and "within noise" in ranking            # 75: the crossing, unresolved
+    assert "ssd300_cpu 28.00" in ranking and "within noise" in ranking            # 75: the crossing, unresolved
     assert "yolov1_cpu (failed)" in ranking.splitlines()[-3]                    # the failed run marked at 300
     claims = (tables / "budget_claims.md").read_text()
     assert "faster_rcnn_vgg16_cpu more accurate than ssd300_cpu | 2 of 4 budgets | from 150 iterations on" in claims
