@@ -213,7 +213,7 @@ def test_requeued_submitit_job_resumes():
 
 # -- errors --------------------------------------------------------------------------------
 def test_error_is_the_root_cause_through_hydra_instantiation(compose_config, tmp_path):
-    metrics = run(compose_config([*TRAIN, "detector.model.width=not_a_width"]), tmp_path)
+    metrics = run(compose_config([*TRAIN, "+detector.model.not_an_option=1"]), tmp_path)   # width=abc: pre-flight
     assert metrics["status"] == "failed"
     assert metrics["error"].startswith("TypeError: "), metrics["error"]
     assert "InstantiationException" in metrics["error"] and "detectors.yolo.YOLO" in metrics["error"]

@@ -107,7 +107,7 @@ class CellReplicates:
         values = {k: np.stack([cell[k] for cell in self.cells]) for k in CELL_METRICS}
         out = {}
         for name, replicate_values in summary_arrays(rows, values).items():
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval(replicate_values, level)
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval(replicate_values, level, "percentile")
         return {**out, "robust_bootstrap_replicates": self.replicates, "robust_bootstrap_seed": self.seed}
 
 
@@ -115,5 +115,5 @@ def cell_intervals(cell: dict[str, np.ndarray], level: float = 0.95) -> dict[str
     """A cell's ``<metric>_ci_low`` / ``_ci_high`` for robustness.csv."""
     out = {}
     for name, values in cell.items():
-        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval(values, level)
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval(values, level, "percentile")
     return out
