@@ -1,68 +1,80 @@
-"""The seed article's claims tested on a sweep, each *supported*, *contradicted* or *not resolved
-(within noise)*, with its evidence:
+"""The seed article's claims tested on a sweep, one row per (claim, metric, detectors), each with its
+effect, interval, p, Holm family, verdict and the conditions that bound it:
 
-(a) SSD is more accurate than YOLO v1 (COCO AP, paired, Holm-corrected p < 0.05);
-(b) YOLO v1 is faster than SSD (median latency at batch 1, interval of the difference);
-(c) Faster R-CNN is the most accurate (significantly above every other detector of the dataset);
-(d) SSD does worse on small objects than on large (APl - APs on the same replicates);
-(e) SSD has the better speed/accuracy trade-off, read as: SSD is on the Pareto front of AP and
-    latency with significance, i.e. against every other detector SSD is significantly better on
-    at least one axis. Contradicted when some detector dominates SSD (significantly better on
-    one axis, not significantly worse on the other); not resolved otherwise.
+(a) SSD is more accurate than YOLO v1 — on AP and on AP50 (Holm over the claim's 2 comparisons);
+(b) YOLO v1 is faster than SSD (median latency at batch 1, interval of the difference; the
+    interleaved timing of the sweep-level stage when the runs hold it);
+(c) Faster R-CNN is the most accurate — AP and AP50, above every other detector (Holm over its
+    comparisons);
+(d) SSD does worse on small objects, as an interaction: SSD's APl − APs gap against each other
+    detector's, paired (Holm over those), with SSD's APs against theirs as evidence;
+(e) SSD has the better speed/accuracy trade-off: supported iff SSD significantly dominates at least
+    one detector (better on one axis, not significantly worse on the other) and no detector
+    dominates SSD; contradicted when one dominates SSD; "not resolved: all on the front" otherwise.
 
-Families come from metrics.json's ``family`` (the detector's class: SSD, YOLO, FasterRCNN); run
-folders written without it fall back to the detector-name rule (``runs.FAMILY_NAME_RULES``) and
-the Claims table's note names them. A claim whose detectors the sweep lacks is listed as not
-testable. Every delta is A − B as the evidence names it (``analysis.stats``).
+Every comparison is ``significance.paired_stat`` (seed s of A with seed s of B; with one seed the
+image bootstrap alone, and the verdict is *provisional*). A claim's Holm family is the comparisons
+that claim makes, so runs that are not in a claim never change its verdict. Families come from
+metrics.json's ``family``; a pretrained reference (``tv_*``, or ``weights_source`` not random) is
+never pooled with from-scratch runs: claims use from-scratch groups. A claim whose detectors or
+facts the sweep lacks is *not testable*, saying why. Every delta is A − B as the row names it.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from analysis.provenance import training_facts
-from analysis.runs import family_of, ok_runs
-from analysis.significance import latency_samples, replicates_by_seed
-from analysis.stats import ALPHA, latency_difference, median_interval, paired_difference
+from analysis.runs import SCRATCH, family_of, ok_runs
+from analysis.significance import gap_of, latency_samples, metric_of, paired_stat, replicates_by_seed
+from analysis.stats import ALPHA, holm, latency_difference, median_interval, p_text
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
+NOT_TESTABLE = "not testable"
+ON_FRONT = "not resolved: all on the front"
+PROVISIONAL = "provisional: {} — one training seed, image sampling only"
+CLAIM_METRICS = {"map": "AP", "map_50": "AP50"}
+COLUMNS = ["dataset", "claim", "metric", "detectors", "effect", "low", "high", "unit", "p", "holm", "verdict",
+           "conditions", "evidence"]
 
 
 def _pct(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f}"
 
 
-def _accuracy(pairs: pd.DataFrame, dataset: str, a: str, b: str, metric: str = "map") -> dict:
-    """delta a - b of ``metric`` from the pairwise table (sign flipped when stored as b - a)."""
-    rows = pairs[(pairs["dataset"] == dataset) & (pairs["metric"] == metric)] if len(pairs) else pairs
-    for x, y, sign in ((a, b, 1), (b, a, -1)):
-        hit = rows[(rows["a"] == x) & (rows["b"] == y)] if len(rows) else rows
-        if len(hit):
-            row = hit.iloc[0].to_dict()
-            if "problem" in row and isinstance(row["problem"], str):
-                return {"problem": row["problem"]}
-            low, high = (row["low"], row["high"]) if sign > 0 else (-row["high"], -row["low"])
-            return {"delta": sign * row["delta"], "low": low, "high": high, "p": row["p_holm"],
-                    "significant": row["p_holm"] < ALPHA}
-    return {"problem": "no paired replicates"}
+def verdict(side: int, seeds: int, untestable: bool = False) -> str:
+    """+1 supported / -1 contradicted / 0 not resolved; one seed: the provisional wording."""
+    if untestable:
+        return NOT_TESTABLE
+    word = SUPPORTED if side > 0 else CONTRADICTED if side < 0 else UNRESOLVED
+    return PROVISIONAL.format(word) if seeds < 2 else word
 
 
-def _side(result: dict) -> int:
-    """+1 / -1: significantly in favour of / against the first; 0 within noise or untestable."""
-    if "problem" in result or not result.get("significant"):
+def side(result: dict) -> int:
+    """+1 / -1: significantly (Holm p < 0.05) in favour of / against A; 0 within noise or untestable."""
+    if "problem" in result or not result.get("p_holm", 1.0) < ALPHA:
         return 0
     return 1 if result["delta"] > 0 else -1
 
 
-def _accuracy_text(name_a: str, name_b: str, r: dict, label: str = "ΔAP") -> str:
+def with_holm(results: list[dict]) -> list[dict]:
+    """The Holm-adjusted p of each comparison within its claim's own family, as ``p_holm``."""
+    adjusted = holm([r.get("p", math.nan) for r in results])
+    for r, p in zip(results, adjusted):
+        r["p_holm"] = p
+    return results
+
+
+def accuracy_text(name_a: str, name_b: str, r: dict, label: str = "ΔAP") -> str:
     if "problem" in r:
-        return f"{name_a} vs {name_b}: {r['problem']}"
-    return (f"{label} ({name_a} − {name_b}) = {_pct(r['delta'])} [{_pct(r['low'])}, {_pct(r['high'])}] "
-            f"points, Holm p = {r['p']:.3g}")
+        return f"{name_a} vs {name_b}: not testable: {r['problem']}"
+    return (f"{label} ({name_a} − {name_b}) = {_pct(r['delta'])} [{_pct(r['low'])}, {_pct(r['high'])}] points, "
+            f"{p_text(r)}, Holm p = {r['p_holm']:.2g}")
 
 
-def _speed(latency: dict, dataset: str, a: str, b: str) -> dict:
+def speed(latency: dict, dataset: str, a: str, b: str) -> dict:
     """a faster than b? median latency difference a − b (ms) with interval; side +1: a faster
     (the interval below 0), -1: a slower."""
     if (dataset, a) not in latency or (dataset, b) not in latency:
@@ -71,11 +83,10 @@ def _speed(latency: dict, dataset: str, a: str, b: str) -> dict:
     diff, low, high = latency_difference(latency[(dataset, second)], latency[(dataset, first)])
     if second != a:
         diff, low, high = -diff, -high, -low
-    side = 1 if high < 0 else -1 if low > 0 else 0
-    return {"diff": diff, "low": low, "high": high, "side": side}
+    return {"diff": diff, "low": low, "high": high, "side": 1 if high < 0 else -1 if low > 0 else 0}
 
 
-def _speed_text(a: str, b: str, s: dict, latency: dict, dataset: str) -> str:
+def speed_text(a: str, b: str, s: dict, latency: dict, dataset: str) -> str:
     if "problem" in s:
         return f"{a} vs {b}: {s['problem']}"
     ma, la, ha = median_interval(latency[(dataset, a)])
@@ -84,91 +95,227 @@ def _speed_text(a: str, b: str, s: dict, latency: dict, dataset: str) -> str:
             f"{a} − {b} = {s['diff']:+.1f} ms [{s['low']:+.1f}, {s['high']:+.1f}]")
 
 
-def _verdict(side: int) -> str:
-    return SUPPORTED if side > 0 else CONTRADICTED if side < 0 else UNRESOLVED
-
-
-def _small_vs_large(by_seed: dict, dataset: str, group: str) -> dict:
-    reps = by_seed.get((dataset, group), {})
-    seeds = [s for s, r in reps.items() if "map_small" in r and "map_large" in r]
-    if not seeds:
-        return {"problem": "no replicates of APs / APl"}
-    result = paired_difference([reps[s]["map_large"] for s in seeds], [reps[s]["map_small"] for s in seeds],
-                               [reps[s]["point_map_large"] for s in seeds],
-                               [reps[s]["point_map_small"] for s in seeds])   # APl − APs
-    return {**result, "significant": result["p"] < ALPHA}
-
-
 def group_families(runs: pd.DataFrame) -> dict[str, tuple[str | None, bool]]:
     """group -> (family 'ssd' / 'yolo' / 'frcnn' / None, told by name) of its first run:
     metrics.json's ``family``, or the detector-name rule where the run folder has none."""
-    families = {}
-    for group, rows in runs.groupby("group", sort=True):
-        row = rows.iloc[0]
-        families[group] = family_of(row.get("family"), row["detector"])
-    return families
+    return {group: family_of(rows.iloc[0].get("family"), rows.iloc[0]["detector"])
+            for group, rows in runs.groupby("group", sort=True)}
 
 
-def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """runs: load_runs' table with ``group``; pairs: ``significance.pairwise(runs)``.
-    -> one row per (dataset, claim, detectors): claim, detectors, evidence, verdict."""
+def pretrained(rows: pd.DataFrame) -> bool:
+    """A pretrained reference: a ``tv_*`` detector, or weights not from scratch."""
+    row = rows.iloc[0]
+    source = row.get("weights_source")
+    return str(row["detector"]).startswith("tv_") or (isinstance(source, str) and source not in ("", SCRATCH))
+
+
+def conditions(rows: pd.DataFrame) -> str:
+    """What bounds a claim: training iterations, input sizes, weights, seeds, split (the claim's own
+    interval method is its ``test``, added by ``Claims.add``)."""
+    parts = []
+
+    def values(key, fmt=str):
+        if key not in rows:
+            return "?"
+        v = sorted({fmt(x) for x in rows[key].dropna()})
+        return "/".join(v) if v else "?"
+
+    parts.append(f"{values('train_iterations', lambda x: str(int(x)))} iterations")
+    if "input_h" in rows:
+        sizes = sorted({f"{int(h)}x{int(w)}" for h, w in zip(rows["input_h"], rows["input_w"]) if pd.notna(h)})
+        parts.append("input " + "/".join(sizes))
+    parts.append("from scratch")
+    seeds = rows.groupby("group")["seed"].nunique()
+    parts.append(f"seeds {int(seeds.min())}" + ("" if seeds.min() == seeds.max() else f"-{int(seeds.max())}"))
+    split = values("eval_split")
+    parts.append(f"split {split}" if split != "?" else "split ? (not recorded)")
+    return ", ".join(parts)
+
+
+class Claims:
+    """Builds the rows for one dataset: ``rows`` after ``run()``."""
+
+    def __init__(self, dataset: str, runs: pd.DataFrame, by_seed: dict, latency: dict):
+        self.dataset, self.runs, self.by_seed, self.latency = dataset, runs, by_seed, latency
+        families = group_families(runs)
+        self.references = sorted(g for g, r in runs.groupby("group") if pretrained(r))
+        scratch = [g for g in sorted(runs["group"].unique()) if g not in self.references]
+        self.groups = scratch
+        self.of = {f: [g for g in scratch if families[g][0] == f] for f in ("ssd", "yolo", "frcnn")}
+        self.rows: list[dict] = []
+
+    def reps(self, group: str) -> dict:
+        return self.by_seed.get((self.dataset, group), {})
+
+    def add(self, claim: str, metric: str, names: list[str], result: dict | None, verdict_text: str,
+            evidence: str, family: str = "", unit: str = "AP points") -> None:
+        r = result or {}
+        scoped = self.runs[self.runs["group"].isin(names)] if names else self.runs.iloc[:0]
+        self.rows.append({"dataset": self.dataset, "claim": claim, "metric": metric, "detectors": ", ".join(names),
+                          "effect": r.get("delta", r.get("diff", math.nan)), "low": r.get("low", math.nan),
+                          "high": r.get("high", math.nan), "unit": unit,
+                          "p": p_text(r) if "p" in r else "", "holm": family, "verdict": verdict_text,
+                          "conditions": (conditions(scoped) if len(scoped) else "")
+                          + (f", interval: {r['test']}" if "test" in r else ""), "evidence": evidence})
+
+    def missing(self, claim: str, what: str) -> None:
+        self.add(claim, "", [], None, NOT_TESTABLE, f"the sweep lacks {what} (from-scratch runs)")
+
+    def seeds(self, *groups) -> int:
+        return min((len(self.reps(g)) for g in groups), default=0)
+
+    def run(self) -> list[dict]:
+        self.accuracy_claims()
+        self.speed_claim()
+        self.small_objects_claim()
+        self.trade_off_claim()
+        return self.rows
+
+    def accuracy_claims(self) -> None:
+        claim = "(a) SSD more accurate than YOLO v1"
+        if not self.of["ssd"] or not self.of["yolo"]:
+            self.missing(claim, "SSD" if not self.of["ssd"] else "YOLO v1")
+        for s in self.of["ssd"]:
+            for y in self.of["yolo"]:
+                results = with_holm([paired_stat(self.reps(s), self.reps(y), metric_of(m)) for m in CLAIM_METRICS])
+                family = f"Holm over this claim's {len(results)}: {s} − {y} on {', '.join(CLAIM_METRICS.values())}"
+                for label, r in zip(CLAIM_METRICS.values(), results):
+                    self.add(claim, label, [s, y], r, verdict(side(r), r.get("seeds", 0), "problem" in r),
+                             accuracy_text(s, y, r, f"Δ{label}"), family)
+        claim = "(c) Faster R-CNN the most accurate"
+        if not self.of["frcnn"]:
+            self.missing(claim, "Faster R-CNN")
+        for f in self.of["frcnn"]:
+            others = [g for g in self.groups if g != f]
+            if not others:
+                self.missing(claim, "other detectors")
+                continue
+            pairs = [(g, m) for m in CLAIM_METRICS for g in others]
+            results = with_holm([paired_stat(self.reps(f), self.reps(g), metric_of(m)) for g, m in pairs])
+            family = f"Holm over this claim's {len(results)}: {f} against {', '.join(others)} on AP, AP50"
+            for m, label in CLAIM_METRICS.items():
+                mine = [r for (g, mm), r in zip(pairs, results) if mm == m]
+                sides = [side(r) for r in mine]
+                untestable = any("problem" in r for r in mine)
+                worst = min(mine, key=lambda r: r.get("delta", math.inf))
+                v = -1 if -1 in sides else 1 if all(x == 1 for x in sides) else 0
+                texts = [accuracy_text(f, g, r, f"Δ{label}") for (g, mm), r in zip(pairs, results) if mm == m]
+                seeds = min(r.get("seeds", 0) for r in mine)
+                self.add(claim, label, [f, *others], worst, verdict(v, seeds, untestable), "; ".join(texts), family)
+
+    def speed_claim(self) -> None:
+        claim = "(b) YOLO v1 faster than SSD"
+        if not self.of["ssd"] or not self.of["yolo"]:
+            self.missing(claim, "SSD" if not self.of["ssd"] else "YOLO v1")
+        for s in self.of["ssd"]:
+            for y in self.of["yolo"]:
+                sp = speed(self.latency, self.dataset, y, s)
+                self.add(claim, "latency b1", [y, s], sp, verdict(sp["side"], 2, "problem" in sp),
+                         speed_text(y, s, sp, self.latency, self.dataset), "one comparison", unit="ms")
+
+    def small_objects_claim(self) -> None:
+        claim = "(d) SSD worse on small objects (APl − APs gap vs others)"
+        if not self.of["ssd"]:
+            self.missing(claim, "SSD")
+        for s in self.of["ssd"]:
+            others = [g for g in self.groups if g not in self.of["ssd"]]
+            if not others:
+                self.missing(claim, "a detector to set SSD's gap against")
+                continue
+            gaps = with_holm([paired_stat(self.reps(s), self.reps(g), gap_of("map_large", "map_small"))
+                              for g in others])
+            small = with_holm([paired_stat(self.reps(s), self.reps(g), metric_of("map_small")) for g in others])
+            sides = [side(r) for r in gaps]
+            v = -1 if -1 in sides else 1 if all(x == 1 for x in sides) else 0
+            evidence = "; ".join(accuracy_text(f"{s} gap", f"{g} gap", r, "Δ(APl − APs)")
+                                 for g, r in zip(others, gaps))
+            evidence += " | " + "; ".join(accuracy_text(s, g, r, "ΔAPs") for g, r in zip(others, small))
+            worst = min(gaps, key=lambda r: r.get("delta", math.inf))
+            self.add(claim, "APl − APs", [s, *others], worst,
+                     verdict(v, min(r.get("seeds", 0) for r in gaps), any("problem" in r for r in gaps)),
+                     evidence, f"Holm over this claim's {len(gaps)} interactions")
+        self.input_size_remedy()
+
+    def input_size_remedy(self) -> None:
+        """With SSD at two input sizes: does the larger input lift SSD's APs?"""
+        if "input_h" not in self.runs or len(self.of["ssd"]) < 2:
+            return
+        size = {g: float(self.runs[self.runs["group"] == g]["input_h"].max()) for g in self.of["ssd"]}
+        ordered = sorted((g for g in size if not math.isnan(size[g])), key=size.get)
+        if len(ordered) < 2 or size[ordered[0]] == size[ordered[-1]]:
+            return
+        big, little = ordered[-1], ordered[0]
+        r = with_holm([paired_stat(self.reps(big), self.reps(little), metric_of("map_small"))])[0]
+        self.add("(d') a larger input lifts SSD's APs", "APs", [big, little], r,
+                 verdict(side(r), r.get("seeds", 0), "problem" in r), accuracy_text(big, little, r, "ΔAPs"),
+                 "one comparison")
+
+    def trade_off_claim(self) -> None:
+        claim = "(e) SSD the better speed/accuracy trade-off (dominance)"
+        if not self.of["ssd"]:
+            self.missing(claim, "SSD")
+        for s in self.of["ssd"]:
+            others = [g for g in self.groups if g != s]
+            if not others:
+                self.missing(claim, "other detectors")
+                continue
+            acc = with_holm([paired_stat(self.reps(s), self.reps(g), metric_of("map")) for g in others])
+            dominates, dominated, evidence = [], [], []
+            for g, a in zip(others, acc):
+                sp = speed(self.latency, self.dataset, s, g)
+                x, v = side(a), sp["side"]
+                if (x == 1 and v != -1) or (v == 1 and x != -1):
+                    dominates.append(g)
+                if (x == -1 and v != 1) or (v == -1 and x != 1):
+                    dominated.append(g)
+                evidence.append(f"vs {g}: {accuracy_text(s, g, a)}; {speed_text(s, g, sp, self.latency, self.dataset)}")
+            matched = ap_at_matched_latency(self.runs, s, others)
+            if matched:
+                evidence.append(matched)
+            untestable = all("problem" in a for a in acc) or not any((self.dataset, g) in self.latency for g in others)
+            seeds = min(a.get("seeds", 0) for a in acc)
+            if untestable:
+                text = NOT_TESTABLE
+            elif dominated:
+                text = verdict(-1, seeds)
+            elif dominates:
+                text = verdict(1, seeds)
+            else:
+                text = ON_FRONT if seeds >= 2 else PROVISIONAL.format(ON_FRONT)
+            summary = (f"SSD dominates: {', '.join(dominates) or 'none'}; "
+                       f"dominated by: {', '.join(dominated) or 'none'}")
+            self.add(claim, "AP × latency b1", [s, *others], None, text, summary + " | " + " | ".join(evidence),
+                     f"Holm over this claim's {len(acc)} AP comparisons")
+
+
+def ap_at_matched_latency(runs: pd.DataFrame, ssd: str, others: list[str]) -> str:
+    """SSD's AP against the others' front interpolated at SSD's median latency (AP, ms means)."""
+    if "latency_ms_p50_b1" not in runs or "map" not in runs:
+        return ""
+    means = runs.groupby("group")[["map", "latency_ms_p50_b1"]].mean(numeric_only=True)
+    points = means.loc[[g for g in others if g in means.index]].dropna().sort_values("latency_ms_p50_b1")
+    if ssd not in means.index or len(points) < 2:
+        return ""
+    at = means.loc[ssd, "latency_ms_p50_b1"]
+    lat, ap = points["latency_ms_p50_b1"].to_numpy(), points["map"].to_numpy()
+    if not lat[0] <= at <= lat[-1]:
+        return ""
+    front = np.maximum.accumulate(ap)           # the best AP at or below each latency
+    interp = float(np.interp(at, lat, front))
+    return (f"AP at SSD's latency ({at:.1f} ms): SSD {100 * means.loc[ssd, 'map']:.1f}, the others' front "
+            f"{100 * interp:.1f} (interpolated on their front)")
+
+
+def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """runs: load_runs' table with ``group``. -> one row per (dataset, claim, metric, detectors):
+    effect A − B, low, high, p (as measured), holm (the claim's family), verdict, conditions,
+    evidence. ``pairs`` (the Pairwise table) is not used: a claim corrects over its own family."""
     ok = ok_runs(runs)
     by_seed, latency = replicates_by_seed(runs), latency_samples(runs)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
-        groups = sorted(of_dataset["group"].unique())
-        families = group_families(of_dataset)
-        ssd, yolo, frcnn = ([g for g in groups if families[g][0] == f] for f in ("ssd", "yolo", "frcnn"))
-
-        def add(claim, names, evidence, verdict, dataset=dataset):
-            rows.append({"dataset": dataset, "claim": claim, "detectors": names, "evidence": evidence,
-                         "verdict": verdict})
-
-        missing = "not testable: the sweep lacks "
-        for s in ssd or [None]:
-            for y in yolo or [None]:
-                if s is None or y is None:
-                    add("(a) SSD more accurate than YOLO v1", "", missing + ("SSD" if s is None else "YOLO v1"), "–")
-                    add("(b) YOLO v1 faster than SSD", "", missing + ("SSD" if s is None else "YOLO v1"), "–")
-                    continue
-                r = _accuracy(pairs, dataset, s, y)
-                add("(a) SSD more accurate than YOLO v1", f"{s}, {y}", _accuracy_text(s, y, r), _verdict(_side(r)))
-                sp = _speed(latency, dataset, y, s)
-                add("(b) YOLO v1 faster than SSD", f"{y}, {s}", _speed_text(y, s, sp, latency, dataset),
-                    _verdict(sp["side"]))
-        for f in frcnn or [None]:
-            others = [g for g in groups if g != f]
-            if f is None or not others:
-                add("(c) Faster R-CNN the most accurate", "", missing + ("Faster R-CNN" if f is None else "others"),
-                    "–")
-                continue
-            results = {g: _accuracy(pairs, dataset, f, g) for g in others}
-            sides = [_side(r) for r in results.values()]
-            verdict = CONTRADICTED if -1 in sides else SUPPORTED if all(x == 1 for x in sides) else UNRESOLVED
-            add("(c) Faster R-CNN the most accurate", ", ".join([f, *others]),
-                "; ".join(_accuracy_text(f, g, r) for g, r in results.items()), verdict)
-        for s in ssd or [None]:
-            if s is None:
-                add("(d) SSD worse on small objects than on large", "", missing + "SSD", "–")
-                add("(e) SSD the better speed/accuracy trade-off", "", missing + "SSD", "–")
-                continue
-            r = _small_vs_large(by_seed, dataset, s)
-            add("(d) SSD worse on small objects than on large", s,
-                _accuracy_text(f"{s} APl", "APs", r, "Δ").replace("Holm p", "p"), _verdict(_side(r)))
-            others = [g for g in groups if g != s]
-            if not others:
-                add("(e) SSD the better speed/accuracy trade-off", s, missing + "other detectors", "–")
-                continue
-            evidence, verdicts = [], []
-            for g in others:
-                acc, speed = _accuracy(pairs, dataset, s, g), _speed(latency, dataset, s, g)
-                a, v = _side(acc), speed["side"]
-                verdicts.append(1 if max(a, v) == 1 else -1 if min(a, v) == -1 else 0)
-                evidence.append(f"vs {g}: {_accuracy_text(s, g, acc)}; {_speed_text(s, g, speed, latency, dataset)}")
-            verdict = CONTRADICTED if -1 in verdicts else SUPPORTED if all(x == 1 for x in verdicts) else UNRESOLVED
-            add("(e) SSD the better speed/accuracy trade-off", ", ".join([s, *others]), " | ".join(evidence),
-                verdict)
-    frame = pd.DataFrame(rows, columns=["dataset", "claim", "detectors", "evidence", "verdict"])
+        rows += Claims(dataset, of_dataset, by_seed, latency).run()
+    frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
 
 

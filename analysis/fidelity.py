@@ -30,6 +30,7 @@ README = ROOT / "README.md"
 BEGIN, END = "<!-- fidelity:begin (python -m analysis.fidelity --write) -->", "<!-- fidelity:end -->"
 VOC0712_TRAIN = 16551          # VOC2007 trainval + VOC2012 trainval images
 COCO_TRAIN = 118287            # train2017 (the paper's trainval35k holds about as many)
+VOC07_TRAIN = 5011             # VOC2007 trainval images
 
 
 def _load(group: str, name: str) -> DictConfig:
@@ -95,6 +96,13 @@ class Setting:
 
 SSD, YOLO, FRCNN = ("paper_voc_ssd", "paper_coco_ssd"), ("paper_voc_yolov1", "paper_voc_fast_yolo"), \
     ("paper_voc_faster_rcnn",)
+FAST, RCNN = ("paper_voc_fast_rcnn",), ("paper_voc_rcnn",)
+
+
+def _proposals(c) -> str:
+    k = _get(c, "detector.proposals.base_k")
+    return (f"selective search {_get(c, 'detector.proposals.mode')} (k {k}, {k + _get(c, 'detector.proposals.inc_k')}),"
+            f" {_get(c, 'detector.model.candidates_before_nms')} at test")
 SETTINGS = [
     Setting(SSD, "backbone weights", "VGG-16 ImageNet, fc6/fc7 subsampled from its classifier",
             _weights, lambda c: _weights(c) == "IMAGENET1K_V1",
@@ -156,6 +164,56 @@ SETTINGS = [
             f"whole epochs: 5 x {VOC0712_TRAIN} images"),
     Setting(FRCNN, "RoI sampling background", "IoU in [0.1, 0.5)", lambda c: "[0, 0.5)", lambda c: False,
             "torchvision's RoIHeads samples background from IoU 0"),
+    Setting(FAST + RCNN, "backbone weights", "VGG-16 ImageNet incl. fc6/fc7; conv1-2 frozen",
+            lambda c: f"{_weights(c)}, frozen_blocks {_get(c, 'detector.model.frozen_blocks')}",
+            lambda c: _weights(c) == "IMAGENET1K_V1" and _get(c, "detector.model.frozen_blocks") == 2,
+            "fc6/fc7 then start random and conv1-2 train"),
+    Setting(FAST + RCNN, "augmentation", "horizontal flip only", _policy, lambda c: _policy(c) == "flip"),
+    Setting(FAST + RCNN, "difficult objects", "left out (use_diff: False)",
+            lambda c: "trained on" if _get(c, "detector.learn_difficult") else "left out",
+            lambda c: _get(c, "detector.learn_difficult") is False),
+    Setting(FAST + RCNN, "proposals", "selective search fast (k 50, 100), 2000 per image", _proposals,
+            lambda c: _proposals(c) == "selective search fast (k 50, 100), 2000 at test"),
+    Setting(FAST + RCNN, "fc6/fc7 dropout", "0.5 (VGG-16's classifier)", lambda c: "none", lambda c: False,
+            "torchvision's TwoMLPHead, shared with Faster R-CNN, has no dropout"),
+    Setting(FAST, "training input", "shorter side 600, longer at most 1000, aspect kept",
+            lambda c: f"{_get(c, 'detector.model.min_size')} / {_get(c, 'detector.model.max_size')}",
+            lambda c: (_get(c, "detector.model.min_size"), _get(c, "detector.model.max_size")) == (600, 1000)),
+    Setting(FAST, "RoI sampling", "2 images x 64 RoIs, 25% fg at IoU >= 0.5, bg IoU [0.1, 0.5)",
+            lambda c: (f"{c.train.batch_size} images x {_get(c, 'detector.model.roi_heads.batch_size_per_image')}"
+                       f" RoIs, {_get(c, 'detector.model.roi_heads.positive_fraction'):.0%} fg, bg IoU "
+                       f"[{_get(c, 'detector.model.roi_heads.bg_iou_low')}, "
+                       f"{_get(c, 'detector.model.roi_heads.bg_iou_thresh')})"),
+            lambda c: (c.train.batch_size, _get(c, "detector.model.roi_heads.batch_size_per_image"),
+                       _get(c, "detector.model.roi_heads.positive_fraction"),
+                       _get(c, "detector.model.roi_heads.bg_iou_low")) == (2, 64, 0.25, 0.1)),
+    Setting(FAST, "RoI pooling", "max pooling 7x7 at 1/16", lambda c: _get(c, "detector.model.roi_heads.pooling"),
+            lambda c: _get(c, "detector.model.roi_heads.pooling") == "pool"),
+    Setting(FAST, "iterations (lr drop)", "40k (30k)",
+            lambda c: f"{_iterations(c, VOC0712_TRAIN)} ({', '.join(map(str, c.train.scheduler.milestones))})",
+            lambda c: _iterations(c, VOC0712_TRAIN) == 40000, f"whole epochs: 5 x {VOC0712_TRAIN} images at 2"),
+    Setting(RCNN, "warp", "224 x 224 with 16 px of context (AlexNet: 227)",
+            lambda c: f"{_get(c, 'detector.model.warp_size')}, context {_get(c, 'detector.model.context')}",
+            lambda c: (_get(c, "detector.model.warp_size"), _get(c, "detector.model.context")) == (224, 16)),
+    Setting(RCNN, "fine-tuning batch", "128 windows: 32 fg (IoU >= 0.5), 96 bg",
+            lambda c: f"{_get(c, 'detector.model.fg_per_batch')} fg, {_get(c, 'detector.model.bg_per_batch')} bg",
+            lambda c: (_get(c, "detector.model.fg_per_batch"), _get(c, "detector.model.bg_per_batch")) == (32, 96)),
+    Setting(RCNN, "iterations (lr drops)", "100k (every 20k)",
+            lambda c: f"{_iterations(c, VOC07_TRAIN)} ({', '.join(map(str, c.train.scheduler.milestones))})",
+            lambda c: _iterations(c, VOC07_TRAIN) == 100000, f"whole epochs: 40 x {VOC07_TRAIN} images at 2"),
+    Setting(RCNN, "SVMs", "liblinear, C 1e-3, bias x10, positives x2, negatives IoU < 0.3, hard negatives",
+            lambda c: (f"torch L-BFGS on liblinear's primal, C {_get(c, 'detector.rcnn_fit.c'):g}, bias "
+                       f"x{_get(c, 'detector.rcnn_fit.bias_multiplier'):g}, positives "
+                       f"x{_get(c, 'detector.rcnn_fit.positive_weight'):g}, negatives IoU < "
+                       f"{_get(c, 'detector.rcnn_fit.negative_iou')}"),
+            lambda c: (_get(c, "detector.rcnn_fit.c"), _get(c, "detector.rcnn_fit.bias_multiplier"),
+                       _get(c, "detector.rcnn_fit.positive_weight"), _get(c, "detector.rcnn_fit.negative_iou"))
+            == (1e-3, 10.0, 2.0, 0.3)),
+    Setting(RCNN, "box regression", "ridge on pool5, lambda 1000, proposals IoU >= 0.6",
+            lambda c: (f"ridge on pool5, lambda {_get(c, 'detector.rcnn_fit.ridge_lambda'):g}, IoU >= "
+                       f"{_get(c, 'detector.rcnn_fit.regression_iou')}"),
+            lambda c: (_get(c, "detector.rcnn_fit.ridge_lambda"), _get(c, "detector.rcnn_fit.regression_iou"))
+            == (1000.0, 0.6)),
 ]
 
 
@@ -181,9 +239,14 @@ def fidelity_markdown() -> str:
     return fidelity_frame().to_markdown(index=False) + "\n"
 
 
-def fidelity_table() -> Table:
-    """The report's copy of the README table: one row per (paper_* experiment, setting)."""
+def fidelity_table(runs: pd.DataFrame | None = None) -> Table:
+    """The report's copy of the README table: one row per (paper_* experiment, setting); given
+    ``runs``, only the experiments they ran (``experiment=paper_*`` in their overrides)."""
     frame = fidelity_frame()
+    if runs is not None:
+        ran = {o.split("=", 1)[1] for overrides in runs["overrides"].fillna("") for o in str(overrides).split()
+               if o.startswith("experiment=")}
+        frame = frame[frame["experiment"].isin(ran)]
     return Table("paper_fidelity", "Paper setting vs detbench (from conf/experiment/paper_*.yaml)",
                  frame, frame, "Every 'no' is a declared deviation; see README.md.")
 

@@ -26,12 +26,17 @@ def load_papers() -> pd.DataFrame:
         return pd.read_csv(f, dtype={"hardware": str, "note": str}).fillna("")
 
 
-def published_table() -> Table:
+def published_table(runs: pd.DataFrame | None = None) -> Table:
+    """The papers' figures as printed; given ``runs``, only the rows of their detectors and
+    dataset families (voc, coco)."""
     papers = load_papers()
+    if runs is not None:
+        families = {dataset_family(d) for d in runs["dataset"]}
+        papers = papers[papers["detector"].isin(set(runs["detector"])) & papers["dataset"].isin(families)]
     return Table("published", "Published figures (the papers, as printed)", papers, papers)
 
 
-def _dataset_family(name: str) -> str:
+def dataset_family(name: str) -> str:
     name = str(name).lower()
     return next((f for f in ("voc", "coco") if name.startswith(f)), name)
 
@@ -46,7 +51,7 @@ def paper_table(runs: pd.DataFrame) -> Table:
     for (group, dataset), runs_of in ok.groupby(["group", "dataset"], sort=True):
         detector = runs_of["detector"].iat[0]
         match = papers[(papers["detector"] == detector)
-                       & (papers["dataset"] == _dataset_family(dataset))]
+                       & (papers["dataset"] == dataset_family(dataset))]
         for paper in match.itertuples():
             if paper.metric not in runs_of:
                 continue

@@ -1,5 +1,5 @@
 """The report's plots drawn from each run's own files: precision/recall curves
-(``pr_curves.npz``), training loss and validation AP against time (``train_log.csv``,
+(``pr_curves.npz``), each loss term and validation AP against iterations (``train_log.csv``,
 ``val_log.csv``) and a grid of validation images with each detector's detections
 (``samples/<image_id>.png``, ``ground_truth.json``, ``detections.json``). Same style as
 ``plots.py``: PNG and PDF, greyscale-readable, slide-sized.
@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
+from analysis.operating_point import run_operating_point
 from analysis.plots import FIGSIZE, figure, plain_log_ticks, save, series_style
 from analysis.runs import read_csv, read_json, read_pr_curves
 
@@ -61,36 +62,51 @@ def plot_pr_curves(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[
 
 
 def plot_training(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[Path]:
-    """Left: training loss (log scale) against training time; right: validation AP (%)
-    against training time; one line per run, one style per detector."""
+    """Against training iterations: one panel per setting with each of its loss terms
+    (``loss_*`` columns of train_log.csv) as its own line (log scale), and a last panel with
+    every setting's validation AP (val_log.csv) as marked points joined by lines."""
     logs = {g: [(read_csv(d, "train_log.csv"), read_csv(d, "val_log.csv")) for d in dirs]
             for g, dirs in runs_by_group.items()}
-    if not any(t is not None or v is not None for runs in logs.values() for t, v in runs):
+    logs = {g: runs for g, runs in logs.items() if any(t is not None or v is not None for t, v in runs)}
+    if not logs:
         return []
-    with figure(1, 2, sharex=True) as (fig, axes):
-        loss_ax, ap_ax = axes[0]
+    panels = len(logs) + 1
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    with figure(rows, cols, figsize=(4.2 * cols + 0.5, 3.6 * rows + 1.0)) as (fig, axes):
+        flat = list(axes.flat)
+        for ax in flat[panels:]:
+            ax.set_visible(False)
+        ap_ax = flat[len(logs)]
         for i, (group, runs) in enumerate(logs.items()):
-            style, label = series_style(i), group
-            for train, val in runs:
-                if train is not None and {"time_s", "loss"} <= set(train.columns):
-                    loss_ax.plot(train["time_s"], train["loss"], markevery=max(1, len(train) // 8),
-                                 markersize=6, label=label, **style)
-                    label = None
-                if val is not None and {"time_s", "map"} <= set(val.columns):
-                    ap_ax.plot(val["time_s"], val["map"] * 100, markersize=6, **style)
-        if not ap_ax.lines:
-            ap_ax.text(0.5, 0.5, "no validation during training\n(no val_log.csv)",
-                       ha="center", va="center", transform=ap_ax.transAxes)
-        if loss_ax.lines:
-            loss_ax.set_yscale("log")
-            plain_log_ticks(loss_ax.yaxis)
-        loss_ax.set_ylabel("training loss (sum of loss terms, log scale)")
-        ap_ax.set_ylabel("validation COCO AP@[.5:.95] (%)")
-        for ax in (loss_ax, ap_ax):
-            ax.set_xlabel("training time (s)")
-        loss_ax.set_title("Training loss")
-        ap_ax.set_title("Validation AP")
-        fig.legend(loc="outside lower center", ncols=min(len(logs), 4), frameon=False)
+            ax = flat[i]
+            for seed, (train, val) in enumerate(runs):
+                if train is not None and "iteration" in train:
+                    terms = [c for c in train.columns if c.startswith("loss_")] or [c for c in ("loss",) if c in train]
+                    for k, term in enumerate(terms):
+                        style = series_style(k)
+                        ax.plot(train["iteration"], train[term], color=style["color"], linestyle=style["linestyle"],
+                                label=term.removeprefix("loss_") if seed == 0 else None)
+                if val is not None and {"iteration", "map"} <= set(val.columns):
+                    style = series_style(i)
+                    ap_ax.plot(val["iteration"], val["map"] * 100, marker=style["marker"], color=style["color"],
+                               linestyle=style["linestyle"], label=group if seed == 0 else None)
+            ax.set_title(group, fontsize=12)
+            if ax.lines:
+                ax.set_yscale("log")
+                plain_log_ticks(ax.yaxis)
+                ax.legend(fontsize=9, title="loss term", title_fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("training loss (log)")
+        if ap_ax.lines:
+            ap_ax.legend(fontsize=9)
+        else:
+            ap_ax.text(0.5, 0.5, "no validation during training\n(no val_log.csv)", ha="center", va="center",
+                       transform=ap_ax.transAxes)
+        ap_ax.set_title("validation AP", fontsize=12)
+        ap_ax.set_xlabel("iteration")
+        ap_ax.set_ylabel("COCO AP@[.5:.95] (%)")
+        fig.suptitle("Training: each loss term and validation AP against iterations")
         return save(fig, out_dir, "training")
 
 
@@ -106,30 +122,40 @@ def _boxes(records: list, image_id, min_score: float, top: int) -> list[dict]:
 
 def grid_size(num_images: int, num_columns: int) -> tuple[float, float]:
     """The detection grid's figure size in inches: 3.2 in per cell, slide-sized at most."""
-    return (min(3.2 * num_columns, 2 * FIGSIZE[0]), min(3.2 * num_images, 2 * FIGSIZE[1]))
+    return (min(3.2 * num_columns, 2 * FIGSIZE[0]), min(3.2 * num_images + 0.6, 2 * FIGSIZE[1]))
 
 
 def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_images: int = 3,
-                        min_score: float = 0.3, top: int = 10) -> list[Path]:
-    """Rows: the same validation images (``samples/<image_id>.png`` every run holds);
-    columns: the ground truth, then each detector's detections with score >= ``min_score``
-    (at most ``top``); boxes scaled from the image's size in ``ground_truth.json``."""
+                        min_score: float | None = None, top: int = 10) -> list[Path]:
+    """Rows: validation images every run saved (``samples/<image_id>.png``), those with the most
+    ground truths first; columns: the ground truth, then each detector's detections (at most
+    ``top``) with score >= its own operating point (``operating_point``: the F1-maximising
+    threshold on the validation split), or >= ``min_score`` for all when given; boxes scaled from
+    the image's size in ``ground_truth.json``."""
     runs_by_group = {g: Path(d) for g, d in runs_by_group.items() if _sample_ids(d)}
     if not runs_by_group:
         return []
     common = set.intersection(*(_sample_ids(d) for d in runs_by_group.values()))
     first = next(iter(runs_by_group.values()))
-    ids = sorted(common or _sample_ids(first), key=lambda s: (len(s), s))[:max_images]
     truth = read_json(first / "ground_truth.json") or {}
+    per_image = {}
+    for a in truth.get("annotations", []):
+        per_image[str(a.get("image_id"))] = per_image.get(str(a.get("image_id")), 0) + 1
+    ids = sorted(common or _sample_ids(first), key=lambda s: (-per_image.get(s, 0), len(s), s))[:max_images]
     names = {c["id"]: c.get("name", str(c["id"])) for c in truth.get("categories", [])}
     sizes = {str(im["id"]): (im.get("width"), im.get("height")) for im in truth.get("images", [])}
-    columns = [("ground truth", first, truth.get("annotations", []))] + [
-        (g, d, read_json(d / "detections.json") or []) for g, d in runs_by_group.items()]
+    thresholds = {g: min_score if min_score is not None else (run_operating_point(d) or {"threshold": 0.3})["threshold"]
+                  for g, d in runs_by_group.items()}
+    columns = [("ground truth", first, truth.get("annotations", []), -1.0)] + [
+        (f"{g}\nscore ≥ {thresholds[g]:.2f}", d, read_json(d / "detections.json") or [], thresholds[g])
+        for g, d in runs_by_group.items()]
     with figure(len(ids), len(columns), figsize=grid_size(len(ids), len(columns))) as (fig, axes):
         for r, image_id in enumerate(ids):
-            for c, (title, run_dir, records) in enumerate(columns):
+            for c, (title, run_dir, records, threshold) in enumerate(columns):
                 ax, path = axes[r, c], run_dir / "samples" / f"{image_id}.png"
                 ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+                if r == 0:
+                    ax.set_title(title, fontsize=12)
                 if not path.is_file():
                     ax.text(0.5, 0.5, "no image", ha="center", transform=ax.transAxes)
                     continue
@@ -139,9 +165,9 @@ def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_image
                 sx = image.shape[1] / width if width else 1.0
                 sy = image.shape[0] / height if height else 1.0
                 scored = c > 0
-                boxes = _boxes(records, image_id, min_score if scored else -1.0, top)
+                boxes = _boxes(records, image_id, threshold, top)
                 if scored and not boxes:
-                    ax.text(0.5, 0.04, f"no detection ≥ {min_score}", ha="center", fontsize=10,
+                    ax.text(0.5, 0.04, "no detection above its threshold", ha="center", fontsize=10,
                             transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8})
                 for box in boxes:
                     x, y, w, h = box["bbox"]
@@ -151,12 +177,9 @@ def plot_detection_grid(runs_by_group: dict[str, Path], out_dir: Path, max_image
                                            linestyle="-" if not scored else "--"))
                     text = names.get(box.get("category_id"), str(box.get("category_id")))
                     text += f" {box['score']:.2f}" if scored else ""
-                    ax.text(x * sx, y * sy, text, fontsize=8, va="bottom", color="black",
+                    ax.text(x * sx, y * sy, text, fontsize=10, va="bottom", color="black",
                             bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
-                if r == 0:
-                    ax.set_title(title, fontsize=12)
             axes[r, 0].set_ylabel(f"image {image_id}", fontsize=11)
-        fig.suptitle(f"Ground truth (solid) and the {top} best detections with score ≥ "
-                     f"{min_score} (dashed)",
-                     fontsize=13)
+        how = f"score ≥ {min_score}" if min_score is not None else "each at its operating point (max F1 on val)"
+        fig.suptitle(f"Ground truth (solid) and the {top} best detections, {how} (dashed)", fontsize=13)
         return save(fig, out_dir, "detection_grid")

@@ -25,6 +25,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LINESTYLES = ["-", "--", ":", "-."]
 HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
 GREYS = ["0.95", "0.75", "0.55", "0.3"]
+AXES_SIZES: dict[str, list[tuple[float, float]]] = {}   # plot name -> its visible axes (w, h) in inches, as saved
 RC = {"font.size": 14, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 12,
       "xtick.labelsize": 12, "ytick.labelsize": 12, "axes.grid": True, "grid.alpha": 0.3,
       "lines.linewidth": 2.0, "lines.markersize": 8, "hatch.linewidth": 1.0}
@@ -57,6 +58,9 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     with mpl.rc_context(RC):
         for path in paths:
             fig.savefig(path, dpi=DPI)
+    width, height = fig.get_size_inches()
+    AXES_SIZES[name] = [(ax.get_position().width * width, ax.get_position().height * height)
+                        for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
     return paths
 
 
@@ -123,7 +127,7 @@ def plot_ap_by_size(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
              ("map_large", "large (> 96² px)")]
     if not any(f"{k}_mean" in summary for k, _ in sizes) or summary.empty:
         return []
-    with figure() as (fig, axes):
+    with figure(figsize=(max(FIGSIZE[0], 1.2 * len(summary) + 2), FIGSIZE[1])) as (fig, axes):
         ax = axes[0, 0]
         x, width = np.arange(len(summary)), 0.8 / len(sizes)
         for j, (key, label) in enumerate(sizes):
@@ -136,7 +140,8 @@ def plot_ap_by_size(summary: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.bar(x + (j - 1) * width, np.nan_to_num(means), width, yerr=np.nan_to_num(err), capsize=4,
                    label=label, color=GREYS[j],
                 hatch=HATCHES[j + 1], edgecolor="black")
-        ax.set_xticks(x, summary["group"], rotation=15 if len(summary) > 4 else 0)
+        ax.set_xticks(x, summary["group"], rotation=30 if len(summary) > 4 else 0, ha="right" if len(summary) > 4
+                      else "center")
         ax.set_ylabel("COCO AP@[.5:.95] (%)")
         ax.set_xlabel("detector")
         ax.set_title("AP by object size (COCO area buckets)")
@@ -174,7 +179,10 @@ def plot_error_breakdown(errors: pd.DataFrame, out_dir: Path) -> list[Path]:
     groups = list(dict.fromkeys(errors["group"]))
     has_data = errors[(errors["num_gt"] > 0) | (errors["num_dt"] > 0)]
     buckets = [b for b in ("all", "small", "medium", "large") if b in set(has_data["bucket"])]
-    with figure(1, len(buckets), sharex=True, sharey=True) as (fig, axes):
+    top = np.nanmax(np.r_[0.0, errors[[f"dap_{k}" for k in kinds]].to_numpy(float).ravel()])
+    with figure(1, len(buckets), figsize=(max(FIGSIZE[0], 3.4 * len(buckets)), max(FIGSIZE[1], 2.2 + 0.28
+                                                                                 * len(kinds) * len(groups))),
+                sharex=True, sharey=True) as (fig, axes):
         height = 0.8 / len(groups)
         for ax, bucket in zip(axes[0], buckets):
             rows = errors[errors["bucket"] == bucket].set_index("group")
@@ -186,11 +194,11 @@ def plot_error_breakdown(errors: pd.DataFrame, out_dir: Path) -> list[Path]:
                         hatch=HATCHES[i % len(HATCHES)], edgecolor="black",
                         label=group if ax is axes[0, 0] else None)
             ax.set_title(BUCKET_TITLES[bucket], fontsize=13)
-            ax.set_xlim(left=0)
+        axes[0, 0].set_xlim(0, max(1.0, top) * 1.08)   # every bar drawn to its length, in every panel
         axes[0, 0].set_yticks(np.arange(len(kinds)), [ERROR_LABELS[k] for k in kinds])
         axes[0, 0].invert_yaxis()             # shared: the first kind on top in every panel
         fig.supxlabel("AP50 gained if this kind of error were fixed (points)", fontsize=14)
-        fig.legend(loc="outside right center", frameon=False)
+        fig.legend(loc="outside lower center", ncols=min(len(groups), 5), frameon=False)
         fig.suptitle("Error breakdown (TIDE-style, IoU 0.5)")
         return save(fig, out_dir, "error_breakdown")
 
@@ -203,7 +211,7 @@ def plot_top_detections(shares: pd.DataFrame, out_dir: Path) -> list[Path]:
         return []
     parts = [("top_correct", "correct"), ("top_loc", "localisation (or duplicate)"),
              ("top_other", "wrong class"), ("top_bkg", "background")]
-    with figure() as (fig, axes):
+    with figure(figsize=(FIGSIZE[0], max(FIGSIZE[1], 2.0 + 0.5 * len(shares)))) as (fig, axes):
         ax, left = axes[0, 0], np.zeros(len(shares))
         for j, (key, label) in enumerate(parts):
             values = np.nan_to_num(shares[key].to_numpy(float)) if key in shares else 0 * left

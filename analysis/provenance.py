@@ -60,7 +60,7 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: run, detector, dataset, seed, status, weights (``weights_source``),
     pretrained ('from scratch'/'pretrained'), iterations ('run / planned'), stopped early, the
     training budget and its cost (training TFLOPs, images seen, wall seconds, device) and whether
-    the last validations were still improving (``experiments.studies.budget_convergence``)."""
+    the last validations were still improving (``experiments.studies.budget_convergence``), training precision."""
     rows = []
     for _, r in runs.iterrows():
         row = r.to_dict()
@@ -71,7 +71,7 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      else MISSING,
                      "pretrained": pretrained_label(row.get("weights_source")),
                      "iterations run / planned": _iterations(row),
-                     "stopped early": _stopped_early(row),
+                     "stopped early": _stopped_early(row), "precision": _precision(row),
                      "budget": row.get("train_budget") if isinstance(row.get("train_budget"), str) else MISSING,
                      "train TFLOPs": _number(row, "train_flops", 1e-12, 2),
                      "images seen": _number(row, "train_images_seen"),
@@ -79,7 +79,19 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      "device": row.get("device") if isinstance(row.get("device"), str) else MISSING,
                      "still improving": still_improving_label(row.get("still_improving"))})
     return pd.DataFrame(rows, columns=["run", "detector", "dataset", "seed", "status", "weights",
-                                       "pretrained", "iterations run / planned", "stopped early", *TRAINING_COLUMNS])
+                                       "pretrained", "iterations run / planned", "stopped early", "precision",
+                                       *TRAINING_COLUMNS])
+
+
+def _precision(row) -> str:
+    """The training precision used (metrics.json ``train_precision``), '+nhwc' for channels-last,
+    'fp32 (bf16 asked)' where it fell back; not recorded (no training, or an older run): MISSING."""
+    used = row.get("train_precision")
+    if not isinstance(used, str):
+        return MISSING
+    asked = row.get("train_precision_requested")
+    label = used + ("+nhwc" if row.get("train_channels_last") is True else "")
+    return f"{label} ({asked} asked)" if isinstance(asked, str) and asked != used else label
 
 
 def incomplete_frame(runs: pd.DataFrame, metrics: dict) -> pd.DataFrame:

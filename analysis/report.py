@@ -4,23 +4,28 @@ and ``plots/*.{png,pdf}``. One failed run, one plot that cannot be drawn, or one
 raises never stops the report: failed runs are listed as failed, and what could not be done is
 said in the report.
 
-The report is ``SECTIONS``, in reading order: each ``section(ctx) -> Section | None`` (see
-``analysis.section``) returns its tables, plots and sentences. The page shows every section's
-tables in that order, then the sentences, then the plots, then the problems.
+The report is ``SECTIONS``, in reading order: the answer first, then the conditions that bound
+it, accuracy, speed, errors, examples, training, the studies, and the appendix (reference
+material: papers, provenance, every run). Each ``section(ctx) -> Section | None`` (see
+``analysis.section``) returns its sentences, tables and plots; ``analysis.page`` lays them out
+under one heading per section with a table of contents and captions.
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import (
     budget,
+    conditions,
     coverage,
+    diagnostics,
     fidelity,
+    galleries,
+    headline,
+    ladder,
     papers,
     plot_runs,
     plots,
@@ -32,18 +37,13 @@ from analysis import (
     tuning,
 )
 from analysis.errors import run_errors
+from analysis.labels import short_labels
+from analysis.page import render
 from analysis.runs import error_summary, load_runs, ok_runs, read_csv
 from analysis.section import Context, Section, run_sections
-from analysis.table import print_table, to_html, to_markdown, write_table
+from analysis.table import print_table, write_table
 
-PRINTED = ("accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
-
-
-def _label(runs: pd.DataFrame) -> pd.Series:
-    """Plot label per run: the group, plus the dataset when the folder holds several."""
-    if runs["dataset"].nunique() > 1:
-        return runs["group"] + " (" + runs["dataset"] + ")"
-    return runs["group"]
+PRINTED = ("headline", "accuracy", "speed", "pairwise", "claims")   # the tables printed in the terminal
 
 
 def _errors(runs: pd.DataFrame, problems: list[str]) -> pd.DataFrame:
@@ -76,7 +76,8 @@ def _top_shares(runs: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in ("top_correct", "top_loc", "top_other", "top_bkg") if k in runs]
     ours = ok_runs(runs).groupby("label")[keys].mean() if keys else pd.DataFrame()
     published = papers.load_papers()
-    published = published[published["metric"].str.startswith("top_")]
+    families = {papers.dataset_family(d) for d in runs["dataset"]}
+    published = published[published["metric"].str.startswith("top_") & published["dataset"].isin(families)]
     theirs = published.pivot_table(index="detector", columns="metric", values="value")
     theirs.index = [f"{d} (paper, VOC07)" for d in theirs.index]
     return pd.concat([ours.dropna(how="all"), theirs]) if len(ours) else theirs.iloc[:0]
@@ -86,111 +87,111 @@ def read_folder(runs_dir: Path) -> Context:
     """Every run under ``runs_dir``, labelled, with its error breakdown: what the sections read."""
     problems: list[str] = []
     runs = load_runs(runs_dir)
-    runs["label"] = _label(runs) if len(runs) else []
+    runs["label"] = short_labels(runs) if len(runs) else []
     errors = _errors(runs, problems)
     return Context(runs_dir, runs_dir / "report", runs, errors, problems)
 
 
-def runs_section(ctx: Context) -> Section:
-    return Section("Runs", [summary.runs_table(ctx.runs)])
+def accuracy_section(ctx: Context) -> Section:
+    out, by_group = ctx.plot_dir, _by_group(ctx)
+    images = (ctx.draw("AP by size", lambda: plots.plot_ap_by_size(ctx.summary, out))
+              + ctx.draw("precision/recall curves", lambda: plot_runs.plot_pr_curves(by_group, out))
+              + ctx.draw("PR curves per class", lambda: diagnostics.plot_pr_per_class(by_group, out)))
+    tables = [ctx.accuracy, significance_tables.pairwise_table(ctx.pairs),
+              summary.per_class_table(_per_class(ctx.runs))]
+    return Section("Accuracy", tables, images)
 
 
-def accuracy_and_speed_section(ctx: Context) -> Section:
+def speed_section(ctx: Context) -> Section:
     ok, means, out = ok_runs(ctx.runs), ctx.summary, ctx.plot_dir
     devices = ", ".join(sorted(set(ok["device"].dropna().astype(str)))) if "device" in ok else ""
     images = (ctx.draw("speed vs accuracy", lambda: plots.plot_speed_vs_accuracy(means, out, devices))
-              + ctx.draw("AP by size", lambda: plots.plot_ap_by_size(means, out))
               + ctx.draw("boxes scored vs AP", lambda: plots.plot_candidates_vs_ap(means, out)))
-    return Section("Accuracy and speed", [ctx.accuracy, ctx.speed], images)
-
-
-def per_class_section(ctx: Context) -> Section:
-    return Section("Per-class AP", [summary.per_class_table(_per_class(ctx.runs))])
-
-
-def curves_section(ctx: Context) -> Section:
-    """Precision/recall and training curves, and a grid of detections, per setting."""
-    by_group = {g: [Path(p) for p in rows["path"]] for g, rows in ok_runs(ctx.runs).groupby("label")}
-    out = ctx.plot_dir
-    images = (ctx.draw("precision/recall curves", lambda: plot_runs.plot_pr_curves(by_group, out))
-              + ctx.draw("training curves", lambda: plot_runs.plot_training(by_group, out))
-              + ctx.draw("detection grid", lambda: plot_runs.plot_detection_grid(
-                  {g: dirs[0] for g, dirs in by_group.items()}, out)))
-    return Section("Curves and detections", plots=images)
-
-
-def papers_section(ctx: Context) -> Section:
-    return Section("Ours vs paper", [papers.paper_table(ctx.labelled)])
+    return Section("Speed", [ctx.speed], images)
 
 
 def errors_section(ctx: Context) -> Section:
-    table = summary.error_table(ctx.errors)
-    images = (ctx.draw("error breakdown", lambda: plots.plot_error_breakdown(table.data, ctx.plot_dir))
-              + ctx.draw("top detections", lambda: plots.plot_top_detections(_top_shares(ctx.runs), ctx.plot_dir)))
-    return Section("Error breakdown", [table], images)
+    table, out, by_group = summary.error_table(ctx.errors), ctx.plot_dir, _by_group(ctx)
+    images = (ctx.draw("error breakdown", lambda: plots.plot_error_breakdown(table.data, out))
+              + ctx.draw("confusion matrix", lambda: diagnostics.plot_confusion(by_group, out))
+              + ctx.draw("P/R/F1 vs confidence", lambda: diagnostics.plot_prf_confidence(by_group, out))
+              + ctx.draw("top detections", lambda: plots.plot_top_detections(_top_shares(ctx.runs), out)))
+    return Section("Errors", [table], images)
 
 
-def published_section(ctx: Context) -> Section:
-    return Section("Published figures", [papers.published_table()])
+def examples_section(ctx: Context) -> Section:
+    """The detection grid at each detector's operating point and the galleries chosen by error."""
+    by_group, out = _by_group(ctx), ctx.plot_dir
+    first = {g: dirs[0] for g, dirs in by_group.items()}
+    images = (ctx.draw("detection grid", lambda: plot_runs.plot_detection_grid(first, out))
+              + ctx.draw("failure gallery", lambda: galleries.plot_failures(first, out))
+              + ctx.draw("found by one, missed by another", lambda: galleries.plot_found_missed(first, out)))
+    return Section("Examples", plots=images, sentences=[
+        "Images are the validation images each run saved under samples/ (eval.samples); the galleries "
+        "pick among them by error. Detections are shown at each detector's operating point: the score "
+        "threshold that maximises F1 on the validation split."])
+
+
+def training_section(ctx: Context) -> Section | None:
+    images = ctx.draw("training curves", lambda: plot_runs.plot_training(_by_group(ctx), ctx.plot_dir) or None)
+    return Section("Training", plots=images) if images else None
+
+
+def papers_section(ctx: Context) -> Section | None:
+    table = papers.paper_table(ctx.labelled)
+    return Section("Ours vs paper", [table], appendix=True) if len(table.data) else None
+
+
+def published_section(ctx: Context) -> Section | None:
+    table = papers.published_table(ctx.runs)
+    return Section("Published figures", [table], appendix=True) if len(table.data) else None
+
+
+def fidelity_section(ctx: Context) -> Section | None:
+    table = fidelity.fidelity_table(ctx.runs)
+    return Section("Paper settings", [table], appendix=True) if len(table.data) else None
 
 
 def provenance_section(ctx: Context) -> Section:
     return Section("Provenance", [provenance.provenance_table(ctx.runs), provenance.incomplete_table(ctx.labelled)],
-                   sentences=provenance.budget_sentences(ctx.labelled))
+                   sentences=provenance.budget_sentences(ctx.labelled), appendix=True)
 
 
-def fidelity_section(ctx: Context) -> Section:
-    return Section("Paper fidelity", [fidelity.fidelity_table()])
+def runs_section(ctx: Context) -> Section:
+    return Section("Runs", [summary.runs_table(ctx.runs)], appendix=True)
 
 
-# The report, in reading order: a new study adds its section here (see analysis/section.py).
+def variance_section(ctx: Context) -> Section:
+    return significance_tables.variance_section(ctx)
+
+
+# The report, in reading order: the answer, what bounds it, accuracy, speed, errors, studies, then
+# the appendix (sections marked appendix=True). A new study adds its section here.
 SECTIONS = [
-    runs_section,
-    accuracy_and_speed_section,
-    per_class_section,
-    curves_section,
-    papers_section,
+    headline.section,          # first: the answer (claims with effect, interval, verdict, conditions)
+    conditions.section,
+    accuracy_section,
+    speed_section,
     errors_section,
+    examples_section,
+    training_section,
     coverage.section,
     sweeps.section,
     budget.section,
     tuning.section,
     robustness.section,
+    ladder.section,
+    variance_section,
+    papers_section,
     published_section,
-    provenance_section,
     fidelity_section,
-    significance_tables.section,
-    significance_tables.variance_section,
+    provenance_section,
+    runs_section,
 ]
 
 
-def _render(blocks: list, out: Path) -> tuple[str, str]:
-    """Blocks (kind, content) -> (Markdown, self-contained HTML)."""
-    md, body = [], []
-    for kind, content in blocks:
-        if kind == "h":
-            md.append(f"## {content}\n")
-            body.append(f"<h2>{html.escape(content)}</h2>")
-        elif kind == "p":
-            md.append(f"{content}\n")
-            body.append(f"<p>{html.escape(content)}</p>")
-        elif kind == "table":
-            md.append(f"**{content.title}**\n\n{to_markdown(content)}")
-            body.append(to_html(content))
-        elif kind == "image":
-            rel = content.relative_to(out).as_posix()
-            md.append(f"![{content.stem}]({rel})  \n[PDF]({Path(rel).with_suffix('.pdf')})\n")
-            data = base64.b64encode(content.read_bytes()).decode()
-            body.append(f"<figure><img alt='{content.stem}' src='data:image/png;base64,{data}'>"
-                        f"<figcaption>{html.escape(content.stem)}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1250px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:0.5em 0}td,th{padding:3px 9px;"
-             "border-bottom:1px solid #ccc;text-align:right}img{max-width:100%}"
-             ".note{color:#555;font-size:90%}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>detbench report</title>"
-            f"<style>{style}</style></head><body><h1>detbench report</h1>{''.join(body)}"
-            f"</body></html>")
-    return "# detbench report\n\n" + "\n".join(md), page
+def _by_group(ctx: Context) -> dict[str, list[Path]]:
+    return {g: [Path(p) for p in rows["path"]] for g, rows in ok_runs(ctx.runs).groupby("label", sort=False)}
 
 
 def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
@@ -206,19 +207,11 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     for table in all_tables:
         write_table(table, out / "tables")
     n_bad = int((runs["status"] != "ok").sum())
-    devices = sorted(set(ok_runs(runs)["device"].dropna().astype(str))) if "device" in runs else []
-    blocks = [("p", f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish "
-                    f"(listed below with their error). Accuracy in % (COCO AP@[.5:.95] unless "
-                    f"named), as mean ± sample std (ddof=1) over the seeds that finished; speed "
-                    f"measured on: {', '.join(devices) or 'no run'}. Tables: tables/ "
-                    f"(Markdown, CSV with metrics.json's units, LaTeX); plots: plots/ (PNG, PDF).")]
-    for table in all_tables:
-        blocks += [("h", table.title.split(" (")[0]), ("table", table)]
-    blocks += [("p", text) for section in sections for text in section.sentences]
-    blocks += [("h", "Plots")] + [("image", p) for section in sections for p in section.plots]
-    if ctx.problems:
-        blocks += [("h", "Problems while building this report")] + [("p", p) for p in ctx.problems]
-    markdown, page = _render(blocks, out)
+    intro = [f"{len(runs)} runs under {runs_dir.resolve()}; {n_bad} did not finish (Appendix: Runs). "
+             "Accuracy in % (COCO AP@[.5:.95] unless named), mean ± sample std over the seeds that finished, "
+             "[95% interval]. Tables: tables/ (Markdown, CSV in metrics.json's units, LaTeX); plots: plots/ "
+             "(PNG, PDF)."]
+    markdown, page = render(sections, intro, ctx.problems, out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(page)
@@ -233,14 +226,18 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="detbench-report", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="detbench-report",
+        description="Build the report of a folder of runs: RUNS_DIR/report/report.html (self-contained: "
+                    "open it in a browser), report.md, tables/ (Markdown, CSV, LaTeX) and plots/ (PNG, PDF). "
+                    "Failed runs are listed, never hidden.")
     parser.add_argument("runs_dir", type=Path, help="a folder of runs: one job, a sweep, or more")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     args = parser.parse_args()
     if not args.runs_dir.is_dir():
         parser.error(f"{args.runs_dir}: no such folder")
     path = build_report(args.runs_dir, print_tables=not args.quiet)
-    print(f"report written: {path} (and {path.with_suffix('.html').name})")
+    print(f"report written: {path.with_suffix('.html').resolve()} (and report.md, tables/, plots/ beside it)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import summary
+from analysis.significance import pairwise
 from analysis.table import Table
 
 log = logging.getLogger("analysis.report")
@@ -25,11 +26,15 @@ log = logging.getLogger("analysis.report")
 
 @dataclass
 class Section:
-    """What one section adds: ``tables`` in order, ``plots`` (PNG paths), ``sentences``."""
+    """What one section adds: ``tables`` in order, ``plots`` (PNG paths), ``sentences`` (shown
+    first); ``captions``: plot file stem -> what to read from it (``analysis.page.PLOT_CAPTIONS``
+    holds the defaults); ``appendix``: reference material, shown after every other section."""
     title: str
     tables: list[Table] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     sentences: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
+    appendix: bool = False
 
 
 @dataclass
@@ -52,6 +57,17 @@ class Context:
     @cached_property
     def labelled(self) -> pd.DataFrame:
         return self.runs.assign(group=self.runs["label"])
+
+    @cached_property
+    def claims(self) -> pd.DataFrame:
+        """``claims.evaluate_claims`` on the labelled runs, once for every section that shows them."""
+        from analysis.claims import evaluate_claims  # claims -> significance -> runs: kept off import time
+        return evaluate_claims(self.labelled)
+
+    @cached_property
+    def pairs(self) -> pd.DataFrame:
+        """``significance.pairwise`` of the labelled runs: the paired bootstrap every verdict reads."""
+        return pairwise(self.labelled)
 
     @cached_property
     def accuracy(self) -> Table:

@@ -1,18 +1,20 @@
-"""Which differences hold between the settings of a sweep: paired bootstrap tests between runs
-(the frame behind the report's "Pairwise" table) and the latency samples the speed claims use;
+"""Which differences hold between the settings of a sweep: paired tests between runs (the frame
+behind the report's "Pairwise" table and the claims) and the latency samples the speed claims use;
 the statistics themselves are ``analysis.stats`` (deltas A − B).
 
 Reads run folders only: each run's ``bootstrap.npz`` (written by the evaluator: ``image_ids``
 [B, N] the images of each replicate, ``category_ids`` [K], one float [B] array per metric,
-``point_<metric>`` the metric on the images as given) and ``metrics.json``'s
-``latency_ms_samples_b1`` (every timed batch, ms). Two runs are paired only when their
-replicates drew the very same images (same ids, same bootstrap seed) on the same classes;
-otherwise the pair is reported as not comparable, naming the ids that differ.
+``point_<metric>`` the metric on the images as given), ``metrics.json``'s ``eval_split`` and
+``latency_ms_samples_b1`` (every timed batch, ms). Two runs are paired only when their replicates
+drew the very same images (same ids, same bootstrap seed) of the same split on the same classes;
+otherwise the pair is *not testable*, naming what differs.
 
-* Pairwise: delta = A − B per replicate (averaged over the seeds both groups ran), its 95%
-  percentile interval and the two-sided bootstrap p-value p = min(1, 2 (min(#{d <= 0},
-  #{d >= 0}) + 1) / (B + 1)), Holm-corrected over the pairs of a dataset, per metric;
-  *significant* when the corrected p < 0.05, else *within noise*.
+* Pairwise: delta = A − B, seed s of A paired with seed s of B on the same image draws
+  (``stats.paired_difference``: one seed, the image bootstrap with its replicate count, a
+  *provisional* result; two or more, a t over the per-seed deltas with the image variance added),
+  Holm-corrected over the pairs the table lists for a dataset, per metric; *significant* when the
+  corrected p < 0.05, else *within noise*. Fewer than ``MIN_REPLICATES`` replicates, a metric
+  a run lacks, other images or another split: not testable.
 * Latency: the median of the timed batches (batch 1), its interval from 2000 bootstrap resamples
   of the batches (seeded); a speed difference holds when the interval of the difference of
   medians excludes 0.
@@ -27,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import ok_runs
-from analysis.stats import ALPHA, holm, paired_difference
+from analysis.stats import ALPHA, holm, p_text, paired_difference
 
 PAIR_METRICS = {"map": "AP", "map_50": "AP50", "map_small": "APs"}
+MIN_REPLICATES = 100    # fewer bootstrap replicates than this: a pairwise test is not testable
 
 
 def load_replicates(run_path) -> dict | None:
@@ -41,10 +44,26 @@ def load_replicates(run_path) -> dict | None:
         return {k: data[k] for k in data.files}
 
 
+def drawn_keys(reps: dict) -> np.ndarray | None:
+    """The replicates' images as file name + content hash [B, N] (``key_ids`` / ``image_keys``
+    in bootstrap.npz), or None for an npz written without them."""
+    if "image_keys" not in reps or "key_ids" not in reps:
+        return None
+    key_of = dict(zip(reps["key_ids"].tolist(), reps["image_keys"].tolist()))
+    return np.vectorize(lambda i: key_of.get(int(i), f"?{i}"), otypes=[str])(reps["image_ids"])
+
+
 def same_images_problem(a: dict, b: dict) -> str | None:
-    """None when the two runs' replicates drew the same images on the same classes, else why not."""
-    for key, what in (("category_ids", "category ids"), ("image_ids", "image ids")):
-        x, y = a[key], b[key]
+    """None when the two runs' replicates drew the same images of the same split (by file name and
+    content hash, never by id: an id is often a position) on the same classes, else why not."""
+    if str(a.get("split", "val")) != str(b.get("split", "val")):
+        return f"scored on different splits ({a.get('split', 'val')} / {b.get('split', 'val')})"
+    keys_a, keys_b = drawn_keys(a), drawn_keys(b)
+    if keys_a is None or keys_b is None:
+        return ("bootstrap.npz without image file names and hashes (written before they were saved): "
+                "re-run stages=[eval] on it to pair it")
+    for what, x, y in (("category ids", a["category_ids"], b["category_ids"]),
+                       ("images (file name#content hash)", keys_a, keys_b)):
         if x.shape != y.shape or not np.array_equal(x, y):
             only_a = sorted(set(np.unique(x).tolist()) - set(np.unique(y).tolist()))
             only_b = sorted(set(np.unique(y).tolist()) - set(np.unique(x).tolist()))
@@ -60,24 +79,53 @@ def replicates_by_seed(runs: pd.DataFrame) -> dict:
     for _, run in ok_runs(runs).iterrows():
         reps = load_replicates(run["path"])
         if reps is not None:
+            split = run.get("eval_split")
+            reps["split"] = split if isinstance(split, str) and split else "val"
+            reps["run"] = run.get("run", run["path"])
             out.setdefault((run["dataset"], run["group"]), {})[run["seed"]] = reps
     return out
 
 
-def paired(reps_a: dict, reps_b: dict, metric: str) -> dict:
-    """delta = A - B over the seeds both ran: point, interval, p; or the reason it cannot be paired."""
+def metric_of(metric: str):
+    """The statistic ``metric`` of a replicates dict: (replicates [B], point)."""
+    return lambda reps: (reps[metric], float(reps[f"point_{metric}"]))
+
+
+def gap_of(high: str, low: str):
+    """The statistic ``high − low`` of one run (e.g. APl − APs) on the same replicates."""
+    return lambda reps: (reps[high] - reps[low], float(reps[f"point_{high}"] - reps[f"point_{low}"]))
+
+
+def statistic_problem(reps: dict, statistic) -> str | None:
+    """Why ``statistic`` cannot be read from one run's replicates, or None."""
+    try:
+        values, _ = statistic(reps)
+    except KeyError as missing:
+        return f"run {reps.get('run', '?')} has no replicates of {missing.args[0]}"
+    if len(values) < MIN_REPLICATES:
+        return f"run {reps.get('run', '?')} has {len(values)} bootstrap replicates (a test needs >= {MIN_REPLICATES})"
+    return None
+
+
+def paired_stat(reps_a: dict, reps_b: dict, statistic) -> dict:
+    """delta = statistic(A) − statistic(B) over the seeds both ran (``stats.paired_difference``),
+    or {"problem": why it is not testable}. ``reps_*``: seed -> replicates dict."""
     seeds = sorted(set(reps_a) & set(reps_b), key=str)
     if not seeds:
         return {"problem": "no common seed"}
     for s in seeds:
         problem = same_images_problem(reps_a[s], reps_b[s])
+        problem = problem and f"seed {s}: {reps_a[s].get('run', 'A')} vs {reps_b[s].get('run', 'B')}: {problem}"
+        problem = problem or statistic_problem(reps_a[s], statistic) or statistic_problem(reps_b[s], statistic)
         if problem:
-            return {"problem": f"seed {s}: {problem}"}
-    if any(metric not in reps_a[s] or metric not in reps_b[s] for s in seeds):
-        return {"problem": f"no replicates of {metric}"}
-    return {**paired_difference([reps_a[s][metric] for s in seeds], [reps_b[s][metric] for s in seeds],
-                                [reps_a[s][f"point_{metric}"] for s in seeds],
-                                [reps_b[s][f"point_{metric}"] for s in seeds]), "seeds": len(seeds)}
+            return {"problem": problem}
+    a, b = [statistic(reps_a[s]) for s in seeds], [statistic(reps_b[s]) for s in seeds]
+    return paired_difference([x[0] for x in a], [x[0] for x in b], [x[1] for x in a], [x[1] for x in b])
+
+
+def paired(reps_a: dict, reps_b: dict, metric: str) -> dict:
+    """delta = A − B of ``metric`` (see ``paired_stat``)."""
+    return paired_stat(reps_a, reps_b, metric_of(metric))
 
 
 def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -92,19 +140,23 @@ def pairwise(runs: pd.DataFrame) -> pd.DataFrame:
                      for a, b in combinations(groups, 2)]
             adjusted = holm([r.get("p", math.nan) for r in block])
             for row, p_holm in zip(block, adjusted):
-                row["p_holm"] = p_holm
-                row["verdict"] = ("not comparable" if "problem" in row else
+                row["p_holm"], row["family_size"] = p_holm, len(block)
+                row["p_text"] = p_text(row) if "problem" not in row else ""
+                row["verdict"] = ("not testable" if "problem" in row else
                                   "significant" if p_holm < ALPHA else "within noise")
             rows += block
     return pd.DataFrame(rows)
 
 
 def latency_samples(runs: pd.DataFrame, batch: int = 1) -> dict:
-    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds."""
+    """(dataset, group) -> float [n] ms of every timed batch at ``batch``, pooled over seeds; a run
+    with ``speed_reliable: false`` (the busy-machine guard) is left out."""
     key, out = f"latency_ms_samples_b{batch}", {}
     if key not in runs:
         return out
     for _, run in ok_runs(runs).iterrows():
+        if run.get("speed_reliable") is False:   # timed on a busy machine: in no speed claim
+            continue
         if isinstance(run[key], str) and run[key].strip():
             values = np.array([float(x) for x in run[key].split()])
             out.setdefault((run["dataset"], run["group"]), []).append(values)

@@ -12,7 +12,7 @@ import pandas as pd
 from analysis.claims import evaluate_claims, group_families
 from analysis.runs import ok_runs
 from analysis.section import Context, Section
-from analysis.significance import PAIR_METRICS, pairwise
+from analysis.significance import PAIR_METRICS
 from analysis.table import Table
 
 
@@ -31,26 +31,41 @@ def pairwise_table(pairs: pd.DataFrame) -> Table:
             for metric, label in PAIR_METRICS.items():
                 r = rows[rows["metric"] == metric].iloc[0]
                 if isinstance(r.get("problem"), str):
-                    row[f"Δ{label}"], row[f"p {label}"] = "not comparable", r["problem"]
+                    row[f"Δ{label}"], row[f"p {label}"] = "not testable", r["problem"]
                     continue
                 row[f"Δ{label}"] = _interval_text(r["delta"], r["low"], r["high"])
-                row[f"p {label}"] = f"{r['p_holm']:.3g} ({r['verdict']})"
+                one_seed = ", provisional: one seed" if r.get("seeds", 1) < 2 else ""
+                row[f"p {label}"] = f"Holm {r['p_holm']:.2g}; {r['p_text']} ({r['verdict']}{one_seed})"
             shown.append(row)
-    return Table("pairwise", "Pairwise (paired image bootstrap: Δ = A − B in AP points, 95% interval; "
-                 "two-sided p, Holm-corrected over the pairs per metric)", pairs, pd.DataFrame(shown),
-                 "significant: Holm p < 0.05; within noise otherwise. Pairs need the same validation images "
-                 "and bootstrap seed (eval.bootstrap_seed).")
+    family = int(pairs["family_size"].max()) if len(pairs) and "family_size" in pairs else 0
+    return Table("pairwise", "Pairwise (Δ = A − B in AP points, 95% interval; two-sided p, Holm-corrected "
+                 f"per dataset and metric over the {family} pairs this table lists)", pairs, pd.DataFrame(shown),
+                 "significant: Holm p < 0.05; within noise otherwise. One seed: the paired image bootstrap alone "
+                 "(p counts the replicates whose delta crossed 0; its floor is 2/(B+1)); two or more seeds: a t "
+                 "over the per-seed deltas with the image variance added. Pairs need the same images of the same "
+                 "split and bootstrap seed (eval.bootstrap_seed). The claims correct over their own comparisons, "
+                 "not over this table.")
 
 
-def claims_table(runs: pd.DataFrame, pairs: pd.DataFrame) -> Table:
-    claims = evaluate_claims(runs, pairs)
-    note = ("Accuracy: COCO AP, paired bootstrap, Holm p < 0.05. Speed: median latency at batch 1 over "
-            "the timed batches, 95% bootstrap interval of the difference of medians.")
+def claims_table(runs: pd.DataFrame, pairs: pd.DataFrame | None = None, claims: pd.DataFrame | None = None) -> Table:
+    """The claims, one row per (claim, metric, detectors): effect [interval], p, Holm family, verdict,
+    conditions and evidence."""
+    claims = evaluate_claims(runs) if claims is None else claims
+    shown = claims.copy()
+    if len(shown):
+        scale = shown["unit"].map(lambda u: 100.0 if u == "AP points" else 1.0)
+        shown["effect"] = [_interval_text(e * k, lo * k, hi * k) if not math.isnan(e) else "–"
+                           for e, lo, hi, k in zip(claims["effect"], claims["low"], claims["high"], scale / 100)]
+        shown = shown.drop(columns=["low", "high"])
+    note = ("Effect: A − B as the detectors are named (AP points, or ms for latency), 95% interval. One seed: "
+            "the paired image bootstrap alone and the verdict is provisional; two or more: seed-to-seed variance "
+            "inside (t over per-seed deltas + image variance). Holm: over the comparisons the claim makes, never "
+            "over unrelated runs. Pretrained references (tv_*) are not pooled with from-scratch runs.")
     by_name = [g for g, (family, named) in group_families(ok_runs(runs)).items() if named and family]
     if by_name:
         note += (" Family told by detector name (the run folders' metrics.json has no 'family'): "
                  + ", ".join(by_name) + ".")
-    return Table("claims", "Claims of the seed article, tested on this sweep", claims, claims.copy(), note)
+    return Table("claims", "Claims of the seed article, tested on this sweep", claims, shown, note)
 
 
 def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
@@ -73,12 +88,6 @@ def variance_sentences(runs: pd.DataFrame, metric: str = "map") -> list[str]:
         out.append("One seed per setting: only the image-sampling variance (the bootstrap intervals) is "
                    "measured; seed-to-seed variance needs seeds (experiment=compare seeds=3).")
     return out
-
-
-def section(ctx: Context) -> Section:
-    """The Pairwise and Claims tables."""
-    pairs = pairwise(ctx.labelled)
-    return Section("Pairwise tests and claims", [pairwise_table(pairs), claims_table(ctx.labelled, pairs)])
 
 
 def variance_section(ctx: Context) -> Section:

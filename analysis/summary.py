@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.runs import error_summary, ok_runs
+from analysis.stats import CALIBRATED_FROM_IMAGES, seed_image_interval
 from analysis.table import MISSING, Table, mean_std
 
 # metrics.json key -> (column label, scale for display, decimals)
@@ -23,7 +24,11 @@ ACCURACY_COLUMNS = {
 }
 SPEED_COLUMNS = {
     "fps_b1": ("img/s b1", 1, 1), "fps_b8": ("img/s b8", 1, 1),
-    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1), "gmacs": ("GMACs", 1, 2),
+    "latency_ms_p50_b1": ("latency p50 b1 (ms)", 1, 1),
+    # R-CNN / Fast R-CNN: the latency above includes selective search (the speed protocol's proposal stage)
+    "proposal_ms_b1": ("proposals b1 (ms)", 1, 1),
+    "latency_ms_p50_without_proposals_b1": ("latency p50 b1 without proposals (ms)", 1, 1),
+    "gmacs": ("GMACs", 1, 2),
     "params": ("params (M)", 1e-6, 2), "num_candidates": ("boxes scored", 1, 0),
     "boxes_kept_b1": ("boxes kept b1", 1, 1),
     "candidates_scored_b1": ("boxes scored b1 (measured)", 1, 1),
@@ -31,16 +36,28 @@ SPEED_COLUMNS = {
 
 
 def _interval(ok: pd.DataFrame, key: str, row: dict, scale: float, decimals: int) -> str:
-    """' [low, high]': the runs' image-bootstrap interval (``<key>_ci_low/_ci_high``, averaged
-    over seeds) into ``row`` and as text; '' when no run holds one."""
+    """' [low, high]' into ``row`` and as text; '' when no run holds one. One seed: the run's
+    image-bootstrap interval. Two or more: the interval of the mean over seeds with seed-to-seed
+    variance inside (``stats.seed_image_interval``: t over the seeds' values plus the image variance,
+    the mean of ((high − low) / 3.92)² over the seeds). A † marks an interval from fewer images
+    than ``stats.CALIBRATED_FROM_IMAGES`` (where the calibrated default covered < 90%)."""
     if f"{key}_ci_low" not in ok:
         return ""
-    low = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce").mean()
-    high = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce").mean()
+    lows = pd.to_numeric(ok[f"{key}_ci_low"], errors="coerce")
+    highs = pd.to_numeric(ok[f"{key}_ci_high"], errors="coerce")
+    values = pd.to_numeric(ok[key], errors="coerce")
+    defined = ~(lows.isna() | highs.isna() | values.isna())
+    if defined.sum() >= 2:
+        image_var = float((((highs - lows)[defined] / 3.92) ** 2).mean())
+        low, high = seed_image_interval(values[defined].to_numpy(), image_var=image_var)
+    else:
+        low, high = lows.mean(), highs.mean()
     row[f"{key}_ci_low"], row[f"{key}_ci_high"] = low, high
     if pd.isna(low) or pd.isna(high):
         return ""
-    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]"
+    images = pd.to_numeric(ok["eval_images"], errors="coerce") if "eval_images" in ok else pd.Series(dtype=float)
+    mark = "†" if len(images.dropna()) and images.min() < CALIBRATED_FROM_IMAGES else ""
+    return f" [{low * scale:.{decimals}f}, {high * scale:.{decimals}f}]{mark}"
 
 
 def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table:
@@ -73,10 +90,32 @@ def summarise(runs: pd.DataFrame, columns: dict, name: str, title: str) -> Table
     return Table(name, title, data, shown, note)
 
 
+def interval_note(runs: pd.DataFrame) -> str:
+    """Which interval method the runs used (``interval_method``; older folders: ``bootstrap_method``)
+    and the † footnote when some interval came from fewer images than the calibration covers."""
+    ok = ok_runs(runs)
+    methods = set()
+    for key in ("interval_method", "bootstrap_method"):
+        if key in ok:
+            methods |= set(ok[key].dropna().astype(str))
+            if methods:
+                break
+    note = f"Interval method: {', '.join(sorted(methods)) or 'not recorded'}."
+    images = pd.to_numeric(ok["eval_images"], errors="coerce").dropna() if "eval_images" in ok else []
+    if len(images) and images.min() < CALIBRATED_FROM_IMAGES:
+        note += (f" †: scored on fewer than {CALIBRATED_FROM_IMAGES} images, where the calibrated interval covered "
+                 "the true AP less than 90% of the time on a simulated population "
+                 "(benchmarks/results/interval_coverage.md): read it as too narrow.")
+    return note
+
+
 def accuracy_table(runs: pd.DataFrame) -> Table:
-    return summarise(runs, ACCURACY_COLUMNS, "accuracy",
-                     "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
-                     "mean ± std over seeds [95% image-bootstrap interval, seeds' bounds averaged]")
+    table = summarise(runs, ACCURACY_COLUMNS, "accuracy",
+                      "Accuracy by object size (COCO AP and AR, VOC07 11-point mAP; %, "
+                      "mean ± std over seeds [95% interval: one seed, the image bootstrap; two or more, of the "
+                      "mean over seeds with seed-to-seed variance inside]")
+    table.note = " ".join(x for x in (table.note, interval_note(runs)) if x)
+    return table
 
 
 #: runtimes other than PyTorch whose speed keys a run may hold as ``<runtime>_<key>`` (bench.runtimes)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.latex import to_latex
+
 MISSING = "–"
 
 
@@ -42,38 +44,62 @@ def value_with_interval(value: float, low: float, high: float, scale: float = 10
     return text
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}"}
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() in ("", MISSING, "nan")
 
 
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+def _integral(column: pd.Series) -> bool:
+    numbers = pd.to_numeric(column, errors="coerce")
+    present = column.map(lambda v: not _blank(v))
+    return (column.dtype.kind == "f" and bool(present.any())
+            and bool((numbers[present] == numbers[present].round()).all()))
+
+
+def tidy(shown: pd.DataFrame) -> pd.DataFrame:
+    """What a reader sees: columns with no value dropped, a text column that repeats an earlier
+    one dropped, whole-number float columns printed as integers (8732, not 8732.0)."""
+    shown = shown.copy()
+    keep, seen = [], []
+    for name in shown.columns:
+        column = shown[name]
+        if column.map(_blank).all():
+            continue
+        if column.dtype == object and pd.to_numeric(column, errors="coerce").isna().all():
+            text = tuple(column.astype(str))
+            if text in seen:
+                continue
+            seen.append(text)
+        if _integral(column):
+            shown[name] = [MISSING if _blank(v) else str(int(round(float(v)))) for v in column]
+        keep.append(name)
+    return shown[keep]
 
 
 def to_markdown(table: Table) -> str:
-    body = table.shown.to_markdown(index=False) if len(table.shown) else "_(empty)_"
+    shown = tidy(table.shown)
+    body = shown.to_markdown(index=False) if len(shown) else "_(empty)_"
     return f"{body}\n\n{table.note}".rstrip() + "\n"
 
 
 def to_html(table: Table) -> str:
-    """The table as an HTML fragment: its title (h3), the formatted cells, its note."""
-    return (f"<h3>{html.escape(table.title)}</h3>"
-            + table.shown.to_html(index=False, na_rep=MISSING, border=0)
-            + (f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""))
+    """The table as an HTML fragment: the formatted cells (numbers and intervals kept on one
+    line by the page's style), its title as caption, its note below."""
+    shown = tidy(table.shown)
+    body = shown.to_html(index=False, na_rep=MISSING, border=0, classes="data", escape=True)
+    body = body.replace("<table", f"<table id='table-{table.name}'", 1)
+    return (f"<div class='table'><p class='caption'><b>{html.escape(table.title)}</b></p>{body}"
+            + (f"<p class='note'>{html.escape(table.note)}</p>" if table.note else "") + "</div>")
 
 
 def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
-    """``out_dir/<name>.md``, ``.csv`` (numbers) and ``.tex`` (booktabs); returns the paths."""
+    """``out_dir/<name>.md``, ``.csv`` (numbers) and ``.tex`` (booktabs, see ``analysis.latex``);
+    returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{table.name}.{ext}" for ext in ("md", "csv", "tex")}
     paths["md"].write_text(f"## {table.title}\n\n{to_markdown(table)}")
     table.data.to_csv(paths["csv"], index=False)
-    tex = table.shown.to_latex(index=False, escape=True, caption=_latex_escape(table.title),
-                               label=f"tab:{table.name}", na_rep=MISSING) \
-        if len(table.shown) else f"% {table.title}: empty\n"
-    paths["tex"].write_text(tex.replace("±", r"$\pm$").replace("−", "$-$").replace("–", "--")
-                            .replace("≤", r"$\leq$"))
+    paths["tex"].write_text(to_latex(table.name, table.title, tidy(table.shown), table.note, MISSING))
     return paths
 
 

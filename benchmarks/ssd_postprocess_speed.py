@@ -13,9 +13,12 @@ Two kinds of network output, both for SSD300 (8732 default boxes, VOC's 20 class
 ``random``: the full-width network with random weights on noise images (near-uniform class
 scores: every class keeps 400 candidates above 0.01, NMS at its slowest); ``trained-like``:
 logits where background wins almost everywhere and 40 boxes per image score one class highly
-(a stand-in with VOC's 20 classes); with ``--weights RUN_DIR`` a third row, ``trained``: the
-outputs of a trained SSD run (e.g. experiment=compare's ssd300_cpu: 1/8 width, 5 classes, its own
-score threshold and NMS settings) on synthetic validation images, post-processed by that model.
+(a stand-in with VOC's 20 classes); ``5 classes``: compare's 5 classes, every box regressed onto one
+of 6 objects per image, so NMS keeps few of many candidates (the case where a growing fused prefix
+was 3-4x slower than class by class; one round then class by class now); with ``--weights RUN_DIR``
+a fourth row, ``trained``: the outputs of a trained SSD run (e.g. experiment=compare's ssd300_cpu:
+1/8 width, 5 classes, its own score threshold and NMS settings) on synthetic validation images,
+post-processed by that model.
 Post-processing depends on the outputs only (8732 boxes x classes), so every share is against the
 full-width network timed in this run; the trained row also gives its share of its own (reduced)
 network. The share is post-processing over preprocess + network + post-processing.
@@ -36,7 +39,7 @@ from torchvision.ops import nms
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.boxes import decode  # noqa: E402
+from detectors.boxes import decode, encode  # noqa: E402
 from detectors.ssd import SSD  # noqa: E402
 from experiments.data.synthetic import SyntheticShapes  # noqa: E402
 from experiments.inference.run_loader import load_detector  # noqa: E402
@@ -76,6 +79,22 @@ def trained_like_logits(num_images: int, num_priors: int, num_classes: int, gene
         hot = torch.randint(0, num_priors, (40,), generator=generator)
         conf[i, hot, torch.randint(1, num_classes + 1, (40,), generator=generator)] += 10
     return conf
+
+
+def few_classes_outputs(num_images: int, generator):
+    """(model, offsets, logits) like compare's trained SSD300: 5 classes, every box regressed
+    onto one of 6 objects per image (NMS keeps about 30 of 2000 candidates), 1 in 3 boxes or more
+    above the score threshold in every class."""
+    model = SSD(5).eval()
+    corner = torch.rand(num_images, 6, 2, generator=generator) * 0.6
+    objects = torch.cat([corner, corner + 0.1 + torch.rand(num_images, 6, 2, generator=generator) * 0.3], -1)
+    owner = torch.randint(0, 6, (num_images, model.priors.shape[0]), generator=generator)
+    target = objects[torch.arange(num_images)[:, None], owner]
+    target = target + torch.randn(target.shape, generator=generator) * 0.01
+    offsets = torch.stack([encode(t, model.priors, model.variances) for t in target])
+    logits = torch.randn(num_images, model.priors.shape[0], 6, generator=generator)
+    logits[..., 0] += 5
+    return model, offsets, logits
 
 
 def trained_outputs(weights: str, num_images: int, repeats: int):
@@ -131,6 +150,8 @@ def main(argv=None) -> str:
         outputs = {"random": (model, batch, sizes, loc, conf, None),
                    "trained-like": (model, batch, sizes, loc, trained_like_logits(
                        args.batch, loc.shape[1], 20, torch.Generator().manual_seed(1)), None)}
+        few_model, few_offsets, few_logits = few_classes_outputs(args.batch, torch.Generator().manual_seed(2))
+        outputs["5 classes"] = (few_model, few_model.preprocess(images), sizes, few_offsets, few_logits, None)
         if args.weights:
             outputs["trained"] = trained_outputs(args.weights, args.batch, args.repeats)
         lines = [f"SSD300 post-processing, batch {args.batch}, {device_name('cpu')}, torch {torch.__version__}; "

@@ -50,7 +50,9 @@ class SingleMapRoIPool(nn.Module):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor],
                 image_shapes: list[tuple[int, int]]) -> Tensor:
-        return roi_pool(features[self.feature_name], proposals,
+        # torchvision's roi_pool has no bf16 CPU kernel and no CPU autocast rule: pool in fp32
+        # (a no-op in fp32 training; under autocast the next layer casts back).
+        return roi_pool(features[self.feature_name].float(), proposals,
                         (self.output_size, self.output_size), self.spatial_scale)
 
     def extra_repr(self) -> str:

@@ -30,6 +30,8 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from detectors.backbones import load_vgg16_trunk_state, vgg16_classifier, vgg16_trunk, vgg16_weights_enum
 from detectors.base import IMAGENET_MEAN, IMAGENET_STD, scale_width
 from detectors.faster_rcnn import FasterRCNN, SingleMapRoIPool
+from detectors.faster_rcnn_threads import ThreadedRoIAlign, ThreadedRPN
+from detectors.roi_heads import BackgroundFloorRoIHeads
 
 
 @dataclass
@@ -59,11 +61,14 @@ class RoIHeadSettings:
     """The second stage's training-time sampling (torchvision's ``RoIHeads``) and pooling.
 
     pooling: "pool" (Fast R-CNN's RoIPool) | "align" (RoIAlign); VGG-16 only (FPN: RoIAlign).
+    bg_iou_low: background proposals have IoU in [bg_iou_low, bg_iou_thresh) (Fast R-CNN and
+    py-faster-rcnn: 0.1; torchvision: 0, every proposal below bg_iou_thresh).
     """
 
     pooling: str = "pool"
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.5
+    bg_iou_low: float = 0.0
     batch_size_per_image: int = 128
     positive_fraction: float = 0.25
 
@@ -83,9 +88,10 @@ def settings(kind: type, given, **defaults):
 
 def region_proposal_network(anchor_generator: AnchorGenerator, in_channels: int, rpn: RPNSettings,
                             candidates_before_nms: int) -> RegionProposalNetwork:
-    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head."""
+    """torchvision's RPN with a 3x3 conv + sibling 1x1 objectness / box-delta head (its
+    per-image proposal filtering and NMS on worker threads: ``detectors.faster_rcnn_threads``)."""
     head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
-    return RegionProposalNetwork(
+    return ThreadedRPN(
         anchor_generator, head, rpn.fg_iou_thresh, rpn.bg_iou_thresh, rpn.batch_size_per_image,
         rpn.positive_fraction,
         pre_nms_top_n={"training": int(rpn.pre_nms_top_n[0]), "testing": int(rpn.pre_nms_top_n[1])},
@@ -97,27 +103,36 @@ def fast_rcnn_heads(box_roi_pool: nn.Module, in_features: int, representation_si
                     roi_heads: RoIHeadSettings, score_thresh: float, nms_thresh: float,
                     max_detections: int) -> RoIHeads:
     """torchvision's RoIHeads: pooled RoIs -> two fc layers (fc6, fc7) of
-    ``representation_size`` -> class scores (num_classes + 1) and class-specific boxes."""
-    return RoIHeads(
+    ``representation_size`` -> class scores (num_classes + 1) and class-specific boxes; with
+    ``roi_heads.bg_iou_low`` > 0, ``BackgroundFloorRoIHeads`` (background IoU in [low, bg))."""
+    floor = {"bg_iou_low": roi_heads.bg_iou_low} if roi_heads.bg_iou_low > 0 else {}
+    return (BackgroundFloorRoIHeads if floor else RoIHeads)(
         box_roi_pool, TwoMLPHead(in_features, representation_size),
         FastRCNNPredictor(representation_size, num_classes + 1),
         roi_heads.fg_iou_thresh, roi_heads.bg_iou_thresh, roi_heads.batch_size_per_image,
         roi_heads.positive_fraction, bbox_reg_weights=None, score_thresh=score_thresh,
-        nms_thresh=nms_thresh, detections_per_img=max_detections)
+        nms_thresh=nms_thresh, detections_per_img=max_detections, **floor)
 
 
-class VGG16FasterRCNN(FasterRCNN):
-    """``FasterRCNN`` on a ``vgg16_trunk``, taking torchvision's VGG-16 ImageNet weights.
+def vgg16_roi_pool(pooling: str) -> nn.Module:
+    """7x7 RoI pooling on VGG-16's conv5_3 (stride 16): "pool" (RoIPool) or "align" (RoIAlign)."""
+    if pooling == "pool":
+        return SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
+    if pooling == "align":
+        return ThreadedRoIAlign(["0"], output_size=7, sampling_ratio=2)   # MultiScaleRoIAlign, threaded backward
+    raise ValueError(f"roi_heads.pooling must be 'pool' or 'align', got {pooling!r}")
 
-    frozen_blocks: VGG blocks (conv1_x, conv2_x, ...) kept frozen once ImageNet weights are
-    loaded (the paper: 2, fine-tuning from conv3_1). A randomly initialised trunk is never
-    frozen.
-    """
 
-    def __init__(self, *args, batch_norm: bool = False, frozen_blocks: int = 2, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.batch_norm = batch_norm
-        self.frozen_blocks = frozen_blocks
+class VGG16Weights:
+    """Mixin of the detectors on a ``vgg16_trunk`` (``backbone``) with fc6/fc7 in
+    ``roi_heads.box_head``: takes torchvision's VGG-16 ImageNet weights. Needs ``batch_norm``
+    and ``frozen_blocks`` attributes: VGG blocks (conv1_x, conv2_x, ...) kept frozen once
+    ImageNet weights are loaded (the papers: 2, fine-tuning from conv3_1). A randomly
+    initialised trunk is never frozen."""
+
+    def fc_layers(self) -> TwoMLPHead:
+        """The fc6/fc7 pair that takes VGG-16's classifier weights."""
+        return self.roi_heads.box_head
 
     def backbone_weights_enum(self) -> type:
         return vgg16_weights_enum(self.batch_norm)
@@ -126,7 +141,7 @@ class VGG16FasterRCNN(FasterRCNN):
         load_vgg16_trunk_state(self.backbone, state, source, self.batch_norm)
         notes = []
         classifier = vgg16_classifier(state)
-        box_head = self.roi_heads.box_head
+        box_head = self.fc_layers()
         if classifier is not None and box_head.fc6.weight.shape == classifier["fc6.weight"].shape:
             box_head.fc6.load_state_dict({"weight": classifier["fc6.weight"], "bias": classifier["fc6.bias"]})
             box_head.fc7.load_state_dict({"weight": classifier["fc7.weight"], "bias": classifier["fc7.bias"]})
@@ -137,6 +152,16 @@ class VGG16FasterRCNN(FasterRCNN):
             frozen = freeze_vgg_blocks(self.backbone, self.frozen_blocks)
             notes.append(f"{frozen} frozen")
         self.weights_source = f"{source} ({'; '.join(notes)})"
+
+
+class VGG16FasterRCNN(VGG16Weights, FasterRCNN):
+    """``FasterRCNN`` on a ``vgg16_trunk``, taking torchvision's VGG-16 ImageNet weights
+    (``VGG16Weights``)."""
+
+    def __init__(self, *args, batch_norm: bool = False, frozen_blocks: int = 2, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_norm = batch_norm
+        self.frozen_blocks = frozen_blocks
 
 
 def freeze_vgg_blocks(trunk: nn.Sequential, blocks: int) -> str:
@@ -192,14 +217,8 @@ def faster_rcnn_vgg16(num_classes: int, width: float = 1.0, batch_norm: bool = F
     anchors = AnchorGenerator(sizes=(tuple(float(s) for s in rpn.anchor_sizes),),
                               aspect_ratios=(tuple(float(r) for r in rpn.aspect_ratios),))
     proposals = region_proposal_network(anchors, channels, rpn, candidates_before_nms)
-    if roi_heads.pooling == "pool":
-        pool = SingleMapRoIPool("0", output_size=7, spatial_scale=1.0 / 16)
-    elif roi_heads.pooling == "align":
-        pool = MultiScaleRoIAlign(["0"], output_size=7, sampling_ratio=2)
-    else:
-        raise ValueError(f"roi_heads.pooling must be 'pool' or 'align', got {roi_heads.pooling!r}")
-    heads = fast_rcnn_heads(pool, channels * 7 * 7, scale_width(4096, width), num_classes, roi_heads,
-                            score_thresh, nms_thresh, max_detections)
+    heads = fast_rcnn_heads(vgg16_roi_pool(roi_heads.pooling), channels * 7 * 7, scale_width(4096, width),
+                            num_classes, roi_heads, score_thresh, nms_thresh, max_detections)
     # Padding to a multiple of 16 gives conv5_3 ceil(H/16) x ceil(W/16), as Caffe's rounding-up
     # pools did in the paper: 38 x 63 x 9 = 21546 anchors for 600 x 1000.
     transform = GeneralizedRCNNTransform(min_size, max_size, IMAGENET_MEAN, IMAGENET_STD, size_divisible=16)
@@ -236,5 +255,5 @@ def faster_rcnn_resnet50_fpn(num_classes: int, min_size: int = 800, max_size: in
     return ResNet50FPNFasterRCNN(num_classes, backbone, proposals, heads, transform, tuple(input_size))
 
 
-__all__ = ["RPNSettings", "RoIHeadSettings", "faster_rcnn_resnet50_fpn", "faster_rcnn_vgg16",
-           "freeze_vgg_blocks", "settings"]
+__all__ = ["RPNSettings", "RoIHeadSettings", "VGG16Weights", "fast_rcnn_heads", "faster_rcnn_resnet50_fpn",
+           "faster_rcnn_vgg16", "freeze_vgg_blocks", "settings", "vgg16_roi_pool"]

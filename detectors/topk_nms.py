@@ -14,8 +14,12 @@ so running it on the candidates in descending score order, across classes, and s
    per image (torchvision's CPU kernel compares every pair of boxes it is given, so one call over
    all images would cost B times more), on a GPU one call for every image and class;
 3. an image is finished when it kept ``max_detections`` boxes or its prefix holds every candidate
-   above the threshold; else ``m`` doubles. ``m`` starts at ``2 * max_detections``: random
-   weights keep about 3 in 4 candidates, so one round does; trained weights have few above 0.01.
+   above the threshold; else, on a GPU, ``m`` doubles. ``m`` starts at ``2 * max_detections``:
+   random weights keep about 3 in 4 candidates, so one round does; trained weights have few above
+   0.01. On CPU an image that one round does not finish goes class by class (each class's best
+   ``candidates_before_nms``, NMS per class): there trained weights pile many candidates onto few
+   objects, NMS keeps few, and growing the prefix re-ran the NMS over ever more boxes of every class
+   at once (3-4x slower than class by class with 5 classes, ``benchmarks/ssd_postprocess_speed.py``).
 
 Ties between exactly equal scores may be ordered differently from a class-by-class NMS.
 """
@@ -61,19 +65,55 @@ def topk_per_class_nms(scores: Tensor, boxes_of: Callable[[Tensor, Tensor], Tens
         image = torch.arange(b, device=flat.device)[:, None].expand(b, m)[valid]
         box, cls, kept_scores = box[valid], cls[valid], prefix_scores[valid]      # [N]
         candidates = boxes_of(image, box).double() + (cls.double() * (extent + 1))[:, None]
-        if flat.is_cuda:
-            keep = nms(candidates + (image.double() * c * (extent + 1))[:, None], kept_scores.double(), nms_thresh)
-            keep = keep[torch.sort(image[keep], stable=True).indices]            # by image, score order kept
-            kept_per_image = torch.bincount(image[keep], minlength=b)
-        else:
-            starts = [0, *counts.cumsum(0).tolist()]
-            keeps = [s + nms(candidates[s:e], kept_scores[s:e].double(), nms_thresh)[:max_detections]
-                     for s, e in zip(starts[:-1], starts[1:])]
-            kept_per_image = torch.tensor([len(k) for k in keeps])
-            keep = torch.cat(keeps)
+        if not flat.is_cuda:
+            return _finish_on_cpu(scores, boxes_of, box, cls, kept_scores, counts, candidates, m, per_class,
+                                  prefix_scores[:, -1], score_thresh, nms_thresh, max_detections)
+        keep = nms(candidates + (image.double() * c * (extent + 1))[:, None], kept_scores.double(), nms_thresh)
+        keep = keep[torch.sort(image[keep], stable=True).indices]                # by image, score order kept
+        kept_per_image = torch.bincount(image[keep], minlength=b)
         covered = (prefix_scores[:, -1] <= score_thresh) | (counts == c * per_class)
         if m == a * c or bool(((kept_per_image >= max_detections) | covered.cpu()).all()):
             break
         m = min(a * c, 2 * m)
     return [(box[k][:max_detections], cls[k][:max_detections], kept_scores[k][:max_detections])
             for k in keep.split(kept_per_image.tolist())]
+
+
+def _finish_on_cpu(scores, boxes_of, box, cls, kept_scores, counts, candidates, m, per_class, last,
+                   score_thresh, nms_thresh, max_detections) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """CPU, after the first round: per image, NMS over its prefix (one call; torchvision's CPU
+    kernel compares every pair it is given, so one call over all images would cost B times
+    more); an image neither full nor covered (``last`` [B]: its prefix's lowest score) goes
+    ``class_by_class``."""
+    b, a, c = scores.shape
+    starts = [0, *counts.cumsum(0).tolist()]
+    result = []
+    for i, (s, e) in enumerate(zip(starts[:-1], starts[1:])):
+        keep = s + nms(candidates[s:e], kept_scores[s:e].double(), nms_thresh)[:max_detections]
+        covered = m == a * c or bool(last[i] <= score_thresh) or int(counts[i]) == c * per_class
+        if len(keep) >= max_detections or covered:
+            result.append((box[keep], cls[keep], kept_scores[keep]))
+        else:
+            result.append(class_by_class(scores[i], lambda j, image=i: boxes_of(torch.full_like(j, image), j),
+                                         score_thresh, nms_thresh, max_detections, per_class))
+    return result
+
+
+def class_by_class(scores: Tensor, boxes_of: Callable[[Tensor], Tensor], score_thresh: float, nms_thresh: float,
+                   max_detections: int, per_class: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One image's scores [A, C]: each class's best ``per_class`` boxes above ``score_thresh``,
+    greedy NMS class by class, the best ``max_detections`` over all classes. ``boxes_of(box [N])``
+    -> [N, 4]. Returns (box indices [K], classes [K], scores [K]) by descending score."""
+    top, index = scores.topk(min(per_class, scores.shape[0]), dim=0)             # [k, C] sorted
+    parts = []
+    for k in range(scores.shape[1]):
+        valid = top[:, k] > score_thresh
+        box, box_scores = index[valid, k], top[valid, k]
+        if len(box):
+            keep = nms(boxes_of(box), box_scores, nms_thresh)
+            parts.append((box[keep], torch.full_like(keep, k), box_scores[keep]))
+    if not parts:
+        return scores.new_zeros(0, dtype=torch.long), scores.new_zeros(0, dtype=torch.long), scores.new_zeros(0)
+    box, cls, kept_scores = (torch.cat(t) for t in zip(*parts))
+    order = kept_scores.argsort(descending=True, stable=True)[:max_detections]
+    return box[order], cls[order], kept_scores[order]

@@ -27,12 +27,16 @@ from experiments.data.split_builder import build_split
 from experiments.data.transforms import build_policy
 from experiments.job import preflight
 from experiments.job.detector_facts import detector_facts
-from experiments.job.folder import RunFolder, decide, describe_error, write_metrics
+from experiments.job.folder import SCHEMA_VERSION, RunFolder, decide, describe_error, write_metrics
 from experiments.job.identity import device_name, model_facts, run_identity
 from experiments.job.interrupts import InterruptGuard, RunInterrupted, interrupted_record
+from experiments.job.layout import SAVED_CONFIG
+from experiments.job.lock import RunLock
 from experiments.job.process import resolve_device, seed_everything, setup_distributed, world_size
 from experiments.job.settings import check_config
+from experiments.job.sweep import sweep_resume_argv
 from experiments.stages import PREPARE, STAGES, StageContext
+from experiments.studies import proposal_stage
 from experiments.studies.robustness import robustness_weights
 
 log = logging.getLogger("detbench")
@@ -47,13 +51,26 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     rewritten after each."""
     out = Path(output_dir or HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = run_identity(cfg)
+    metrics = {"schema_version": SCHEMA_VERSION, **run_identity(cfg)}
     folder = RunFolder(out, bool(cfg.get("resume")), bool(cfg.get("overwrite")), _hydra_log(out))
     is_main = setup_distributed(cfg.device)   # first: rank 0 decides about the folder for all ranks
-    verdict = decide(folder, cfg, is_main)
+    lock = RunLock(out, bool(cfg.get("break_lock")))
+    verdict = decide(folder, cfg, is_main, lock)
     if verdict:   # refused or already finished: nothing in the folder is touched
+        folder.leave_untouched()
         (log.info if verdict.startswith("finished") else log.error)("%s", verdict)
         return {**metrics, "status": verdict.split(":")[0], "error": verdict}
+    try:
+        if folder.resume_changes:
+            metrics["resume_changes"] = folder.resume_changes
+            log.warning("resume_changes=allow: continuing with %s", "; ".join(folder.resume_changes))
+        return _run_owned(cfg, out, folder, is_main, metrics)
+    finally:
+        lock.release()
+
+
+def _run_owned(cfg: DictConfig, out: Path, folder: RunFolder, is_main: bool, metrics: dict) -> dict:
+    """The job in a folder it owns (locked, verdict given): build, stages, finish."""
     failure = None
     with InterruptGuard() as guard:
         try:
@@ -81,22 +98,49 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     return metrics
 
 
+def save_config(cfg: DictConfig, out: Path) -> None:
+    """The job's settings as ``.hydra/config.yaml`` (what predict, resume and the report read),
+    with Hydra's ``hydra.yaml`` and ``overrides.yaml`` beside it under Hydra: written here, once
+    the job owns the folder, never by a refused command (``conf/config.yaml`` turns Hydra's own
+    copy off with ``hydra.output_subdir: null``)."""
+    folder = out / SAVED_CONFIG.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / SAVED_CONFIG.name)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+        OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
+
+
 def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metrics: dict) -> StageContext:
     """Everything the stages share, each built once: checks, device, seeds, the validation and
     training splits (scanned, class map applied), the detector with its weights. Adds the
     run's facts (device, data, params, weights) to ``metrics``."""
     check_config(cfg)
     preflight.preflight(cfg, out)
+    if is_main:
+        save_config(cfg, out)   # the folder is this job's and writable
     device = resolve_device(cfg.device)
     metrics["device"] = device_name(device)
     seed_everything(cfg.seed, cfg.deterministic)
     val_set = build_split(cfg.dataset, "val")
     model = build_detector(cfg.detector.model, val_set.num_classes).to(device)
+    metrics.update(proposal_stage.attach(model, cfg))   # R-CNN, Fast R-CNN: their proposal source
     model.learn_difficult = bool(cfg.detector.get("learn_difficult", True))   # as each paper
     metrics["learn_difficult"] = model.learn_difficult
     train_set = build_train_set(cfg, model.input_size if model.fixed_input_size else None) \
         if "train" in cfg.stages else None
-    metrics.update(prepare_datasets(train_set, val_set, out))  # scan, class map, split.json
+    given = OmegaConf.select(cfg, "dataset.class_names", default=None) is not None
+    metrics.update(prepare_datasets(train_set, val_set, out, given))  # scan, class map, split.json
+    # under dataset.bad_images=skip|repair a failing decode is left out and counted instead
+    if cfg.eval.check_images and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
+        scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
+        if getattr(val_set, "bad_images", "error") == "error":
+            preflight.check_images(val_set, scored, "validation split")
+        else:   # after the header scan (which left out what it found): full decodes, counted
+            left_out = preflight.drop_undecodable(val_set, scored, "validation split")
+            if left_out:
+                metrics.update(val_images=len(val_set), val_decode_failed_before_training=left_out)
     image_size = tuple(val_set[0][0].shape[-2:])
     metrics.update(model_facts(model, image_size))
     metrics.update(detector_facts(model))   # input size and box budgets, for the sweeps' plots
@@ -108,15 +152,18 @@ def build(cfg: DictConfig, out: Path, is_main: bool, guard: InterruptGuard, metr
     if train_set is not None:
         preflight.check_batch_norm(model, cfg.train.batch_size, len(train_set), world_size(),
                                    bool(cfg.train.freeze_batch_norm))
-    # under dataset.bad_images=skip|repair a failing decode is skipped and counted instead
-    if cfg.eval.check_images and getattr(val_set, "bad_images", "error") == "error" \
-            and ("eval" in cfg.stages or train_set is not None and cfg.train.val_every):
-        scored = cfg.eval.max_images if "eval" in cfg.stages else cfg.train.val_images
-        preflight.check_images(val_set, scored, "validation split")
     metrics["augmentation"] = cfg.train.augmentation or cfg.detector.get("augmentation") or "none"
     years = OmegaConf.select(cfg, "dataset.years", default=None)
     metrics["train_years"] = list(years) if OmegaConf.is_list(years) else years
-    return StageContext(model, train_set, val_set, device, out, is_main, guard)
+    test_set = None
+    if "eval" in cfg.stages and str(cfg.eval.get("split", "val")) == "test":
+        if "test" in cfg.dataset:
+            test_set = build_split(cfg.dataset, "test")
+            metrics["test_images"] = len(test_set)
+        else:
+            log.warning("eval.split=test but dataset '%s' has no test split: scoring the validation split, "
+                        "which also served the choices (the report says so)", cfg.dataset.get("name"))
+    return StageContext(model, train_set, val_set, device, out, is_main, guard, test_set)
 
 
 def build_train_set(cfg: DictConfig, input_size: tuple[int, int] | None):
@@ -168,8 +215,15 @@ def _hydra_log(out: Path) -> Path | None:
     return path if path.parent.resolve() == out.resolve() else None
 
 
+def main() -> None:
+    """The ``detbench`` command: ``resume=SWEEP_DIR`` becomes that sweep's own command, resumed
+    in place (``experiments.job.sweep``); everything else goes to Hydra as typed."""
+    sys.argv[1:] = sweep_resume_argv(sys.argv[1:])
+    hydra_main()
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     status = metrics["status"]
     if status == "interrupted":   # stops a sweep too: the user asked to stop

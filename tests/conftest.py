@@ -45,3 +45,22 @@ def compose_config():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child a test sends SIGINT: a shell's background job (``pytest -q &``)
+    starts with SIGINT ignored, which the child would inherit, and Ctrl-C would never arrive."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_raises():
+    """For a test that sends itself SIGINT: Python's KeyboardInterrupt handler for its duration,
+    whatever the launching shell set (a background job ignores SIGINT)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -36,7 +36,9 @@ def _write_run(folder, detector: str, iterations: int, ap: float, image_noise: n
                "still_improving": detector == "faster_rcnn_vgg16_cpu"}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     image_ids = np.sort(np.random.default_rng(7).integers(0, 100, (len(reps), 100)), axis=1)
+    keys = np.unique(image_ids)   # the images by file name + content hash: how runs are paired
     np.savez(folder / "bootstrap.npz", image_ids=image_ids, category_ids=np.array([1, 2, 3]), map=reps,
+             key_ids=keys, image_keys=np.array([f"{i:06d}.png#{i:016x}" for i in keys]),
              point_map=ap, map_small=small, point_map_small=ap / 2, map_50=reps * 1.5, point_map_50=ap * 1.5)
 
 

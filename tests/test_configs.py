@@ -65,9 +65,9 @@ def test_every_experiment_composes_and_builds_its_detector(compose_config, name,
             fc6, fc7 = model.features.fc6_fc7()
             assert torch.equal(fc6.weight, state["classifier.0.weight"].view(4096, 512, 7, 7)[::4, :, ::3, ::3])
             assert torch.equal(fc7.bias, state["classifier.3.bias"][::4])
-        else:  # Faster R-CNN: the fully connected fc6/fc7 as they are; conv1-2 frozen
-            assert torch.equal(model.roi_heads.box_head.fc6.weight, state["classifier.0.weight"])
-            assert torch.equal(model.roi_heads.box_head.fc7.bias, state["classifier.3.bias"])
+        else:  # Faster R-CNN, Fast R-CNN, R-CNN: the fully connected fc6/fc7 as they are; conv1-2 frozen
+            assert torch.equal(model.fc_layers().fc6.weight, state["classifier.0.weight"])
+            assert torch.equal(model.fc_layers().fc7.bias, state["classifier.3.bias"])
             trainable = [p.requires_grad for p in model.backbone.parameters()]
             assert trainable[:8] == [False] * 8 and all(trainable[8:])   # conv1_1..conv2_2: 4 convs
         trunk = model.features if isinstance(model, SSD) else model.backbone

@@ -98,7 +98,7 @@ def test_report_shows_every_runs_provenance(mixed_runs):
     assert shown.at["faster_rcnn_vgg16_cpu", "stopped early"] == "yes"
     assert shown.at["yolov1_cpu", "stopped early"] == "yes"
     text = build_report(mixed_runs, print_tables=False).read_text()
-    assert "## Provenance" in text and "## Incomplete runs" in text and "120 / 300" in text
+    assert "## Appendix: Provenance" in text and "**Incomplete runs" in text and "120 / 300" in text
 
 
 def test_ours_vs_paper_pairs_only_runs_in_the_papers_setting(tmp_path):

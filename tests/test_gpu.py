@@ -49,7 +49,7 @@ def test_bf16_autocast_on_cuda_hands_fp32_to_postprocess():
 
 @pytest.mark.parametrize("detector", ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu"])
 def test_training_step_and_eval_on_cuda(compose_config, tmp_path, detector):
-    metrics = run(compose_config([f"detector={detector}", *CUDA_RUN, "train.amp=true"]), tmp_path)
+    metrics = run(compose_config([f"detector={detector}", *CUDA_RUN, "train.precision=fp16"]), tmp_path)
     assert metrics["status"] == "ok", metrics.get("error")
     assert metrics["train_iterations"] == metrics["train_iterations_planned"] == 2
     assert torch.cuda.get_device_name(0) in metrics["device"]

@@ -62,7 +62,7 @@ def test_readme_table_matches_the_configs():
     assert fidelity.readme_table(fidelity.README.read_text()) == fidelity.fidelity_markdown(), \
         "README's paper-vs-detbench table is stale: run python -m analysis.fidelity --write"
     frame = fidelity.fidelity_frame()
-    assert set(frame["experiment"]) == set(fidelity.experiments()) and len(fidelity.experiments()) == 7
+    assert set(frame["experiment"]) == set(fidelity.experiments()) and len(fidelity.experiments()) == 9
     row = frame.set_index(["experiment", "setting"])
     assert row.at[("paper_voc_faster_rcnn_vgg16", "augmentation"), "matches"] == "yes"
     assert row.at[("paper_voc_yolov1", "epochs, batch, warm-up"), "detbench"] == "135, 64, 258 iterations"

@@ -345,3 +345,13 @@ def test_rebuilding_keeps_the_normalisation_the_backbone_weights_chose_without_f
     torch.testing.assert_close(model.image_mean.flatten(), torch.tensor(mean))
     torch.testing.assert_close(model.image_std.flatten(), torch.tensor(std))
     assert model.weights_source == "random"
+
+
+def test_operating_point_threshold_is_each_runs_best_f1_on_val(tiny_run, coco_data, tmp_path):
+    from analysis.operating_point import run_operating_point
+
+    point = run_operating_point(tiny_run)
+    stats = predict_with(tmp_path, f"weights={tiny_run}", f"source={coco_data / 'val'}", "score_thresh=operating_point")
+    assert stats["detectors"][0]["score_thresh"] == pytest.approx(point["threshold"])
+    scores = [r["score"] for r in json.loads((tmp_path / "predictions.json").read_text())]
+    assert all(s >= point["threshold"] - 1e-6 for s in scores)

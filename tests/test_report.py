@@ -202,21 +202,30 @@ def test_report_writes_tables_plots_and_lists_failures(report, runs_dir):
     assert "faster_rcnn_vgg16" in text and "failed" in text and "out of memory" in text
     assert "32.0 ± 2.8" in text and "Problems while building" not in text, text[-800:]
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 8 and "src='plots/" not in page
-    for name in ("runs", "accuracy", "speed", "per_class", "ours_vs_paper", "errors",
-                 "published"):
+    pngs = sorted(p.stem for p in (out / "plots").glob("*.png"))
+    assert len(pngs) >= 11 and "src='plots/" not in page
+    assert page.count("data:image/png;base64,") == len(pngs), pngs
+    for name in ("runs", "accuracy", "speed", "per_class", "errors", "claims", "pairwise", "conditions"):
         for ext in ("md", "csv", "tex"):
             assert (out / "tables" / f"{name}.{ext}").is_file(), f"{name}.{ext}"
 
 
-@pytest.mark.parametrize("name", ["speed_vs_accuracy", "ap_by_size", "candidates_vs_ap",
-                                  "pr_curves", "training", "error_breakdown", "top_detections",
-                                  "detection_grid"])
-def test_every_plot_is_a_png_of_slide_size_and_a_pdf(report, runs_dir, name):
+@pytest.mark.parametrize("name", ["speed_vs_accuracy", "ap_by_size", "candidates_vs_ap", "pr_curves",
+                                  "top_detections", "detection_grid"])
+def test_summary_plots_are_pngs_of_slide_size_and_pdfs(report, runs_dir, name):
     png = runs_dir / "report" / "plots" / f"{name}.png"
     expected = (plots.FIGSIZE if name != "detection_grid"
                 else plot_runs.grid_size(num_images=1, num_columns=3))
     assert png_size(png) == tuple(round(v * plots.DPI) for v in expected)
+    assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("name", ["training", "error_breakdown", "confusion_matrix", "prf_confidence",
+                                  "pr_curves_per_class", "failure_gallery"])
+def test_plots_sized_by_their_content_are_pngs_and_pdfs(report, runs_dir, name):
+    png = runs_dir / "report" / "plots" / f"{name}.png"
+    width, height = png_size(png)
+    assert width >= 400 and height >= 300
     assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
@@ -261,8 +270,9 @@ def test_a_failing_section_is_said_and_the_others_go_on(tmp_path, monkeypatch, c
     def broken(ctx):
         raise RuntimeError("no such numbers")
 
-    monkeypatch.setattr(report, "SECTIONS", [report.runs_section, broken, *report.SECTIONS[1:]])
+    monkeypatch.setattr(report, "SECTIONS", [broken, *report.SECTIONS])
+    _write_job(tmp_path / "0", "ssd300", 0, _metrics("ssd300", 0))
     text = build_report(tmp_path, print_tables=False).read_text()
     assert "section 'broken' failed: RuntimeError: no such numbers" in text
-    assert text.index("## Runs") < text.index("## Published figures") < text.index("## Problems")
+    assert text.index("## Speed") < text.index("## Appendix: Runs") < text.index("## Problems")
     assert "no such numbers" in caplog.text

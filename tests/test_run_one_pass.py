@@ -39,9 +39,9 @@ def _record_prepared(monkeypatch) -> list:
 
     prepared, original = [], run_module.prepare_datasets
 
-    def recording(train_set, val_set, out):
+    def recording(train_set, val_set, out, *args, **kwargs):
         prepared.append(train_set)
-        return original(train_set, val_set, out)
+        return original(train_set, val_set, out, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "prepare_datasets", recording)
     return prepared

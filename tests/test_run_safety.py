@@ -169,7 +169,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_bit_exact(compose_config, tmp
     assert resumed["final_loss"] == straight["final_loss"]
 
 
-def test_ctrl_c_before_training_says_to_start_over(compose_config, tmp_path, monkeypatch):
+def test_ctrl_c_before_training_says_to_start_over(compose_config, tmp_path, monkeypatch, sigint_raises):
     from experiments import run as run_module
 
     original = run_module.build_train_set

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -39,7 +39,7 @@ def test_ctrl_c_mid_training_checkpoints_exits_130_and_resumes(tmp_path):
     with open(stderr, "w") as err:
         child = subprocess.Popen([sys.executable, "-m", "experiments.run", *TRAIN,
                                   f"hydra.run.dir={out}"], cwd=ROOT, env=ENV,
-                                 stdout=subprocess.DEVNULL, stderr=err)
+                                 stdout=subprocess.DEVNULL, stderr=err, preexec_fn=default_sigint)
         _wait_for_rows(out / "train_log.csv", 2, child)
         child.send_signal(signal.SIGINT)
         code = child.wait(timeout=120)

@@ -77,3 +77,20 @@ def test_matches_torchvision_batched_nms_per_image():
     keep = batched_nms(candidates[above], flat[above], labels[above], model.nms_thresh)
     assert len(det["scores"]) == len(keep) == len(ref["scores"])
     assert torch.equal(det["scores"].sort().values, flat[above][keep].sort().values)
+
+
+def test_few_classes_with_boxes_piled_on_few_objects_go_class_by_class_with_the_same_detections(monkeypatch):
+    """The case a growing fused prefix was slow at (compare's 5 classes, trained-like boxes):
+    one round does not finish, so the CPU path goes class by class; the detections are the same."""
+    from benchmarks.ssd_postprocess_speed import few_classes_outputs
+    from detectors import topk_nms
+
+    calls = []
+    original = topk_nms.class_by_class
+    monkeypatch.setattr(topk_nms, "class_by_class", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model, loc, conf = few_classes_outputs(2, torch.Generator().manual_seed(2))
+    sizes = [(300, 300), (375, 500)]
+    batch = model.preprocess([torch.rand(3, *s) for s in sizes])
+    new = model.postprocess((loc, conf), batch)
+    assert_same(new, reference_postprocess(model, loc, conf, sizes))
+    assert len(calls) == 2 and all(0 < len(d["scores"]) < 100 for d in new)

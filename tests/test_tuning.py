@@ -94,7 +94,9 @@ def _fabricated_run(folder, detector: str, trial: int, ap: float, noise: np.ndar
     (folder / "metrics.json").write_text(json.dumps({
         "status": "ok", "detector": detector, "dataset": "synthetic", "seed": 0, "map": ap, "tune_trial": trial,
         "tune_trials": 6, "train_lr": setting["lr"], "train_weight_decay": setting["weight_decay"]}))
+    keys = np.arange(50)   # the images by file name + content hash: how runs are paired
     np.savez(folder / "bootstrap.npz", image_ids=np.sort(np.random.default_rng(1).integers(0, 50, (300, 50)), axis=1),
+             key_ids=keys, image_keys=np.array([f"{i:06d}.png#{i:016x}" for i in keys]),
              category_ids=np.array([1]), map=ap + noise, point_map=ap)
 
 

@@ -20,12 +20,15 @@ class SkipLog:
 
     ``counts`` maps a reason ("zero_area", "outside_image", "unknown_class", ...) to how many
     boxes (or images, for reasons starting with "image_") it concerned; ``examples`` keeps the
-    first few (file, detail) pairs per reason so that ``detbench-dataset`` can show them.
+    first few (file, detail) pairs per reason so that ``detbench-dataset`` can show them;
+    ``unknown_classes`` counts the boxes of each class name outside the class list (all of them,
+    so an error can list every class the annotations hold).
     """
 
     counts: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     max_examples: int = 5
+    unknown_classes: Counter = field(default_factory=Counter)
 
     def add(self, reason: str, where: str, detail: str = "", n: int = 1) -> None:
         self.counts[reason] += n

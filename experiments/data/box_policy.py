@@ -99,3 +99,4 @@ def reject_unknown_class(name: object, policy: str, skips: SkipLog, where: str,
         raise AnnotationError(f"{where}: class {name!r} is not in the class list {class_names} "
                               f"(box_policy='error')")
     skips.add("unknown_class", where, f"class {name!r}")
+    skips.unknown_classes[str(name)] += 1

@@ -2,7 +2,8 @@
 ``iscrowd``), ``categories`` with ids that may be sparse (COCO's 80 classes use ids 1..90).
 
 Labels are contiguous: the categories sorted by id get labels 1..C, and
-``label_to_category_id`` maps back (what the evaluator writes into detections.json). ``area``
+``label_to_category_id`` maps back (what the evaluator writes into detections.json). Several
+files (the splits) are matched by category NAME, never by id (``_categories``). ``area``
 is the annotation's own (segment) area, as COCO's size buckets use it; crowd objects are kept
 with ``iscrowd = 1`` (the evaluator ignores them; detectors must not learn them). Images with no
 annotations are kept with an empty Target unless ``keep_empty_images=False``.
@@ -37,21 +38,46 @@ def read_coco_json(path: Path) -> dict:
     return data
 
 
+def _file_categories(path: Path, data: dict) -> dict[int, str]:
+    """{category id: name} of one annotation file; a category without an int id or a name, an
+    id given twice, or a name given twice (two ids for one class) is an error naming the file."""
+    names: dict[int, str] = {}
+    for k, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
+            raise AnnotationError(f"{path}: category {k} has no int 'id': {c!r}")
+        if not isinstance(c.get("name"), str) or not c["name"].strip():
+            raise AnnotationError(f"{path}: category {c['id']} has no 'name': {c!r}")
+        if names.get(c["id"], c["name"]) != c["name"]:
+            raise AnnotationError(f"{path}: category id {c['id']} is given twice, as "
+                                  f"{names[c['id']]!r} and {c['name']!r}")
+        twice = [cid for cid, name in names.items() if name == c["name"] and cid != c["id"]]
+        if twice:
+            raise AnnotationError(f"{path}: category name {c['name']!r} is given twice (ids {twice[0]} "
+                                  f"and {c['id']}); one class needs one id: merge them in the file")
+        names[c["id"]] = c["name"]
+    return names
+
+
 def _categories(files: list[tuple[Path, dict]]) -> list[tuple[int, str]]:
-    """The union of the categories of several annotation files, sorted by id; an id with two
-    names (or a category without an int id or a name) is an error naming the file."""
-    names: dict[int, tuple[str, Path]] = {}
-    for path, data in files:
-        for k, c in enumerate(data["categories"]):
-            if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
-                raise AnnotationError(f"{path}: category {k} has no int 'id': {c!r}")
-            if not isinstance(c.get("name"), str) or not c["name"].strip():
-                raise AnnotationError(f"{path}: category {c['id']} has no 'name': {c!r}")
-            seen = names.setdefault(c["id"], (c["name"], path))
-            if seen[0] != c["name"]:
-                raise AnnotationError(f"{path}: category {c['id']} is {c['name']!r} but {seen[1]} "
-                                      f"calls it {seen[0]!r}")
-    return sorted((cid, name) for cid, (name, _) in names.items())
+    """The union of the categories of several annotation files, matched by NAME (one file may
+    number them differently: val ids +100), as (id, name) sorted by id. A name keeps the id of
+    the first file that has it (the train file: so every split writes the same ids); a name
+    only in a later file keeps its own id unless the union already uses it (then max + 1).
+    One id with two names that neither file shares (a renamed class) is an error."""
+    per_file = [(path, _file_categories(path, data)) for path, data in files]
+    for k, (path_a, cats_a) in enumerate(per_file):
+        for path_b, cats_b in per_file[k + 1:]:
+            for cid, name in cats_b.items():   # one id, two names, neither in the other file:
+                other = cats_a.get(cid)         # a renamed class, not two classes
+                if other not in (None, name) and name not in cats_a.values() and other not in cats_b.values():
+                    raise AnnotationError(f"{path_b}: category {cid} is {name!r} but {path_a} calls it "
+                                          f"{other!r}, and neither file has the other name; use one name")
+    union: dict[str, int] = {}
+    for _, cats in per_file:
+        for cid, name in cats.items():
+            if name not in union:
+                union[name] = cid if cid not in union.values() else max(union.values()) + 1
+    return sorted((cid, name) for name, cid in union.items())
 
 
 def _bbox(ann: dict, where: str) -> list[float]:
@@ -123,10 +149,13 @@ class COCODetection(AnnotatedImages):
             divide = split
         json_path = root / annotation_file
         data = read_coco_json(json_path)
-        others = [(root / f, read_coco_json(root / f)) for f in (category_files or [])
-                  if f is not None and root / f != json_path]
-        categories = _categories([(json_path, data), *others])
+        listed = [root / f for f in (category_files or []) if f is not None]
+        files = [(p, data if p == json_path else read_coco_json(p))
+                 for p in (listed if json_path in listed else [json_path, *listed])]
+        categories = _categories(files)
+        own_names = _file_categories(json_path, data)   # this file's ids -> names
         if class_names is not None:
+            class_names = [str(n) for n in class_names]   # a numeric name from the command line
             found = [name for _, name in categories]
             categories = [next((c for c in categories if c[1] == n), (None, n)) for n in class_names]
             if all(cid is None for cid, _ in categories):
@@ -135,7 +164,8 @@ class COCODetection(AnnotatedImages):
             categories = [(cid if cid is not None else -1 - i, n) for i, (cid, n) in enumerate(categories)]
         self.class_names = [name for _, name in categories]
         self.label_to_category_id = {i + 1: cid for i, (cid, _) in enumerate(categories)}
-        label_of = {cid: label for label, cid in self.label_to_category_id.items()}
+        label_of_name = {name: label + 1 for label, name in enumerate(self.class_names)}
+        label_of = {cid: label_of_name[name] for cid, name in own_names.items() if name in label_of_name}
 
         images = [_image_fields(im, json_path, k) for k, im in enumerate(data["images"])]
         per_image: dict = {image_id: [] for image_id, _, _ in images}

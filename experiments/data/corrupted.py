@@ -19,6 +19,7 @@ images lose their alpha channel, as ``experiments.data.images.load_image`` does 
 """
 from __future__ import annotations
 
+import logging
 import zlib
 
 import numpy as np
@@ -44,6 +45,8 @@ SEVERITIES = (1, 2, 3, 4, 5)
 # imagecorruptions.corrupt refuses images under 32 pixels a side (its own check).
 MIN_SIDE = {name: 32 for name in CORRUPTIONS}
 
+log = logging.getLogger(__name__)
+
 
 def family_of(corruption: str) -> str:
     """'noise', 'blur', 'weather' or 'digital' (held-out ones: the family they resemble)."""
@@ -63,6 +66,29 @@ def check_corruptions(corruptions, severities) -> None:
     if bad:
         raise ValueError(f"robustness.severities: {bad} are not severities; use integers 1-5 "
                          f"(0 means the clean images)")
+
+
+def robustness_plan(corruptions, severities, images, num_workers) -> tuple[list[str], list[int], int]:
+    """(corruptions, severities, images) of ``robustness.*`` checked and each listed once (a
+    corruption or severity given twice would be counted twice in mPC; the repeat is dropped with
+    a warning). ValueError naming the key: unknown names, severities outside 0-5, images or
+    num_workers < 0 (images 0: the whole validation split), no corruption or no severity >= 1."""
+    corruptions, severities = list(corruptions), list(severities)
+    check_corruptions(corruptions, severities)
+    problems = [f"robustness.{key}={value}: must be an integer >= 0" for key, value in
+                (("images", images), ("num_workers", num_workers))
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0]
+    if not corruptions:
+        problems.append("robustness.corruptions: empty; name at least one")
+    if not any(s > 0 for s in severities):
+        problems.append(f"robustness.severities={severities}: name at least one of 1-5")
+    if problems:
+        raise ValueError("; ".join(problems))
+    once_c, once_s = list(dict.fromkeys(corruptions)), list(dict.fromkeys(severities))
+    if len(once_c) < len(corruptions) or len(once_s) < len(severities):
+        log.warning("robustness: each corruption and severity is counted once: %s x %s (given %s x %s)",
+                    once_c, once_s, corruptions, severities)
+    return once_c, once_s, images
 
 
 def corruption_seed(seed: int, image_id, corruption: str, severity: int) -> int:

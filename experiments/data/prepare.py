@@ -9,7 +9,8 @@ what it used.
 2. checks that both splits share one class map (names and category ids, label by label) and
    writes it to ``class_map.json``;
 3. stops with :class:`DataError` when the train split has no kept box (listing the classes
-   found in the annotations and why boxes were dropped), and with :class:`NoObjectsError` when
+   found in the annotations and why boxes were dropped) or when a class the user named has no
+   box in it (a typo: listing every class the train annotations hold), and with :class:`NoObjectsError` when
    the validation split has no object to evaluate;
 4. writes ``split.json`` (how each split was made, and its ids) and returns the metrics.json
    entries: ``classes``, ``num_classes``, ``class_map``, ``split_id`` (a fingerprint of the
@@ -78,9 +79,29 @@ def _found_classes(dataset) -> str:
     return "; ".join(unknown) or "none recorded"
 
 
-def prepare_datasets(train_set, val_set, out: Path) -> dict:
+def classes_in_train(train_set, per_class: dict[str, int]) -> str:
+    """Every class the train annotations hold, with its box count: those kept and those left
+    out as outside the class list, e.g. ``RBC 310, WBC 40, Platelets 52 (not in the list)``."""
+    skips = getattr(train_set, "skips", None)
+    unknown = getattr(skips, "unknown_classes", {}) if skips is not None else {}
+    kept = [f"{name} {n}" for name, n in per_class.items() if n]
+    return ", ".join(kept + [f"{name} {n} (not in the list)" for name, n in sorted(unknown.items())]) or "none"
+
+
+def check_given_classes(train_set, per_class: dict[str, int]) -> None:
+    """A class the user named (``dataset.class_names``) with no box in the train split is a
+    typo or a wrong dataset, never a class to report AP over: DataError listing what is there."""
+    empty = [name for name, n in per_class.items() if n == 0]
+    if empty:
+        raise DataError(f"dataset.class_names: {empty} ha{'s' if len(empty) == 1 else 've'} no box in "
+                        f"the train split; the classes in its annotations are: "
+                        f"{classes_in_train(train_set, per_class)}. Fix the name(s) in dataset.class_names")
+
+
+def prepare_datasets(train_set, val_set, out: Path, classes_given: bool = False) -> dict:
     """Checks, scans and records (see the module docstring); ``train_set`` may be None (eval
-    only). Returns the metrics.json entries."""
+    only); ``classes_given``: the class names came from the user (``dataset.class_names``), so
+    each must have a box in the train split. Returns the metrics.json entries."""
     out = Path(out)
     splits = {"train": train_set, "val": val_set} if train_set is not None else {"val": val_set}
     scans = {}
@@ -108,6 +129,8 @@ def prepare_datasets(train_set, val_set, out: Path) -> dict:
         raise DataError(f"the train split has no box left to learn from ({train['images']} images; "
                         f"dropped: {_counts_text(train['dropped_by_reason']) or 'none'}); classes "
                         f"used: {train_set.class_names}; unknown classes seen: {_found_classes(train_set)}")
+    if train is not None and classes_given and train["kept_boxes"] is not None:
+        check_given_classes(train_set, train["per_class"])
     val = summaries["val"]
     if val["objects"] == 0:
         raise NoObjectsError(f"the validation split ({val['images']} images) has no object to "

@@ -10,7 +10,9 @@ of the dataset, or keeps the repairable ones, by the dataset's ``bad_images`` po
 
 Reasons: ``missing``, ``zero_byte``, ``undecodable`` (Pillow cannot identify it),
 ``truncated`` (a JPEG without its end marker FFD9, a PNG without its IEND chunk),
-``wrong_extension`` (the content's format is not what the suffix says, e.g. a PNG named .jpg).
+``wrong_extension`` (the content's format is not what the suffix says, e.g. a PNG named .jpg),
+``size_mismatch`` (the header's width x height is not the annotation's, nor its EXIF-rotated
+transpose: the boxes were drawn on another image; never repairable).
 Under ``repair`` a truncated file is decoded as far as Pillow can and a wrong extension is read
 by its content; missing, empty and undecodable files cannot be repaired and are skipped.
 """
@@ -22,9 +24,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from experiments.data.images import ImageFileError
+from experiments.data.images import ImageFileError, exif_orientation
 
-REASONS = ("missing", "zero_byte", "undecodable", "truncated", "wrong_extension")
+REASONS = ("missing", "zero_byte", "undecodable", "truncated", "wrong_extension", "size_mismatch")
 REPAIRABLE = ("truncated", "wrong_extension")
 _FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF",
                      ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
@@ -48,8 +50,9 @@ class ScanResult:
                 "bad_files": [f"{p}: {r} ({d})" for p, r, d in self.bad[:max_listed]]}
 
 
-def scan_file(path: Path) -> tuple[str | None, str, str | None]:
-    """(reason or None for a good file, detail, Pillow mode or None) of one image file."""
+def scan_file(path: Path, annotated: tuple[int, int] | None = None) -> tuple[str | None, str, str | None]:
+    """(reason or None for a good file, detail, Pillow mode or None) of one image file;
+    ``annotated``: the (H, W) its annotation gives, compared with the header's."""
     if not path.is_file():
         return "missing", "does not exist", None
     size = path.stat().st_size
@@ -66,6 +69,10 @@ def scan_file(path: Path) -> tuple[str | None, str, str | None]:
         return "undecodable", f"Pillow cannot read it: {err}", None
     if w <= 0 or h <= 0:
         return "undecodable", f"header says {w}x{h}", mode
+    if annotated is not None and (h, w) != tuple(annotated) and not (
+            (w, h) == tuple(annotated) and exif_orientation(path) in (5, 6, 7, 8)):
+        return "size_mismatch", (f"the file is {w}x{h} (WxH) but its annotation says "
+                                 f"{annotated[1]}x{annotated[0]}"), mode
     ends = _TAIL.get(fmt)
     if ends:
         with open(path, "rb") as f:
@@ -80,19 +87,20 @@ def scan_file(path: Path) -> tuple[str | None, str, str | None]:
 
 
 def scan_images(source) -> ScanResult:
-    """Scan every image of ``source``: a dataset with ``records`` (file-backed) or paths.
+    """Scan every image of ``source``: a dataset with ``records`` (file-backed; each header's
+size is compared with its record's annotated size) or paths.
 
     A dataset without files (synthetic) gives an empty result.
     """
     if hasattr(source, "records"):
-        paths = [r.path for r in source.records]
+        paths = [(r.path, tuple(r.size)) for r in source.records]
     elif hasattr(source, "class_names"):  # a dataset without files
         paths = []
     else:
-        paths = [Path(p) for p in source]
+        paths = [(Path(p), None) for p in source]
     result = ScanResult(images=len(paths))
-    for path in paths:
-        reason, detail, mode = scan_file(path)
+    for path, annotated in paths:
+        reason, detail, mode = scan_file(path, annotated)
         if mode is not None:
             result.modes[mode] += 1
         if reason is not None:

@@ -88,10 +88,16 @@ def _xml_size(tree: ET.Element) -> tuple[int, int] | None:
 
 
 def parse_xml(path: Path) -> ET.Element:
+    """The XML's root with every namespace taken off its tags (``<annotation xmlns=...>``
+    then reads like plain VOC: ``{uri}object`` becomes ``object``)."""
     try:
-        return ET.parse(path).getroot()
+        root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise AnnotationError(f"{path}: not valid XML: {err}") from err
+    for node in root.iter():
+        if isinstance(node.tag, str) and node.tag.startswith("{"):
+            node.tag = node.tag.split("}", 1)[1]
+    return root
 
 
 def object_names(tree: ET.Element, where: str) -> list[str]:
@@ -141,7 +147,7 @@ class VOCDetection(AnnotatedImages):
             names = sorted({n for xml, _, _ in pool for n in object_names(self._tree(xml), str(xml))})
             log.info("classes inferred from %d XML files: %s", len(pool), names)
         else:
-            names = list(VOC_CLASSES) if class_names == "voc" else list(class_names)
+            names = list(VOC_CLASSES) if class_names == "voc" else [str(n) for n in class_names]  # 7: "7"
         self.class_names = names
         self.label_to_category_id = {i + 1: i + 1 for i in range(len(names))}
         self.image_ids: list[str] = []  # the id (XML path relative to its root, no suffix) of each record

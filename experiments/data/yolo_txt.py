@@ -124,7 +124,7 @@ class YoloTxtDetection(AnnotatedImages):
             raise FileNotFoundError(f"YOLO txt root {root.resolve()} does not exist (set dataset.root)")
         yaml_path = root / data_yaml
         data = read_data_yaml(yaml_path)
-        self.class_names = data["names"]
+        self.class_names = [str(n) for n in data["names"]]   # numeric names read as text
         self.label_to_category_id = {i + 1: i + 1 for i in range(len(self.class_names))}
         base = Path(data.get("path") or ".")
         base = base if base.is_absolute() else yaml_path.parent / base

@@ -6,8 +6,10 @@ copy. Detections are matched once (``bootstrap_match``) and re-accumulated per r
 (``bootstrap_accumulate``), so replicate b equals pycocotools (and the VOC devkit) run on a
 dataset made of that replicate's images, each copy renumbered (the tests check it).
 
-Intervals are percentile intervals by default (``method="bca"``: bias-corrected and accelerated,
-the acceleration from the jackknife over images). A paired comparison draws the same images for
+Intervals are basic intervals by default (``analysis.stats.INTERVAL_METHOD``: 2·point − the
+quantiles; ``benchmarks/interval_coverage.py`` measured the percentile interval under-covering by
+10-25 points at 200-400 images); ``method="percentile"`` and ``"bca"`` (bias-corrected and
+accelerated, the acceleration from the jackknife over images) on request. A paired comparison draws the same images for
 both detectors: delta = A - B per replicate (analysis.stats' one sign convention), its interval,
 and the two-sided bootstrap p-value
 p = min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)): an identical pair gives
@@ -22,11 +24,10 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
 
 import numpy as np
 
-from analysis.stats import p_value, percentile_interval
+from analysis.stats import INTERVAL_METHOD, INTERVAL_METHODS, bootstrap_interval, p_value
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REPLICATES = 1000
 CHUNK = 32  # replicates per array op: [32, 40, points] float64 per class
-METHODS = ("percentile", "bca")
+METHODS = INTERVAL_METHODS
 
 
 def check_bootstrap_arguments(replicates, seed) -> None:
@@ -106,42 +107,26 @@ class BootstrapResult:
         for name in self.low:
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = self.low[name], self.high[name]
         return {**out, "bootstrap_replicates": len(self.image_ids), "bootstrap_seed": self.seed,
-                "bootstrap_level": self.level, "bootstrap_method": self.method}
+                "bootstrap_level": self.level, "bootstrap_method": self.method, "interval_method": self.method,
+                "eval_images": int(self.image_ids.shape[1])}
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, image_keys: dict[int, str] | None = None) -> None:
         """An .npz: image_ids [B, N], category_ids [K], one float64 [B] array per metric and
-        point_<metric> scalars, so anyone can re-score a replicate or pair two runs."""
-        np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids,
+        point_<metric> scalars, so anyone can re-score a replicate or pair two runs; with
+        ``image_keys``, also key_ids [M] and image_keys [M] (see ``bootstrap_evaluation``)."""
+        keys = {} if image_keys is None else {
+            "key_ids": np.array(list(image_keys), dtype=np.int64),
+            "image_keys": np.array(list(image_keys.values()), dtype=str)}
+        np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids, **keys,
                             level=self.level, method=self.method, seed=self.seed,
                             **self.replicates, **{f"point_{k}": v for k, v in self.point.items()})
 
 
-def interval(values: np.ndarray, level: float = 0.95, method: str = "percentile", point: float | None = None,
+def interval(values: np.ndarray, level: float = 0.95, method: str = INTERVAL_METHOD, point: float | None = None,
              jackknife: np.ndarray | None = None) -> tuple[float, float]:
-    """(low, high) of the replicate values [B] (NaN replicates left out; NaN if fewer than 2 defined).
-
-    percentile: the (1-level)/2 and (1+level)/2 quantiles. bca: Efron's bias-corrected and
-    accelerated interval from ``point`` and the leave-one-image-out ``jackknife`` values [N].
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown interval method '{method}', choose one of {METHODS}")
-    if method == "percentile":
-        return percentile_interval(values, level)
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return math.nan, math.nan
-    alpha = np.array([(1 - level) / 2, (1 + level) / 2])
-    if method == "bca" and point is not None and jackknife is not None and not np.isnan(point):
-        norm = NormalDist()
-        below = np.mean(values < point) + 0.5 * np.mean(values == point)
-        z0 = norm.inv_cdf(float(np.clip(below, 1e-12, 1 - 1e-12)))
-        jack = jackknife[~np.isnan(jackknife)]
-        d = jack.mean() - jack
-        denom = 6 * np.sum(d ** 2) ** 1.5
-        accel = np.sum(d ** 3) / denom if denom > 0 else 0.0
-        alpha = np.array([norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z))) for z in map(norm.inv_cdf, alpha)])
-    low, high = np.quantile(values, alpha)
-    return float(low), float(high)
+    """(low, high) of the replicate values [B]: ``analysis.stats.bootstrap_interval`` (percentile,
+    basic: reflected about ``point``, bca: with the leave-one-image-out ``jackknife`` values [N])."""
+    return bootstrap_interval(values, level, method, point, jackknife)
 
 
 def _intervals(point, replicates, level, method, scorer=None, num_images=0):
@@ -156,7 +141,7 @@ def _intervals(point, replicates, level, method, scorer=None, num_images=0):
 
 
 def bootstrap(gt: GroundTruthTable, dt: DetectionTable, category_ids, replicates: int = DEFAULT_REPLICATES,
-              seed: int = 0, level: float = 0.95, method: str = "percentile", threads: int = 2) -> BootstrapResult:
+              seed: int = 0, level: float = 0.95, method: str = INTERVAL_METHOD, threads: int = 2) -> BootstrapResult:
     """Image bootstrap of every METRICS number of one detector on one split."""
     check_bootstrap_arguments(replicates, seed)
     scorer = ReplicateScorer(gt, dt, category_ids)
@@ -182,43 +167,49 @@ def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, name
 
 
 def paired_deltas(point_a: dict, point_b: dict, reps_a: dict, reps_b: dict, level: float = 0.95,
-                  names=METRICS) -> dict[str, float]:
-    """delta_<m> = A - B, delta_<m>_ci_low/high (percentile) and p_<m> from paired replicates."""
+                  names=METRICS, method: str = INTERVAL_METHOD) -> dict[str, float]:
+    """delta_<m> = A - B, delta_<m>_ci_low/high (``method``, about the point delta) and p_<m> from
+    paired replicates."""
     out = {}
     for name in names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             deltas = np.asarray(reps_a[name]) - np.asarray(reps_b[name])
         out[f"delta_{name}"] = float(point_a[name] - point_b[name])
-        out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level)
+        out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level, method,
+                                                                             out[f"delta_{name}"])
         out[f"p_{name}"] = p_value(deltas)
     return out
 
 
 def paired_bootstrap(gt: GroundTruthTable, dt_a: DetectionTable, dt_b: DetectionTable, category_ids,
                      replicates: int = DEFAULT_REPLICATES, seed: int = 0, level: float = 0.95,
-                     method: str = "percentile", threads: int = 2,
+                     method: str = INTERVAL_METHOD, threads: int = 2,
                      ) -> tuple[BootstrapResult, BootstrapResult, dict[str, float]]:
     """Both detectors on the same resampled images -> (A's result, B's result, paired deltas)."""
     a = bootstrap(gt, dt_a, category_ids, replicates, seed, level, method, threads)
     b = bootstrap(gt, dt_b, category_ids, replicates, seed, level, method, threads)
-    return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level)
+    return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level, method=method)
 
 
 def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None = None,
-                         level: float = 0.95) -> dict:
+                         level: float = 0.95, image_keys: dict[int, str] | None = None,
+                         method: str = INTERVAL_METHOD) -> dict:
     """A run's intervals: the bootstrap of an ``EvaluationResult``'s tables -> metrics.json keys,
-    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``). replicates 0:
-    off ({}); negative, or a bad seed: ValueError."""
+    the replicates saved as ``folder/bootstrap.npz`` (see ``BootstrapResult.save``) with
+    ``image_keys`` (image id -> file name + content hash, ``experiments.evaluation.files``) as
+    ``key_ids`` [M] int64 and ``image_keys`` [M] str, so the report pairs runs by image content,
+    never by id. replicates 0: off (only ``eval_images``); ``method``: ``analysis.stats.INTERVAL_METHODS``;
+    negative, or a bad seed: ValueError."""
     if isinstance(replicates, numbers.Integral) and not isinstance(replicates, bool) and replicates == 0:
-        return {}
+        return {"eval_images": len(result.ground_truth.image_ids)}
     category_ids = [c for c, _ in result.categories]
-    out = bootstrap(result.ground_truth, result.detections, category_ids, replicates, seed, level)
+    out = bootstrap(result.ground_truth, result.detections, category_ids, replicates, seed, level, method)
     gaps = [0.0 if math.isnan(v) and math.isnan(out.point[k]) else
             abs(out.point[k] - v) if not (math.isnan(v) or math.isnan(out.point[k])) else math.inf
             for k, v in result.metrics.items()]
     if max(gaps, default=0.0) > 1e-9:  # the identity replicate is the evaluator's numbers; say so if not
         log.warning("bootstrap: the identity replicate differs from the evaluation by %.3g", max(gaps))
     if folder is not None:
-        out.save(Path(folder) / "bootstrap.npz")
+        out.save(Path(folder) / "bootstrap.npz", image_keys)
     return out.as_metrics()

@@ -11,7 +11,7 @@ to the run's own numbers; any other COCO files work too (the VOC metrics then re
 ``difficult`` field of the annotations). Bad input exits with status 2 and names the entry.
 
 ``--bootstrap B`` adds the image-bootstrap interval of every metric (``<metric>_ci_low``,
-``<metric>_ci_high``; percentile, ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
+``<metric>_ci_high``; basic (the calibrated default), ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
 a second results file on the same resampled images: its metrics as ``dt2_<metric>`` (with
 intervals) and the paired ``delta_<metric>`` = dt - dt2 (A - B, the project's one sign convention),
 ``delta_<metric>_ci_low/high`` and the
@@ -27,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.evaluation.bootstrap import METHODS, bootstrap, check_bootstrap_arguments, paired_deltas
+from experiments.evaluation.bootstrap import (
+    INTERVAL_METHOD,
+    METHODS,
+    bootstrap,
+    check_bootstrap_arguments,
+    paired_deltas,
+)
 from experiments.evaluation.metrics import BACKENDS, score_tables
 from experiments.evaluation.tables import tables_from_coco
 
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, metavar="B", help="image-bootstrap replicates (>= 1)")
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (a non-negative integer)")
     parser.add_argument("--level", type=float, default=0.95, help="interval level")
-    parser.add_argument("--method", choices=METHODS, default="percentile", help="interval method")
+    parser.add_argument("--method", choices=METHODS, default=INTERVAL_METHOD,
+                        help=f"interval method (default {INTERVAL_METHOD}: the calibrated one)")
     parser.add_argument("--save-replicates", type=Path, metavar="R.npz",
                         help="write the resampled image ids [B, N] and every metric per replicate")
     args = parser.parse_args(argv)
@@ -75,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             gt, dt, categories = tables_from_coco(ground_truth, results)
         except ValueError as error:
             raise ValueError(f"{args.gt} / {args.dt}: {error}") from None
+        if not (~gt.iscrowd).any():
+            raise ValueError(f"{args.gt}: the ground truth has no (non-crowd) annotation "
+                             f"({len(gt.image_ids)} images): every AP would be NaN, there is nothing to score")
         result = score_tables(gt, dt, categories, args.backend)
         output = dict(result.metrics)
         if args.bootstrap is not None:
@@ -111,7 +121,7 @@ def _bootstrap(args, ground_truth: dict, gt, dt, categories) -> dict:
         b = bootstrap(gt, dt2, category_ids, args.bootstrap, args.seed, args.level, args.method)
         out.update({f"dt2_{k}": v for k, v in score_tables(gt, dt2, categories, args.backend).metrics.items()})
         out.update({f"dt2_{k}": v for k, v in b.as_metrics().items() if k.endswith(("_ci_low", "_ci_high"))})
-        out.update(paired_deltas(a.point, b.point, a.replicates, b.replicates, args.level))
+        out.update(paired_deltas(a.point, b.point, a.replicates, b.replicates, args.level, method=args.method))
         arrays.update({f"dt2_{k}": v for k, v in b.replicates.items()})
     if args.save_replicates is not None:
         args.save_replicates.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 pr_curves.npz (README, "What a run writes")."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -45,6 +46,24 @@ def image_file_names(dataset) -> dict[int, str]:
     paths = [Path(r.path) for r in records]
     root = Path(os.path.commonpath([p.parent for p in paths]))
     return {int(r.image_id): p.relative_to(root).as_posix() for r, p in zip(records, paths)}
+
+
+def image_keys(dataset) -> dict[int, str]:
+    """image_id -> ``<file name>#<sha1 of the file's bytes, 16 hex>`` (the name relative to the
+    images' common folder), or for a generated dataset ``#<sha1 of the image's float32 pixels>``:
+    what two runs must share to be paired image by image (an image id is often a position)."""
+    names = image_file_names(dataset)
+    keys = {}
+    for record in getattr(dataset, "records", None) or []:
+        digest = hashlib.sha1(Path(record.path).read_bytes()).hexdigest()[:16]
+        keys[int(record.image_id)] = f"{names.get(int(record.image_id), '')}#{digest}"
+    if keys:
+        return keys
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        pixels = image.detach().to("cpu", copy=True).float().contiguous().numpy().tobytes()
+        keys[int(target["image_id"])] = f"#{hashlib.sha1(pixels).hexdigest()[:16]}"
+    return keys
 
 
 def save_samples(dataset, folder: Path, count: int) -> None:

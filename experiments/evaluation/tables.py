@@ -226,6 +226,17 @@ def coco_results(dt: DetectionTable, image_ids: np.ndarray) -> list[dict]:
                                   dt.boxes.tolist(), dt.scores.tolist())]
 
 
+def _image_id(value, where: str) -> int:
+    """A COCO image id as int: an int, or a string of one ("17", as some exporters write them:
+    the same image in either file). Anything else is a ValueError naming the entry."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"{where}: image id {value!r} is not an integer (COCO image ids are integers; "
+                     "a string is read when it holds one, e.g. \"17\")")
+
+
 def tables_from_coco(gt_json: dict, results: list[dict]) -> tuple[GroundTruthTable, DetectionTable,
                                                                   list[tuple[int, str]]]:
     """Check and flatten a COCO ground-truth dict and a COCO results list (``detbench-eval``).
@@ -238,7 +249,8 @@ def tables_from_coco(gt_json: dict, results: list[dict]) -> tuple[GroundTruthTab
             raise ValueError(f"ground truth: missing '{key}'")
     categories = sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in gt_json["categories"])
     known_categories = {c for c, _ in categories}
-    image_ids = np.array([int(im["id"]) for im in gt_json["images"]], dtype=np.int64)
+    image_ids = np.array([_image_id(im.get("id"), f"ground truth images[{k}]")
+                          for k, im in enumerate(gt_json["images"])], dtype=np.int64)
     position = {image_id: i for i, image_id in enumerate(image_ids.tolist())}
     if len(position) != len(image_ids):
         raise ValueError("ground truth: repeated image ids")
@@ -251,12 +263,14 @@ def tables_from_coco(gt_json: dict, results: list[dict]) -> tuple[GroundTruthTab
             for key in ("image_id", "category_id", "bbox"):
                 if key not in entry:
                     raise ValueError(f"{kind}[{n}]: missing '{key}'")
-            if entry["image_id"] not in position:
-                raise ValueError(f"{kind}[{n}]: image_id {entry['image_id']} is not in the ground truth")
+            image_id = _image_id(entry["image_id"], f"{kind}[{n}]")
+            if image_id not in position:
+                raise ValueError(f"{kind}[{n}]: image_id {entry['image_id']!r} is not in the ground truth "
+                                 f"(its ids: {sorted(position)[:5]}{' ...' if len(position) > 5 else ''})")
             if entry["category_id"] not in known_categories:
                 raise ValueError(f"{kind}[{n}]: category_id {entry['category_id']} is not a ground-truth "
                                  f"category ({sorted(known_categories)})")
-            out[n] = position[entry["image_id"]]
+            out[n] = position[image_id]
         return out
 
     def boxes_of(entries: list[dict], kind: str) -> np.ndarray:

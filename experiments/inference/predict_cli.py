@@ -15,7 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from experiments.inference.predictor import PredictOptions, Predictor
+from experiments.inference.predictor import OPERATING_POINT, PredictOptions, Predictor
 from experiments.job.process import resolve_device
 
 log = logging.getLogger("detbench")
@@ -33,8 +33,9 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     classes = OmegaConf.to_container(cfg.classes) if isinstance(cfg.classes, ListConfig) else cfg.classes
     if isinstance(classes, str):
         classes = [classes]
+    threshold = cfg.score_thresh if cfg.score_thresh == OPERATING_POINT else float(cfg.score_thresh)
     options = PredictOptions(
-        score_thresh=float(cfg.score_thresh), classes=classes, batch_size=int(cfg.batch_size),
+        score_thresh=threshold, classes=classes, batch_size=int(cfg.batch_size),
         save_images=bool(cfg.save_images), save_video=bool(cfg.save_video),
         every_nth_frame=int(cfg.every_nth_frame), max_frames=int(cfg.max_frames),
         video_codec=str(cfg.video_codec), prefetch_frames=int(cfg.prefetch_frames), progress=bool(cfg.progress))

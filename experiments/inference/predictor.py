@@ -4,7 +4,8 @@ Frames are decoded in a background thread (``prefetch``), batched (``batch_size`
 device and run through each detector's three stages, timed by the speed protocol's stage timer
 (``experiments.speed.benchmark``: the device synchronised at every stage boundary). Then the
 detections are filtered (``score_thresh``: keep scores >= it, on top of the detector's own
-threshold; ``classes``: keep only those class names), drawn and written.
+threshold; ``operating_point``: each run's F1-maximising threshold on its validation split;
+``classes``: keep only those class names), drawn and written.
 
 Stages in predict_stats.json (seconds in ``stages_s``, per frame in ``stages_ms_per_frame``):
 
@@ -36,6 +37,7 @@ import torch
 import torchvision
 from tqdm import tqdm
 
+from analysis.operating_point import run_operating_point
 from experiments.inference.drawing import caption, draw_detections, side_by_side, to_uint8
 from experiments.inference.outputs import VideoWriter, coco_records, save_annotated_image, write_json
 from experiments.inference.prefetch import Prefetcher
@@ -47,13 +49,32 @@ from experiments.speed.benchmark import StageTimer  # the speed protocol's synch
 log = logging.getLogger(__name__)
 STAGES = ("decode", "decode_wait", "preprocess", "network", "postprocess", "drawing", "encode")
 MAX_SKIP_EXAMPLES = 20
+OPERATING_POINT = "operating_point"
+
+
+def thresholds(detectors: list[LoadedDetector], score_thresh: float | str) -> list[float]:
+    """One score threshold per detector: ``score_thresh`` for all, or with "operating_point" each
+    run's F1-maximising threshold on its validation split (``analysis.operating_point``, from the
+    run folder's detections.json and ground_truth.json)."""
+    if score_thresh != OPERATING_POINT:
+        return [float(score_thresh)] * len(detectors)
+    found = []
+    for d in detectors:
+        point = run_operating_point(d.run_dir)
+        if point is None:
+            raise ValueError(f"score_thresh={OPERATING_POINT} needs the run folder's detections.json and "
+                             f"ground_truth.json (its eval stage): none in {d.run_dir}")
+        log.info("%s: operating point score >= %.3f (F1 %.1f%%, precision %.1f%%, recall %.1f%% on val)", d.name,
+                 point["threshold"], 100 * point["f1"], 100 * point["precision"], 100 * point["recall"])
+        found.append(point["threshold"])
+    return found
 
 
 @dataclass
 class PredictOptions:
     """The knobs of ``conf/predict.yaml`` (see there)."""
 
-    score_thresh: float = 0.25
+    score_thresh: float | str = 0.25     # or "operating_point": each run's F1-maximising threshold on val
     classes: list[str] | None = None
     batch_size: int = 1
     save_images: bool = True
@@ -68,8 +89,10 @@ class PredictOptions:
         if self.batch_size < 1 or self.every_nth_frame < 1 or self.max_frames < 0:
             raise ValueError(f"need batch_size >= 1, every_nth_frame >= 1, max_frames >= 0; got "
                              f"{self.batch_size}, {self.every_nth_frame}, {self.max_frames}")
-        if not 0.0 <= self.score_thresh <= 1.0:
-            raise ValueError(f"score_thresh must lie in [0, 1], got {self.score_thresh}")
+        if self.score_thresh == OPERATING_POINT:
+            return
+        if not isinstance(self.score_thresh, (int, float)) or not 0.0 <= self.score_thresh <= 1.0:
+            raise ValueError(f"score_thresh must lie in [0, 1] or be '{OPERATING_POINT}', got {self.score_thresh}")
 
 
 def prediction_files(detectors: list[LoadedDetector]) -> list[str]:
@@ -103,6 +126,7 @@ class Predictor:
         self.source = open_source(source)
         self.detectors = [load_detector(w, device) for w in weights]
         self.labels = [d.labels_of(options.classes) for d in self.detectors]
+        self.thresholds = thresholds(self.detectors, options.score_thresh)
         self.timers = [StageTimer(d.model, device, "fp32", False, False) for d in self.detectors]
         self.out, self.device, self.options = Path(out), device, options
         self.out.mkdir(parents=True, exist_ok=True)
@@ -175,9 +199,10 @@ class Predictor:
         copy_s = t() - t0
         kept_per_detector, records = [], []  # records[k][i]: detector k's results on frame i
         for k, (detector, timer) in enumerate(zip(self.detectors, self.timers)):
-            (pre, net, post), detections = timer(images)
+            (proposal, pre, net, post), detections = timer(images)
+            pre += proposal   # R-CNN / Fast R-CNN's selective search counts as pre-processing here
             t0 = t()
-            kept = [keep(d, opts.score_thresh, self.labels[k]) for d in detections]
+            kept = [keep(d, self.thresholds[k], self.labels[k]) for d in detections]
             records.append([coco_records(detection, detector.label_to_category_id, frame.index, **_where(frame))
                             for frame, detection in zip(batch, kept)])
             post += t() - t0
@@ -219,6 +244,7 @@ class Predictor:
             "stages_ms_per_frame": per_frame, "stages_s": {s: self.seconds[s] for s in STAGES},
             "detectors": [{"name": d.name, "run_dir": str(d.run_dir), "checkpoint": str(d.checkpoint),
                            "run_status": d.run_status, "predictions": f, "boxes": len(r),
+                           "score_thresh": self.thresholds[k],
                            **{f"{s}_ms_per_frame": 1e3 * self.per_detector[k][s] / self.frames if self.frames
                               else None for s in ("preprocess", "network", "postprocess")}}
                           for k, (d, f, r) in enumerate(zip(self.detectors, prediction_files(self.detectors),

@@ -12,8 +12,10 @@ file gives the detector exactly the tensor its dataset would (grayscale, palette
 16-bit images converted the same way). Video frames are decoded to RGB24 and scaled by 1/255.
 
 Bad input: a missing source, an empty folder or a glob matching no image, and a video PyAV
-cannot open are errors naming the path. A corrupt image in a folder, or a video packet the
-decoder rejects, is a counted skip (a ``Skip`` in the frame stream): the rest go on.
+cannot open are errors naming the path. A corrupt image in a folder, and a video position with
+no good frame (lost in a damaged chunk, a packet the decoder rejects, a frame the decoder flags
+corrupt) is a counted skip (a ``Skip`` in the frame stream): the rest go on, at their own
+positions.
 
 ``every_nth_frame`` keeps positions 0, n, 2n, ... of the sequence (frames or images, skipped
 ones included in the count) and ``max_frames`` (0: all) stops after that many kept frames.
@@ -44,7 +46,8 @@ class SourceError(ValueError):
 class Frame:
     """One decoded frame or image.
 
-    index:       position in the source (image order, or the video frame in decode order).
+    index:       position in the source (image order, or the video frame's position by its
+                 presentation time: round((time - stream start) x fps)).
     image:       float32 [3, H, W] RGB in [0, 1], on the CPU.
     name:        the image's path relative to the source folder (video: "").
     timestamp_s: the video frame's presentation time in seconds (images: None).
@@ -141,41 +144,71 @@ class VideoSource:
         return min(n, max_frames) if max_frames else n
 
     def frames(self, every_nth_frame: int = 1, max_frames: int = 0) -> Iterator[Frame | Skip]:
-        """Frames in decode order; a packet the decoder rejects is a Skip at its position."""
+        """Frames indexed by presentation time (index = round((pts time - stream start) x fps)),
+        never by decode order, so a damaged chunk cannot shift the frames after it. Each
+        position with no good frame is a Skip: lost (no frame has its time; a packet the
+        decoder rejected, named when there was one) or flagged corrupt by the decoder (drawn from
+        damaged data). Positions past the last frame up to the container's frame count too."""
         import av
 
-        index = kept = 0
+        state = {"next": 0, "kept": 0, "error": None}
+
+        def gaps(upto: int) -> Iterator[Skip | None]:
+            """Skips for the positions state["next"] .. upto - 1; None: stop."""
+            while state["next"] < upto:
+                index = state["next"]
+                keep, stop = _kept(index, state["kept"], every_nth_frame, max_frames)
+                if stop:
+                    yield None
+                    return
+                state["next"] += 1
+                if keep:
+                    state["kept"] += 1
+                    why = state["error"] or "no frame has this presentation time (lost in a damaged chunk)"
+                    yield Skip(index, f"{self.path.name} frame {index}", why)
+
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
             start = time.perf_counter()
             for packet in container.demux(stream):
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as error:
-                    if packet.size == 0:
-                        continue  # the flushing packet at the end
-                    keep, stop = _kept(index, kept, every_nth_frame, max_frames)
-                    if stop:
-                        return
-                    if keep:
-                        kept += 1
-                        yield Skip(index, f"{self.path.name} frame {index}", f"{type(error).__name__}: {error}")
-                    index += 1
-                    start = time.perf_counter()
+                    if packet.size:   # the empty packet is the end-of-stream flush
+                        state["error"] = f"the decoder rejected a packet: {type(error).__name__}: {error}"
                     continue
                 for frame in decoded:
-                    keep, stop = _kept(index, kept, every_nth_frame, max_frames)
+                    if t0 is None:
+                        t0 = float(frame.time) if frame.time is not None else 0.0
+                    index = state["next"] if frame.time is None else round((float(frame.time) - t0) * self.fps)
+                    index = max(index, state["next"])   # a repeated time keeps its decode order
+                    for skip in gaps(index):
+                        if skip is None:
+                            return
+                        yield skip
+                    state["error"] = None
+                    keep, stop = _kept(index, state["kept"], every_nth_frame, max_frames)
                     if stop:
                         return
-                    if keep:
-                        kept += 1
-                        image = torch.from_numpy(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
-                        image = image.permute(2, 0, 1).float().div_(255.0)
-                        timestamp = float(frame.time) if frame.time is not None else float(index / self.fps)
-                        yield Frame(index, image, "", timestamp, time.perf_counter() - start)
-                    index += 1
+                    state["next"] = index + 1
+                    if not keep:
+                        continue
+                    state["kept"] += 1
+                    if frame.is_corrupt:
+                        yield Skip(index, f"{self.path.name} frame {index}",
+                                   "the decoder flagged the frame corrupt (decoded from damaged data)")
+                        continue
+                    image = torch.from_numpy(np.ascontiguousarray(frame.to_ndarray(format="rgb24")))
+                    image = image.permute(2, 0, 1).float().div_(255.0)
+                    timestamp = float(frame.time) if frame.time is not None else float(index / self.fps)
+                    yield Frame(index, image, "", timestamp, time.perf_counter() - start)
                     start = time.perf_counter()
+            for skip in gaps(self.frame_count):
+                if skip is None:
+                    return
+                yield skip
 
 
 def open_source(source: str | Path) -> ImageSource | VideoSource:

@@ -1,7 +1,10 @@
-"""Hydra callbacks: when a sweep ends, run the sweep-level stages, then build the report from every job folder."""
+"""Hydra callbacks: when a sweep ends, run the sweep-level stages, build the report from every job
+folder, then exit non-zero (1) naming the failed jobs when any failed (``experiments.job.sweep``);
+Ctrl-C during the report ends with a one-line message and exit 130."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +20,20 @@ class ReportOnMultirunEnd(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from analysis.report import build_report
+        from experiments.job.sweep import sweep_outcome
         from experiments.stages import run_sweep_stages
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
         try:
+            run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
             path = build_report(sweep_dir, print_tables=True)
+            print(f"\nreport: {path.with_suffix('.html').resolve()}")
+        except KeyboardInterrupt:
+            sys.exit(f"detbench: interrupted while building the report of {sweep_dir} (the jobs' results "
+                     f"are complete on disk); rebuild it with: detbench-report {sweep_dir}")
         except Exception as error:  # the jobs' results stay on disk whatever happens here
             log.error("the report of %s could not be built: %s: %s", sweep_dir,
                       type(error).__name__, error)
-            return
-        print(f"\nreport: {path}")
+        outcome = sweep_outcome(sweep_dir)
+        if outcome.failed:
+            sys.exit(f"detbench: {outcome.message(sweep_dir)}")

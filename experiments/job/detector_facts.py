@@ -23,7 +23,11 @@ def family_of(model) -> str:
     from detectors.base import Detector
 
     mro = type(model).__mro__
-    return next((mro[i - 1].__name__ for i, c in enumerate(mro) if c is Detector and i > 0), type(model).__name__)
+    below = next((mro[:i] for i, c in enumerate(mro) if c is Detector and i > 0), None)
+    if not below:
+        return type(model).__name__
+    # the last Detector subclass before Detector: mixins (VGG16Weights) are not families
+    return [c for c in below if issubclass(c, Detector)][-1].__name__
 
 
 def detector_facts(model) -> dict:

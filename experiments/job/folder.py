@@ -11,6 +11,10 @@ fresh folder                       the run starts
 previous run, no ``resume``        refused with a message; nothing is written (so logs are
                                    never appended across runs); ``overwrite=true`` first
                                    deletes the run's files (and empties the Hydra log)
+another live job owns the folder  refused naming its lock (``experiments.job.lock``);
+                                   ``break_lock=true`` takes it over
+``resume=true``, a setting that    refused naming each key (``experiments.job.resume_check``);
+alters results changed             ``resume_changes=allow`` applies and records them
 ``resume=true``, run unfinished    continues from ``checkpoints/last.pt``; a stale
                                    ``error.txt`` is removed first
 ``resume=true``, run finished      "already finished", nothing changes, exit 0; *finished* means
@@ -20,6 +24,11 @@ previous run, no ``resume``        refused with a message; nothing is written (s
 that asks for more work            the new run succeeds; a failure or interrupt goes to
                                    ``resume_error.txt`` beside them and the exit is non-zero
 =================================  ===========================================================
+
+A refused or "finished" command changes no file in the folder: the saved config
+(``.hydra/config.yaml``) is written by the job only once it may go on (Hydra's own copy is off:
+``hydra.output_subdir: null``), and the lines it logged are taken back out of the Hydra log
+(:meth:`RunFolder.leave_untouched`).
 """
 from __future__ import annotations
 
@@ -33,10 +42,15 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.job.layout import CHECKPOINTS, PREVIOUS_RUN_FILES, RUN_FILES, RUN_FOLDERS
+from experiments.job.lock import FolderLocked, RunLock
+from experiments.job.resume_check import check_resume
 from experiments.training.budget import budget_of
 
 log = logging.getLogger("detbench")
 
+# metrics.json's layout: 2 (issue 27) adds interval_method, eval_images, eval_split, family facts;
+# folders without the key are version 1 (analysis.runs reads both and marks what is missing)
+SCHEMA_VERSION = 2
 STAGE_KEYS = {"eval": "map", "bench": "fps_b1"}   # a key each stage writes into metrics.json
 MESSAGE_CHARS = 240    # of the root cause's message in metrics.json's one-line error
 
@@ -50,6 +64,9 @@ class RunFolder:
         self.out, self.resume, self.overwrite = Path(out), resume, overwrite
         self.hydra_log = hydra_log
         self.protected = False          # True: a finished run's results must survive this job
+        self.resume_changes: list[str] = []   # result-changing settings a resume was allowed
+        log_file = hydra_log if hydra_log is not None and hydra_log.is_file() else None
+        self._log_state = (log_file.stat().st_size, log_file.stat().st_mtime_ns) if log_file else None
 
     def previous_run(self) -> list[str]:
         """The files that show a previous run in this folder (empty: none)."""
@@ -90,6 +107,9 @@ class RunFolder:
             if found:
                 self.clear()
             return None
+        refusal, self.resume_changes = check_resume(self.out, cfg)
+        if refusal:
+            return refusal
         previous = self.previous_metrics()
         if self.is_finished(cfg, previous):
             return (f"finished: {self.out} holds a finished run (status ok, {previous.get('train_iterations')}"
@@ -110,6 +130,21 @@ class RunFolder:
             os.truncate(self.hydra_log, 0)   # the open handler appends from offset 0 again
         log.info("overwrite=true: deleted the previous run's files in %s", self.out)
 
+    def leave_untouched(self) -> None:
+        """After a refusal: stop logging into the Hydra log and cut it back to its size and
+        modification time from before this job, so the folder is as it was."""
+        if self._log_state is None or self.hydra_log is None:
+            return
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == self.hydra_log.resolve():
+                root.removeHandler(handler)
+                handler.close()
+        size, mtime = self._log_state
+        if self.hydra_log.is_file() and self.hydra_log.stat().st_size > size:
+            os.truncate(self.hydra_log, size)
+            os.utime(self.hydra_log, ns=(mtime, mtime))
+
     def write_failure(self, text: str) -> Path:
         """A failure's full text: error.txt, or resume_error.txt when protecting a finished run."""
         path = self.out / ("resume_error.txt" if self.protected else "error.txt")
@@ -117,11 +152,25 @@ class RunFolder:
         return path
 
 
-def decide(folder: RunFolder, cfg: DictConfig, is_main: bool) -> str | None:
-    """``folder.prepare`` on rank 0 alone (it may delete files), its verdict shared by all ranks."""
+def decide(folder: RunFolder, cfg: DictConfig, is_main: bool, lock: RunLock | None = None) -> str | None:
+    """Take ``lock`` and ``folder.prepare`` on rank 0 alone (it may delete files), its verdict
+    shared by all ranks; a refused or finished job releases the lock and leaves the folder
+    untouched."""
     import torch.distributed as dist
 
-    verdict = folder.prepare(cfg) if is_main else None
+    verdict = None
+    if is_main:
+        try:
+            if lock is not None:
+                lock.acquire()
+            verdict = folder.prepare(cfg)
+        except FolderLocked as error:
+            verdict = f"refused: {error}"
+        except OSError as error:   # the lock file cannot be created: a read-only folder
+            verdict = (f"refused: {folder.out} is not writable ({type(error).__name__}: {error}); "
+                       "choose another hydra.run.dir or fix its permissions")
+        if verdict and lock is not None:
+            lock.release()
     if dist.is_available() and dist.is_initialized():
         shared = [verdict, folder.protected]
         dist.broadcast_object_list(shared, src=0)

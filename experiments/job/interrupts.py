@@ -102,9 +102,22 @@ def resume_command(out: Path, overrides: list[str], start_over: bool = False) ->
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and "SLURM_JOB_ID" not in os.environ:
         program = f"torchrun --nproc_per_node={world} -m experiments.run"
+    sweep = sweep_dir()
+    if sweep is not None:   # a multirun's job: resume the whole sweep in place
+        return f"cd {shlex.quote(os.getcwd())} && {program} {shlex.join([f'resume={sweep}'])}"
     args = shlex.join([*kept, f"hydra.run.dir={Path(out).resolve()}",
                        "overwrite=true" if start_over else "resume=true"])
     return f"cd {shlex.quote(os.getcwd())} && {program} {args}"
+
+
+def sweep_dir() -> Path | None:
+    """The sweep folder when this job is one of a Hydra multirun (None otherwise)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).resolve()
 
 
 def interrupted_record(stop: KeyboardInterrupt, out: Path, overrides: list[str]) -> dict:

@@ -2,7 +2,8 @@
 
 ``check_settings(cfg)``  values the typed schema accepts but a run cannot use: width <= 0 (which
     ``detectors.base.scale_width`` would silently clamp to 8 channels per layer), non-positive
-    learning rate, epochs, batch sizes, no stage at all.
+    learning rate, epochs, batch sizes, no stage at all, lr milestones (iterations) past the end
+    of ``train.iterations``.
 ``check_writable(out)``  the run folder, ``checkpoints/`` and the output files a run
     appends to or replaces are writable: a test file is written and removed in each folder,
     and each existing output is opened for appending (which changes nothing). Run as root,
@@ -12,7 +13,8 @@
     that: a model with BatchNorm layers in training needs batch size >= 2 per process, unless
     ``train.freeze_batch_norm=true`` (see :func:`freeze_batch_norm`).
 ``check_images(dataset, ...)``  decodes every image the evaluation will score, so that a corrupt
-    validation image fails before training rather than after it.
+    validation image fails before training rather than after it; ``drop_undecodable`` does the
+    same under ``bad_images: skip | repair`` and leaves such images out, counted.
 The header scan of every split's images (``experiments/data/scan.py``, under the
 ``dataset.bad_images`` policy) runs in ``experiments.data.prepare.prepare_datasets``, as soon as
 the datasets are built and before any training: it needs the datasets, this module does not.
@@ -50,8 +52,9 @@ def check_settings(cfg: DictConfig) -> None:
         problems.append("stages: empty; choose any of train, eval, bench")
     model = cfg.detector.get("model") or {}
     for key in ("width", "hidden_features"):
-        value = model.get(key)   # a non-number is left to the detector's constructor to refuse
-        if isinstance(value, (int, float)) and not (math.isfinite(value) and value > 0):
+        value = model.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not (math.isfinite(value) and value > 0)):
             problems.append(f"detector.model.{key}={value}: must be a number > 0"
                             + (" (scale_width would clamp every layer to 8 channels)"
                                if key == "width" else ""))
@@ -66,6 +69,12 @@ def check_settings(cfg: DictConfig) -> None:
         for key in ("max_time_s", "val_every", "validations", "warmup_iterations", "num_workers", "grad_clip"):
             if cfg.train.get(key, 0) < 0:
                 problems.append(f"train.{key}={cfg.train.get(key)}: must be >= 0")
+        milestones = (cfg.train.get("scheduler") or {}).get("milestones")
+        iterations = cfg.train.get("iterations", 0) or 0
+        if iterations > 0 and milestones and any(m >= iterations for m in milestones):
+            problems.append(f"train.scheduler.milestones={list(milestones)}: past the end of "
+                            f"train.iterations={iterations}, so the lr never drops; give them as "
+                            "fractions (experiments.training.schedules.multistep_at_fractions) or move them")
         if cfg.train.get("warmup_iterations", 0) and not 0 < cfg.train.warmup_factor <= 1:
             problems.append(f"train.warmup_factor={cfg.train.warmup_factor}: must be in (0, 1]")
     for key, value in positive.items():
@@ -159,6 +168,30 @@ def check_images(dataset, max_images: int, what: str) -> int:
                                  "file, or set eval.check_images=false to skip this check)") from error
     log.info("pre-flight: %d %s images decode", len(records), what)
     return len(records)
+
+
+def drop_undecodable(dataset, max_images: int, what: str) -> int:
+    """Under ``bad_images: skip | repair``: decode the first ``max_images`` (0: all) images of a
+    file-backed ``dataset`` before training and leave out (counted as ``image_decode_failed``)
+    each that fails, so the evaluator never meets one (its loader would serve the next image in
+    its place, twice under one id). Returns how many were left out."""
+    from experiments.data.images import load_image
+
+    records = getattr(dataset, "records", None)
+    if records is None or not hasattr(dataset, "drop_records"):
+        return 0
+    repair = getattr(dataset, "bad_images", "error") == "repair"
+    failed = {}
+    for record in records[:max_images] if max_images else records:
+        try:
+            load_image(record.path, repair=repair)
+        except (OSError, ValueError) as error:
+            failed[record.path] = "decode_failed"
+            log.warning("%s: %s: left out (bad_images=%s)", what, error, dataset.bad_images)
+    if failed:
+        dataset.drop_records(set(failed), failed)
+    log.info("pre-flight: %d %s images decode, %d left out", len(records), what, len(failed))
+    return len(failed)
 
 
 def preflight(cfg: DictConfig, out: Path) -> None:

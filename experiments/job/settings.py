@@ -28,7 +28,9 @@ class TrainSchema:
     iterations: int = MISSING   # > 0: shorthand for budget {kind: iterations}, as whole epochs
     batch_size: int = MISSING
     num_workers: int = MISSING
-    amp: bool = MISSING
+    precision: str = MISSING    # fp32 | bf16 | fp16 (experiments.training.precision)
+    precision_strict: bool = MISSING  # an unsupported precision is an error, not fp32 with a warning
+    channels_last: bool = MISSING  # NHWC convolutions while training
     grad_clip: float = MISSING
     log_every: int = MISSING
     val_every: int = MISSING    # epochs between validations (0: train.validations instead)
@@ -56,6 +58,8 @@ class EvalSchema:
     check_images: bool = MISSING  # decode the scored images before training (experiments.job.preflight)
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
+    split: str = MISSING     # test: the held-out test split when the dataset has one (else val)
+    interval_method: str = MISSING   # percentile | basic | bca (analysis.stats.INTERVAL_METHODS)
 
 
 @dataclass
@@ -76,9 +80,12 @@ class RunSchema:
     device: str = MISSING
     resume: bool = MISSING
     overwrite: bool = MISSING   # delete a previous run in the folder first (experiments.job.folder)
+    break_lock: bool = MISSING  # take over a run folder another job's lock names (experiments.job.lock)
+    resume_changes: str = MISSING  # refuse | allow: result-changing settings on resume (experiments.job.resume_check)
     deterministic: bool = MISSING
     sweep_stages: list[str] = MISSING  # sweep-level stages (experiments.stages.SWEEP_STAGES)
     weights: Optional[str] = MISSING
+    bench_reuse: Optional[str] = MISSING  # bench results shared by a sweep's seeds (experiments.speed.bench_reuse)
 
 
 def _checked(schema: type, values, where: str) -> None:
@@ -97,15 +104,19 @@ def check_config(cfg: DictConfig) -> None:
     """Raise (ValueError or OmegaConf's ValidationError) if the config is malformed."""
     run_part = {k: cfg[k] for k in RunSchema.__dataclass_fields__ if k in cfg}
     _checked(RunSchema, run_part, "config")
+    if "amp" in cfg.train:
+        raise ValueError("train.amp is now train.precision (fp32 | bf16 | fp16; amp=true was bf16 on CPU, "
+                         "fp16 on CUDA)")
     _checked(TrainSchema, cfg.train, "train")
     check_budget(cfg.train, bool(cfg.get("deterministic")))
     eval_part = {k: cfg.eval[k] for k in EvalSchema.__dataclass_fields__ if k in cfg.eval}
     _checked(EvalSchema, eval_part, "eval")
     if "robustness" in cfg:
         _checked(RobustnessSchema, cfg.robustness, "robustness")
-        from experiments.data.corrupted import check_corruptions
+        from experiments.data.corrupted import robustness_plan
 
-        check_corruptions(list(cfg.robustness.corruptions), list(cfg.robustness.severities))
+        robustness_plan(cfg.robustness.corruptions, cfg.robustness.severities, cfg.robustness.images,
+                        cfg.robustness.num_workers)
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ValueError(f"stages: unknown {unknown}; choose from {list(STAGES)}")

@@ -13,6 +13,12 @@ What is measured, per detector and batch size ``b`` (keys end in ``_b{b}``):
   images, end to end (all three stages). ``fps``: images per second over the timed batches
   (``b * iterations / total seconds``). ``latency_ms_samples``: every timed batch's ms, space-separated
   (a string, so metrics.json stays flat; the report's latency intervals).
+- A detector that classifies external proposals (R-CNN, Fast R-CNN: ``external_proposals``)
+  has a fourth stage before the three, ``proposal`` (its ``propose(images, fresh=True)``:
+  selective search computed now, never read from the cache): ``proposal_ms`` and
+  ``proposal_share``; its latencies are end to end with the proposals, and
+  ``latency_ms_p50_without_proposals`` leaves them out (the papers quote both). R-CNN's network
+  time is the sum over its region batches. Faster R-CNN's RPN stays inside ``network``.
 - ``preprocess_ms`` / ``network_ms`` / ``postprocess_ms``: median ms per batch of each stage;
   ``*_share``: each stage's median as a percentage (0-100) of the sum of the three medians.
 - ``boxes_kept``: mean detections per image after NMS (a property of the weights as much as
@@ -125,12 +131,18 @@ class StageTimer:
     def _synchronize(self) -> None:
         synchronize(self.device)
 
-    def __call__(self, images: list[Tensor]) -> tuple[tuple[float, float, float], list]:
-        """Returns ((preprocess s, network s, postprocess s), detections)."""
+    def __call__(self, images: list[Tensor]) -> tuple[tuple[float, float, float, float], list]:
+        """Returns ((proposal s, preprocess s, network s, postprocess s), detections). The
+        proposal stage is timed only for a detector that takes external proposals (R-CNN, Fast
+        R-CNN: computed afresh, never read from a cache); it is 0 for every other detector."""
         sync = self._synchronize
         sync()
+        start = time.perf_counter()
+        external = getattr(self.detector, "external_proposals", False)
+        proposals = self.detector.propose(images, fresh=True) if external else None
+        sync()
         t0 = time.perf_counter()
-        batch = self.detector.preprocess(images)
+        batch = self.detector.preprocess(images, proposals=proposals) if external else self.detector.preprocess(images)
         if self.channels_last:
             batch.images = batch.images.contiguous(memory_format=torch.channels_last)
         sync()
@@ -147,7 +159,7 @@ class StageTimer:
         sync()
         t3 = time.perf_counter()
         self.candidates = self.detector.candidates_scored(raw, batch)   # per image, not timed
-        return (t1 - t0, t2 - t1, t3 - t2), detections
+        return (t0 - start if external else 0.0, t1 - t0, t2 - t1, t3 - t2), detections
 
 
 def count_forward_flops(detector: Detector, images: list[Tensor]) -> tuple[int, int]:
@@ -185,14 +197,19 @@ def _check_arguments(batch_sizes, warmup, iterations, dtype) -> list[int]:
     return sizes
 
 
-def _batch_metrics(b: int, stage_times: list[tuple[float, float, float]], kept: list[int],
+def _batch_metrics(b: int, stage_times: list[tuple[float, float, float, float]], kept: list[int],
                    net_flops_per_image: int, peak_gflops: float) -> dict:
-    """Metrics of one batch size from its timed batches (seconds per stage per batch)."""
+    """Metrics of one batch size from its timed batches (seconds per stage per batch: proposal,
+    preprocess, network, postprocess). The latencies are end to end, proposals included."""
     latencies_ms = np.array([sum(t) for t in stage_times]) * 1e3
-    pre, net, post = (statistics.median(t[i] for t in stage_times) * 1e3 for i in range(3))
+    proposal, pre, net, post = (statistics.median(t[i] for t in stage_times) * 1e3 for i in range(4))
     net_gflops = net_flops_per_image * b / (net / 1e3) / 1e9 if net > 0 else float("nan")
-    total = pre + net + post
-    return {
+    total = proposal + pre + net + post
+    proposal_keys = {} if not any(t[0] for t in stage_times) else {
+        f"proposal_ms_b{b}": proposal, f"proposal_share_b{b}": 100 * proposal / total,
+        f"latency_ms_p50_without_proposals_b{b}": float(np.percentile(
+            np.array([sum(t[1:]) for t in stage_times]) * 1e3, 50))}
+    return {**proposal_keys,
         f"fps_b{b}": float(b * len(stage_times) / (latencies_ms.sum() / 1e3)),
         f"latency_ms_p50_b{b}": float(np.percentile(latencies_ms, 50)),
         f"latency_ms_p95_b{b}": float(np.percentile(latencies_ms, 95)),

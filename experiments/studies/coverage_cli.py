@@ -15,14 +15,18 @@ folder, and prints the size table (and the class table with ``+by_class=true``).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.build import build_detector
 from experiments.data.split_builder import build_split
+from experiments.job.folder import describe_error
 from experiments.studies.coverage import CoverageNotDefined, coverage_of, format_table, to_json
 
 SPLITS = ("train", "val")
@@ -63,10 +67,18 @@ def describe_coverage(cfg: DictConfig, split: str, out_dir: str | Path, max_imag
     return content
 
 
+#: what a user's input raises (a missing root, a bad annotation or image, a wrong setting, and
+#: those wrapped by Hydra's instantiate): one line, exit 1, no traceback.
+INPUT_ERRORS = (OSError, ValueError, KeyError, TypeError, OmegaConfBaseException, InstantiationException)
+
+
 @hydra.main(config_path="../../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    describe_coverage(cfg, str(cfg.get("split", "train")), HydraConfig.get().runtime.output_dir,
-                      max_images=int(cfg.get("max_images", 0)), by_class=bool(cfg.get("by_class", False)))
+    try:
+        describe_coverage(cfg, str(cfg.get("split", "train")), HydraConfig.get().runtime.output_dir,
+                          max_images=int(cfg.get("max_images", 0)), by_class=bool(cfg.get("by_class", False)))
+    except INPUT_ERRORS as error:
+        sys.exit(f"detbench-coverage: error: {describe_error(error)}")
 
 
 if __name__ == "__main__":

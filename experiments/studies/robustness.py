@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.data.corrupted import HELD_OUT, CorruptedDataset, check_corruptions, family_of
+from experiments.data.corrupted import HELD_OUT, CorruptedDataset, family_of, robustness_plan
 from experiments.data.size_buckets import AREA_RANGES
 from experiments.job.layout import last_checkpoint
 from experiments.studies.robustness_intervals import CELL_METRICS, CellReplicates, cell_intervals, summary_arrays
@@ -86,10 +86,9 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
     from experiments.evaluation.scoring import score
 
     settings = cfg.robustness
-    corruptions, severities = list(settings.corruptions), [int(s) for s in settings.severities]
-    check_corruptions(corruptions, severities)
+    corruptions, severities, images = robustness_plan(settings.corruptions, settings.severities,
+                                                      settings.images, settings.num_workers)
     severities = [s for s in severities if s > 0]
-    images = int(settings.images)
     n_images = min(images, len(val_set)) if images else len(val_set)
     log.info("robustness: %d corruptions x severities %s on %d images (%d workers)",
              len(corruptions), severities, n_images, settings.num_workers)

@@ -33,14 +33,22 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename). A failed write (a
+    full disk: OSError ENOSPC, or torch's RuntimeError around it) removes the temporary file and
+    raises OSError naming the checkpoint; the previous ``path`` is kept whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        tmp.unlink(missing_ok=True)
+        kept = f"; the previous {path.name} is kept" if path.is_file() else ""
+        raise OSError(f"could not write the checkpoint {path} ({type(error).__name__}: {error}){kept}: "
+                      "free disk space (df -h) and resume") from error
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

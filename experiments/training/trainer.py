@@ -23,8 +23,10 @@ from tqdm import tqdm
 from experiments.data.collate import collate
 from experiments.job.layout import last_checkpoint
 from experiments.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 
 log = logging.getLogger(__name__)
+PROGRESS_S = 30.0   # seconds between progress lines when no progress bar is drawn
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,7 +69,13 @@ class Trainer:
             (``stopped_on_time``, iterations run vs ``planned_iterations``) and the checkpoint
             keeps the position inside the epoch, so a resume trains the epoch's remaining
             batches.
-        amp: autocast (bfloat16 on CPU, float16 with a GradScaler on CUDA).
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (CUDA autocast with a GradScaler);
+            where the device lacks it, fp32 with a warning, or a ValueError when
+            ``precision_strict`` (``experiments.training.precision``). ``fit`` reports the one used.
+        channels_last: convolution weights (and so activations) in NHWC while training (set here,
+            before DDP wraps the model); after ``fit`` the model gets back the layout it came with
+            (SSD's is NHWC already, by its own ``channels_last``), so evaluation and the speed
+            protocol see the usual one.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never), and after each iteration listed in ``validate_at``,
             on every rank (``predict`` is collective under DDP:
@@ -86,7 +94,8 @@ class Trainer:
 
     def __init__(self, model: nn.Module, dataset, optimizer: torch.optim.Optimizer,
                  scheduler, *, device: torch.device, epochs: int, batch_size: int,
-                 out_dir: Path, seed: int = 0, num_workers: int = 0, amp: bool = False,
+                 out_dir: Path, seed: int = 0, num_workers: int = 0, precision: str = "fp32",
+                 precision_strict: bool = False, channels_last: bool = False,
                  grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
                  shuffle: bool = True, show_progress: bool | None = None,
@@ -97,7 +106,8 @@ class Trainer:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
         self.out_dir, self.seed, self.num_workers = Path(out_dir), seed, num_workers
-        self.amp, self.grad_clip, self.log_every = amp, grad_clip, log_every
+        self.precision = resolve_precision(precision, device, precision_strict)
+        self.channels_last, self.grad_clip, self.log_every = channels_last, grad_clip, log_every
         self.val_every, self.validate, self.max_time_s = val_every, validate, max_time_s
         self.shuffle, self.stop_requested = shuffle, stop_requested
         self.max_iterations, self.validate_at = max_iterations, frozenset(validate_at)
@@ -106,14 +116,17 @@ class Trainer:
         self.is_main = self.rank == 0
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self.checkpoint_path = last_checkpoint(self.out_dir)
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.used == "fp16")
         self.epoch, self.iteration, self.elapsed = 0, 0, 0.0
         self.epoch_step, self.last_loss = 0, math.nan   # batches done in this epoch; last loss
         self.train_model = model
         self.batch_norm = batch_norm_mode(model, self.distributed, device, sync_batch_norm)
         if self.batch_norm == "synchronised":
             nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
+        # NHWC before DDP wraps the model (its gradient buckets follow the parameters' layout)
+        self.restore_layout = channels_last and not uses_channels_last(model)
+        if channels_last:
+            set_channels_last(model, True)
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -197,13 +210,29 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train to ``epochs`` (or ``max_time_s``); returns train_time_s, iterations,
-        planned_iterations, batch_norm, epochs, final_loss, stopped_on_time."""
+        planned_iterations, batch_norm, epochs, final_loss, stopped_on_time, the precision used
+        (``Precision.metrics``) and train_channels_last."""
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(self.out_dir / "tensorboard")) if self.is_main else None
-        loss_value, stopped_on_time = self.last_loss, False
         start = time.perf_counter() - self.elapsed
         self.train_model.train()
+        try:
+            stopped_on_time, loss_value = self._epochs(writer, start)
+        finally:
+            if self.restore_layout:
+                set_channels_last(self.model, False)
+            if writer is not None:
+                writer.close()
+        return {"train_time_s": self.elapsed, "iterations": self.iteration,
+                "planned_iterations": self.planned_iterations(), "batch_norm": self.batch_norm,
+                "epochs": self.epoch, "final_loss": float(loss_value),
+                "stopped_on_time": stopped_on_time, **self.precision.metrics(),
+                "train_channels_last": self.channels_last}
+
+    def _epochs(self, writer, start: float) -> tuple[bool, float]:
+        """The epochs still to run; returns (stopped_on_time, last loss)."""
+        loss_value, stopped_on_time = self.last_loss, False
         while self.epoch < self.epochs and not stopped_on_time:
             bar = tqdm(self.loader(self.epoch), desc=f"epoch {self.epoch + 1}/{self.epochs}",
                        disable=not (self.show_progress and self.is_main), leave=False)
@@ -216,6 +245,7 @@ class Trainer:
                 if self.is_main and (self.iteration % self.log_every == 0 or self.iteration == 1):
                     self._log_row(losses, loss_value, writer)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
+                self._progress(loss_value, start)
                 if self.validate is not None and self.iteration in self.validate_at:
                     self._validate(writer)
                     self.train_model.train()
@@ -228,8 +258,6 @@ class Trainer:
                     break
                 if self._stop_agreed():
                     self.save()
-                    if writer is not None:
-                        writer.close()
                     raise TrainingInterrupted(self.iteration)
             if stopped_on_time:     # mid-epoch: the checkpoint keeps epoch_step
                 self.save()
@@ -242,12 +270,18 @@ class Trainer:
                 self._validate(writer)
                 self.train_model.train()
             self.save()
-        if writer is not None:
-            writer.close()
-        return {"train_time_s": self.elapsed, "iterations": self.iteration,
-                "planned_iterations": self.planned_iterations(), "batch_norm": self.batch_norm,
-                "epochs": self.epoch, "final_loss": float(loss_value),
-                "stopped_on_time": stopped_on_time}
+        return stopped_on_time, loss_value
+
+    def _progress(self, loss_value: float, start: float) -> None:
+        """A progress line every ``PROGRESS_S`` seconds when no progress bar is drawn (output to a
+        file, or progress off), so a log shows the job is alive and how far it got."""
+        now = time.perf_counter()
+        if not self.is_main or (self.show_progress and sys.stderr.isatty()):
+            return
+        if now - getattr(self, "_last_progress", start) >= PROGRESS_S:
+            self._last_progress = now
+            log.info("training: iteration %d of %d (epoch %d of %d), loss %.3f, %.0f s", self.iteration,
+                     self.planned_iterations(), self.epoch + 1, self.epochs, loss_value, now - start)
 
     def _stop_agreed(self) -> bool:
         """``stop_requested()`` on any rank (one MAX all-reduce of a flag under DDP)."""
@@ -265,7 +299,7 @@ class Trainer:
         images = [im.to(self.device, non_blocking=True) for im in images]
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
                    for t in targets]
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+        with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.autocast):
             losses = self.train_model(images, targets)
         total = sum(losses.values())
         if not torch.isfinite(total):
@@ -304,8 +338,8 @@ class Trainer:
         _append_csv(self.out_dir / "val_log.csv", row)
         writer.add_scalar("val/map", row["map"], self.iteration)
         writer.add_scalar("val/map_50", row["map_50"], self.iteration)
-        log.info("validation at iteration %d (epoch %d): AP %.3f, AP50 %.3f", self.iteration, self.epoch, row["map"],
-                 row["map_50"])
+        log.info("validation at iteration %d (epoch %d): AP %.1f%%, AP50 %.1f%%", self.iteration, self.epoch,
+                 100 * row["map"], 100 * row["map_50"])
 
 
 def batch_norm_mode(model: nn.Module, distributed: bool, device: torch.device,

@@ -1,0 +1,92 @@
+"""The proposal stage of a job whose detector classifies external proposals (R-CNN, Fast R-CNN).
+
+``attach(model, cfg)``, in the build step: gives the detector its proposal source,
+``SelectiveSearchProposals`` with the settings of ``detector.proposals`` (a detector without
+``external_proposals`` is left alone). Keys of ``detector.proposals`` besides
+``SelectiveSearchSettings``' fields: ``cache_dir`` (null: ``default_cache_dir``), ``workers``
+(processes; null: every core) and ``on_mismatch`` ("rebuild" | "refuse").
+
+``stage(cfg, ctx)``, before training: computes the proposals of every training image and of the
+validation images the job scores, once (cached on disk; a second job, detector or seed reads
+them), and writes into metrics.json ``proposal_seconds_per_image`` (selective search, one core
+per image, as recorded when each image was computed), ``proposal_stage_s`` (this stage's wall
+time), ``proposal_images_computed``, and over the scored validation images
+``proposals_per_image``, ``proposal_images_short`` (fewer than the detector scores) and
+``proposal_images_empty`` (none: the image is still scored, with no detections).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.studies.proposals import SelectiveSearchProposals, SelectiveSearchSettings, to_uint8
+
+log = logging.getLogger(__name__)
+RUN_KEYS = ("cache_dir", "workers", "on_mismatch")
+
+
+def default_cache_dir(cfg: DictConfig, settings: SelectiveSearchSettings) -> Path:
+    """Beside the dataset's files (``<dataset.root>/derived/proposals``), or
+    ``runs/cache/proposals/<dataset name>`` for a dataset without files; one folder per
+    settings (``selective_search_<digest>``), so detectors with other settings never evict
+    each other's boxes."""
+    root = OmegaConf.select(cfg, "dataset.root", default=None)
+    base = Path(root) / "derived" / "proposals" if root else Path("runs/cache/proposals") / str(cfg.dataset.name)
+    digest = hashlib.sha1(json.dumps(settings.recorded(), sort_keys=True).encode()).hexdigest()[:10]
+    return base / f"selective_search_{digest}"
+
+
+def attach(model, cfg: DictConfig) -> dict:
+    """Give ``model`` its proposal source when it takes external proposals; the facts recorded."""
+    if not getattr(model, "external_proposals", False):
+        return {}
+    spec = OmegaConf.to_container(cfg.detector.get("proposals") or {}, resolve=True)
+    known = {f.name for f in fields(SelectiveSearchSettings)}
+    unknown = sorted(set(spec) - known - set(RUN_KEYS))
+    if unknown:
+        raise ValueError(f"detector.proposals: unknown keys {unknown}; known: {sorted(known | set(RUN_KEYS))}")
+    settings = SelectiveSearchSettings(**{k: v for k, v in spec.items() if k in known})
+    cache_dir = Path(spec.get("cache_dir") or default_cache_dir(cfg, settings))
+    workers = spec.get("workers") or os.cpu_count() or 1
+    model.proposal_source = SelectiveSearchProposals(settings, cache_dir, workers, spec.get("on_mismatch", "rebuild"))
+    log.info("proposals: selective search (%s mode), cache %s", settings.mode, cache_dir)
+    return {"proposal_method": f"selective_search_{settings.mode}", "proposal_cache": str(cache_dir),
+            "proposal_max": settings.max_proposals}
+
+
+def stage(cfg: DictConfig, ctx) -> dict:
+    """Precompute (train + scored validation images) and count; {} for other detectors."""
+    source = getattr(ctx.model, "proposal_source", None)
+    if not getattr(ctx.model, "external_proposals", False) or not isinstance(source, SelectiveSearchProposals):
+        return {}
+    start = time.perf_counter()
+    scored = min(len(ctx.val_set), int(cfg.eval.max_images) or len(ctx.val_set))
+    splits = [("val", ctx.val_set, scored)]
+    if ctx.train_set is not None:
+        splits.insert(0, ("train", ctx.train_set, len(ctx.train_set)))
+    metrics, seconds, computed = {}, [], 0
+    for name, dataset, count in splits:
+        made = source.precompute((dataset[i][0] for i in range(count)), total=count,
+                                 desc=f"selective search ({name})")
+        seconds.append((made["proposal_seconds_per_image"], count))
+        computed += made["proposal_images_computed"]
+    wanted = ctx.model.num_candidates(tuple(ctx.val_set[0][0].shape[-2:]))
+    counts = np.array([len(source.lookup(to_uint8(ctx.val_set[i][0]))) for i in range(scored)])
+    metrics.update({
+        "proposal_seconds_per_image": float(sum(s * n for s, n in seconds) / sum(n for _, n in seconds)),
+        "proposal_images_computed": computed, "proposal_stage_s": time.perf_counter() - start,
+        "proposals_per_image": float(counts.mean()) if len(counts) else float("nan"),
+        "proposals_wanted": int(wanted), "proposal_images_short": int((counts < wanted).sum()),
+        "proposal_images_empty": int((counts == 0).sum())})
+    log.info("proposals: %.2f s per image (selective search), %.0f per validation image; %d of %d images short "
+             "of %d, %d empty", metrics["proposal_seconds_per_image"], metrics["proposals_per_image"],
+             metrics["proposal_images_short"], scored, wanted, metrics["proposal_images_empty"])
+    return metrics
