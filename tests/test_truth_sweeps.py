@@ -25,6 +25,7 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_after_writing_its_report(tmp_p
     _job(tmp_path / "0-yolov1_cpu-seed0", "ok")
     _job(tmp_path / "1-yolov1_cpu-seed1", "failed", "RuntimeError: out of memory")
     (tmp_path / ".submitit" / "1234").mkdir(parents=True)   # a launcher's own folder: not a job
+    (tmp_path / "bench_reuse").mkdir()   # compare's shared speed timings: not a job either
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "sweep_stages": []})
     with pytest.raises(SystemExit) as stop:
         ReportOnMultirunEnd().on_multirun_end(config)

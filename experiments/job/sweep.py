@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 SWEEP_CONFIG = "multirun.yaml"
 GOOD = ("ok", "incomplete", "finished")   # a job that ended as planned (or was already done)
-NOT_JOBS = ("report", "sweep_stages")
+NOT_JOBS = ("report", "sweep_stages", "bench_reuse")   # bench_reuse: compare's shared speed timings
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SweepOutcome:
 
 
 def sweep_outcome(sweep_dir: Path) -> SweepOutcome:
-    """Read every job folder of ``sweep_dir``: its direct subfolders but report/, sweep_stages/,
+    """Read every job folder of ``sweep_dir``: its direct subfolders but report/, sweep_stages/, bench_reuse/,
     rescore_*/ (detbench-rescore) and hidden ones (the submitit launcher's .submitit/)."""
     outcome = SweepOutcome()
     for folder in sorted(p for p in Path(sweep_dir).iterdir()
