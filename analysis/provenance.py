@@ -85,13 +85,20 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _precision(row) -> str:
     """The training precision used (metrics.json ``train_precision``), '+nhwc' for channels-last,
-    'fp32 (bf16 asked)' where it fell back; not recorded (no training, or an older run): MISSING."""
+    '+compiled' for a compiled trunk (``train_compile_used``), 'fp32 (bf16 asked)' where it fell
+    back, '(compile failed: eager)' where compiling did; not recorded (no training, or an older
+    run): MISSING."""
     used = row.get("train_precision")
     if not isinstance(used, str):
         return MISSING
     asked = row.get("train_precision_requested")
     label = used + ("+nhwc" if row.get("train_channels_last") is True else "")
-    return f"{label} ({asked} asked)" if isinstance(asked, str) and asked != used else label
+    label += "+compiled" if row.get("train_compile_used") == "compiled" else ""
+    if isinstance(asked, str) and asked != used:
+        label += f" ({asked} asked)"
+    if row.get("train_compile") is True and row.get("train_compile_used") != "compiled":
+        label += " (compile failed: eager)"
+    return label
 
 
 def incomplete_frame(runs: pd.DataFrame, metrics: dict) -> pd.DataFrame:

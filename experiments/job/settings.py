@@ -30,7 +30,8 @@ class TrainSchema:
     num_workers: int = MISSING
     precision: str = MISSING    # fp32 | bf16 | fp16 (experiments.training.precision)
     precision_strict: bool = MISSING  # an unsupported precision is an error, not fp32 with a warning
-    channels_last: bool = MISSING  # NHWC convolutions while training
+    channels_last: Optional[bool] = MISSING  # NHWC (true) / NCHW (false) while training; null: the model's own
+    compile: bool = MISSING        # the trunk under torch.compile while training (eager on failure)
     grad_clip: float = MISSING
     log_every: int = MISSING
     val_every: int = MISSING    # epochs between validations (0: train.validations instead)

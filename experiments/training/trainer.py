@@ -23,6 +23,7 @@ from tqdm import tqdm
 from experiments.data.collate import collate
 from experiments.job.layout import last_checkpoint
 from experiments.training.checkpoint import load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from experiments.training.compiled import CompiledTrunk
 from experiments.training.precision import resolve_precision, set_channels_last, uses_channels_last
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,13 @@ class Trainer:
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (CUDA autocast with a GradScaler);
             where the device lacks it, fp32 with a warning, or a ValueError when
             ``precision_strict`` (``experiments.training.precision``). ``fit`` reports the one used.
-        channels_last: convolution weights (and so activations) in NHWC while training (set here,
-            before DDP wraps the model); after ``fit`` the model gets back the layout it came with
-            (SSD's is NHWC already, by its own ``channels_last``), so evaluation and the speed
-            protocol see the usual one.
+        channels_last: convolution weights (and so activations) in NHWC (True) or NCHW (False)
+            while training, set here before DDP wraps the model; None keeps the model's own (SSD's
+            is NHWC, by its own ``channels_last``). After ``fit`` the model gets back the layout it
+            came with, so evaluation and the speed protocol see the usual one.
+        compile: the trunk under ``torch.compile`` while training, falling back to eager mode
+            (a warning naming ``detector`` and the reason) when compiling fails
+            (``experiments.training.compiled``); eager again after ``fit``.
         validate: called as ``validate(model) -> {"map": ..., "map_50": ...}`` every
             ``val_every`` epochs (0: never), and after each iteration listed in ``validate_at``,
             on every rank (``predict`` is collective under DDP:
@@ -95,13 +99,14 @@ class Trainer:
     def __init__(self, model: nn.Module, dataset, optimizer: torch.optim.Optimizer,
                  scheduler, *, device: torch.device, epochs: int, batch_size: int,
                  out_dir: Path, seed: int = 0, num_workers: int = 0, precision: str = "fp32",
-                 precision_strict: bool = False, channels_last: bool = False,
+                 precision_strict: bool = False, channels_last: bool | None = None,
                  grad_clip: float = 0.0, log_every: int = 10, val_every: int = 0,
                  validate: Callable[[nn.Module], dict] | None = None, max_time_s: float = 0.0,
                  shuffle: bool = True, show_progress: bool | None = None,
                  stop_requested: Callable[[], bool] | None = None,
                  sync_batch_norm: bool | str = "auto", max_iterations: int = 0,
-                 validate_at: tuple[int, ...] = ()) -> None:
+                 validate_at: tuple[int, ...] = (), compile: bool = False, detector: str = "",
+                 compile_backend: str = "inductor") -> None:
         self.model, self.dataset = model, dataset
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.epochs, self.batch_size = device, epochs, batch_size
@@ -124,9 +129,10 @@ class Trainer:
         if self.batch_norm == "synchronised":
             nn.SyncBatchNorm.convert_sync_batchnorm(model)   # in place; the parameters stay
         # NHWC before DDP wraps the model (its gradient buckets follow the parameters' layout)
-        self.restore_layout = channels_last and not uses_channels_last(model)
-        if channels_last:
-            set_channels_last(model, True)
+        self.own_layout = uses_channels_last(model)
+        self.channels_last = self.own_layout if channels_last is None else channels_last
+        set_channels_last(model, self.channels_last)
+        self.compiled = CompiledTrunk(model, compile, detector or type(model).__name__, compile_backend)
         if self.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -220,15 +226,15 @@ class Trainer:
         try:
             stopped_on_time, loss_value = self._epochs(writer, start)
         finally:
-            if self.restore_layout:
-                set_channels_last(self.model, False)
+            self.compiled.restore()
+            set_channels_last(self.model, self.own_layout)
             if writer is not None:
                 writer.close()
         return {"train_time_s": self.elapsed, "iterations": self.iteration,
                 "planned_iterations": self.planned_iterations(), "batch_norm": self.batch_norm,
                 "epochs": self.epoch, "final_loss": float(loss_value),
                 "stopped_on_time": stopped_on_time, **self.precision.metrics(),
-                "train_channels_last": self.channels_last}
+                "train_channels_last": self.channels_last, **self.compiled.metrics()}
 
     def _epochs(self, writer, start: float) -> tuple[bool, float]:
         """The epochs still to run; returns (stopped_on_time, last loss)."""
@@ -300,7 +306,7 @@ class Trainer:
         targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
                    for t in targets]
         with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.autocast):
-            losses = self.train_model(images, targets)
+            losses = self.compiled.run(lambda: self.train_model(images, targets))
         total = sum(losses.values())
         if not torch.isfinite(total):
             parts = {k: float(v) for k, v in losses.items()}
