@@ -35,6 +35,7 @@ from analysis import (
     significance_tables,
     summary,
     sweeps,
+    timing_trust,
     tuning,
 )
 from analysis.errors import run_errors
@@ -108,7 +109,7 @@ def speed_section(ctx: Context) -> Section:
     devices = ", ".join(sorted(set(ok["device"].dropna().astype(str)))) if "device" in ok else ""
     images = (ctx.draw("speed vs accuracy", lambda: plots.plot_speed_vs_accuracy(means, out, devices))
               + ctx.draw("boxes scored vs AP", lambda: plots.plot_candidates_vs_ap(means, out)))
-    return Section("Speed", [ctx.speed], images)
+    return Section("Speed", [ctx.speed], images, sentences=timing_trust.retime_sentences(ctx.runs))
 
 
 def errors_section(ctx: Context) -> Section:
@@ -246,6 +247,8 @@ def _write_report(runs_dir: Path, out: Path, print_tables: bool) -> Path:
         for table in all_tables:
             if table.name in PRINTED:
                 print_table(table)
+        for sentence in timing_trust.retime_sentences(runs):   # timings from a busy machine: how to re-time
+            print(sentence)
         for run in runs[runs["status"] != "ok"].itertuples():
             print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): "
                   f"{error_summary(run.error)}")
