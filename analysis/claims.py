@@ -17,7 +17,8 @@ image bootstrap alone, and the verdict is *provisional*). A claim's Holm family 
 that claim makes, so runs that are not in a claim never change its verdict. Families come from
 metrics.json's ``family``; a pretrained reference (``tv_*``, or ``weights_source`` not random) is
 never pooled with from-scratch runs: claims use from-scratch groups. A claim whose detectors or
-facts the sweep lacks is *not testable*, saying why. Every delta is A − B as the row names it.
+facts the sweep lacks is *not testable*, saying why; so is a speed claim whose detector was timed only on a
+busy machine (``speed_reliable: false``), naming the run. Every delta is A − B as the row names it.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from analysis.significance import (
     replicates_by_seed,
 )
 from analysis.stats import ALPHA, holm, latency_difference, median_interval, p_text
+from analysis.timing_trust import busy_runs, trusted
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved (within noise)"
 NOT_TESTABLE = "not testable"
@@ -81,10 +83,16 @@ def accuracy_text(name_a: str, name_b: str, r: dict, label: str = "ΔAP") -> str
             f"{p_text(r)}, Holm p = {r['p_holm']:.2g}")
 
 
-def speed(latency: dict, dataset: str, a: str, b: str) -> dict:
+def speed(latency: dict, dataset: str, a: str, b: str, busy: dict | None = None) -> dict:
     """a faster than b? median latency difference a − b (ms) with interval; side +1: a faster
-    (the interval below 0), -1: a slower."""
+    (the interval below 0), -1: a slower. ``busy`` ((dataset, group) -> run names timed on a busy
+    machine, ``timing_trust.busy_runs``): a side without samples because its runs were busy is
+    not testable, naming them (``busy`` in the result)."""
     if (dataset, a) not in latency or (dataset, b) not in latency:
+        named = [run for g in (a, b) if (dataset, g) not in latency for run in (busy or {}).get((dataset, g), [])]
+        if named:
+            return {"problem": f"speed of run {', '.join(named)} timed on a busy machine (speed_reliable: false): "
+                               "re-time it with stages=[bench] on a quiet machine", "side": 0, "busy": named}
         return {"problem": "no latency samples (bench stage)", "side": 0}
     first, second = sorted((a, b))  # one resampling per pair, whichever way it is asked
     diff, low, high = latency_difference(latency[(dataset, second)], latency[(dataset, first)])
@@ -142,8 +150,10 @@ def conditions(rows: pd.DataFrame) -> str:
 class Claims:
     """Builds the rows for one dataset: ``rows`` after ``run()``."""
 
-    def __init__(self, dataset: str, runs: pd.DataFrame, by_seed: dict, latency: dict, timing: str = ""):
+    def __init__(self, dataset: str, runs: pd.DataFrame, by_seed: dict, latency: dict, timing: str = "",
+                 busy: dict | None = None):
         self.dataset, self.runs, self.by_seed, self.latency, self.timing = dataset, runs, by_seed, latency, timing
+        self.busy = busy or {}   # (dataset, group) -> runs timed on a busy machine: in no speed claim
         families = group_families(runs)
         self.references = sorted(g for g, r in runs.groupby("group") if pretrained(r))
         scratch = [g for g in sorted(runs["group"].unique()) if g not in self.references]
@@ -216,7 +226,7 @@ class Claims:
             self.missing(claim, "SSD" if not self.of["ssd"] else "YOLO v1")
         for s in self.of["ssd"]:
             for y in self.of["yolo"]:
-                sp = speed(self.latency, self.dataset, y, s)
+                sp = speed(self.latency, self.dataset, y, s, self.busy)
                 self.add(claim, "latency b1", [y, s], sp, verdict(sp["side"], 2, "problem" in sp),
                          speed_text(y, s, sp, self.latency, self.dataset) + f" ({self.timing})",
                          f"one comparison; timing: {self.timing}", unit="ms")
@@ -268,19 +278,21 @@ class Claims:
                 self.missing(claim, "other detectors")
                 continue
             acc = with_holm([paired_stat(self.reps(s), self.reps(g), metric_of("map")) for g in others])
-            dominates, dominated, evidence = [], [], []
+            dominates, dominated, evidence, busy_runs = [], [], [], []
             for g, a in zip(others, acc):
-                sp = speed(self.latency, self.dataset, s, g)
+                sp = speed(self.latency, self.dataset, s, g, self.busy)
+                busy_runs += sp.get("busy", [])
                 x, v = side(a), sp["side"]
                 if (x == 1 and v != -1) or (v == 1 and x != -1):
                     dominates.append(g)
                 if (x == -1 and v != 1) or (v == -1 and x != 1):
                     dominated.append(g)
                 evidence.append(f"vs {g}: {accuracy_text(s, g, a)}; {speed_text(s, g, sp, self.latency, self.dataset)}")
-            matched = ap_at_matched_latency(self.runs, s, others)
+            matched = ap_at_matched_latency(trusted(self.runs), s, others)
             if matched:
                 evidence.append(matched)
-            untestable = all("problem" in a for a in acc) or not any((self.dataset, g) in self.latency for g in others)
+            untestable = (all("problem" in a for a in acc) or not any((self.dataset, g) in self.latency for g in others)
+                          or bool(busy_runs))   # a speed it needs was timed on a busy machine
             seeds = min(a.get("seeds", 0) for a in acc)
             if untestable:
                 text = NOT_TESTABLE
@@ -292,6 +304,9 @@ class Claims:
                 text = ON_FRONT if seeds >= 2 else PROVISIONAL.format(ON_FRONT)
             summary = (f"SSD dominates: {', '.join(dominates) or 'none'}; "
                        f"dominated by: {', '.join(dominated) or 'none'}")
+            if busy_runs:
+                summary = (f"not testable: the speed of run {', '.join(dict.fromkeys(busy_runs))} was timed on a busy "
+                           f"machine (re-time with stages=[bench] on a quiet machine) | {summary}")
             self.add(claim, "AP × latency b1", [s, *others], None, text, summary + " | " + " | ".join(evidence),
                      f"Holm over this claim's {len(acc)} AP comparisons")
 
@@ -320,13 +335,15 @@ def evaluate_claims(runs: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd
     evidence. ``pairs`` (the Pairwise table) is not used: a claim corrects over its own family."""
     ok = ok_runs(runs)
     by_seed, latency, interleaved = replicates_by_seed(runs), latency_samples(runs), interleaved_samples(runs)
+    busy = busy_runs(runs)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         groups = set(of_dataset["group"])
         timed = {k: v for k, v in interleaved.items() if k[0] == dataset and k[1] in groups}
         # interleaved timing of real images when the sweep ran it for two or more of these groups
         rows += Claims(dataset, of_dataset, by_seed, timed if len(timed) >= 2 else latency,
-                       "interleaved, real val images" if len(timed) >= 2 else "separate bench stages").run()
+                       "interleaved, real val images" if len(timed) >= 2 else "separate bench stages",
+                       {} if len(timed) >= 2 else busy).run()
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return frame.assign(training=[_training(ok, r["dataset"], r["detectors"]) for _, r in frame.iterrows()])
 

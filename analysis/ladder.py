@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.claims import (
     CONTRADICTED,
+    NOT_TESTABLE,
     SUPPORTED,
     UNRESOLVED,
     accuracy_text,
@@ -34,6 +35,7 @@ from analysis.runs import FAMILY_NAME_RULES, ok_runs
 from analysis.section import Context, Section
 from analysis.significance import latency_samples, metric_of, paired_stat, replicates_by_seed
 from analysis.table import Table
+from analysis.timing_trust import BUSY_MARK, BUSY_NOTE, TRAIN, busy, busy_runs, trusted, without_busy_speed
 
 #: rung -> detector-name pattern, in the ladder's order.
 RUNGS = {"R-CNN": r"^rcnn", "Fast R-CNN": r"(^|_)fast_rcnn", "Faster R-CNN": r"faster_rcnn|frcnn",
@@ -56,12 +58,16 @@ def _mean(rows: pd.DataFrame, key: str) -> float:
 
 def ladder_table(runs: pd.DataFrame) -> Table:
     """One row per (dataset, group), in ladder order: means over seeds."""
-    ok = ok_runs(runs).copy()
+    ok = without_busy_speed(ok_runs(runs))   # a group's busy timings out of its means when it has quiet ones
+    ok["train_busy"] = busy(ok, TRAIN)
     if "train_time_s" in ok:
         total = ok["train_time_total_s"] if "train_time_total_s" in ok else ok["train_time_s"]
         ok["train_seconds"] = pd.to_numeric(total, errors="coerce").fillna(pd.to_numeric(ok["train_time_s"],
                                                                                          errors="coerce"))
-    rows = []
+        for _, rows_of in ok.groupby(["dataset", "group"]):
+            if (~rows_of["train_busy"]).any():
+                ok.loc[rows_of.index[rows_of["train_busy"]], "train_seconds"] = float("nan")
+    rows, marks = [], []
     for (dataset, group), of_group in ok.groupby(["dataset", "group"], sort=True):
         name = rung(of_group["detector"].iloc[0])
         if name is None:
@@ -73,14 +79,30 @@ def ladder_table(runs: pd.DataFrame) -> Table:
         if pd.isna(row[COLUMNS["latency_ms_p50_without_proposals_b1"]]):   # no proposal stage: the same
             row[COLUMNS["latency_ms_p50_without_proposals_b1"]] = row[COLUMNS["latency_ms_p50_b1"]]
         rows.append(row)
+        marks.append({"speed": bool(of_group["speed_busy"].all()), "train": bool(of_group["train_busy"].all()),
+                      "proposals": bool(busy(of_group, "proposal_time_reliable").any())})
     data = pd.DataFrame(rows)
+    shown = data.round(2)
+    for i, mark in enumerate(marks):   # timings only a busy machine gave: kept, marked
+        labels = {"speed": [COLUMNS[k] for k in ("latency_ms_p50_b1", "latency_ms_p50_without_proposals_b1",
+                                                 "proposal_ms_b1")],
+                  "train": [COLUMNS["train_seconds"]], "proposals": [COLUMNS["proposal_seconds_per_image"]]}
+        for kind, columns in labels.items():
+            if mark[kind]:
+                for column in columns:
+                    shown[column] = shown[column].astype(object)
+                    shown.loc[i, column] = f"{shown.loc[i, column]}{BUSY_MARK}"
     if len(data):
         data["order"] = data["rung"].map(list(RUNGS).index)
-        data = data.sort_values(["dataset", "order"]).drop(columns="order")
+        order = data.sort_values(["dataset", "order"]).index
+        data, shown = data.loc[order].drop(columns="order"), shown.loc[order]
+    note = ("Latency: median ms per image at batch 1 on the bench images, the proposal "
+            "stage (selective search, computed afresh) included; 'selective search s/image' is its mean time "
+            "on the dataset's images, one core each. Training s: gradient iterations (+ R-CNN's SVM phase).")
+    if any(any(m.values()) for m in marks):
+        note += f" {BUSY_NOTE}"
     return Table("ladder", "The proposal ladder (AP, APs, end-to-end latency with proposals, training seconds)",
-                 data, data.round(2), "Latency: median ms per image at batch 1 on the bench images, the proposal "
-                 "stage (selective search, computed afresh) included; 'selective search s/image' is its mean time "
-                 "on the dataset's images, one core each. Training s: gradient iterations (+ R-CNN's SVM phase).")
+                 data, shown, note)
 
 
 def ladder_claims(runs: pd.DataFrame) -> Table:
@@ -88,8 +110,9 @@ def ladder_claims(runs: pd.DataFrame) -> Table:
     accuracy as paired A − B differences with seeds inside the interval, Holm over the claim's own
     comparisons; latency as the difference of medians with its bootstrap interval."""
     ok = ok_runs(runs)
-    latency = latency_samples(runs)
+    latency, busy = latency_samples(runs), busy_runs(runs)
     by_seed = replicates_by_seed(ok)
+    train_busy = busy_runs(runs, TRAIN)
     rows = []
     for dataset, of_dataset in ok.groupby("dataset", sort=True):
         groups = dict(zip(of_dataset["group"], of_dataset["detector"]))
@@ -97,9 +120,12 @@ def ladder_claims(runs: pd.DataFrame) -> Table:
         single = [g for g, d in groups.items() if rung(d) in SINGLE_SHOT]
         if not proposal or not single:
             continue
-        seconds = of_dataset.assign(s=pd.to_numeric(of_dataset.get("train_time_total_s", of_dataset["train_time_s"]),
-                                                    errors="coerce").fillna(of_dataset["train_time_s"]))
+        quiet = trusted(of_dataset, TRAIN)   # training seconds taken on a busy machine are no timing
+        seconds = quiet.assign(s=pd.to_numeric(quiet.get("train_time_total_s", quiet.get("train_time_s")),
+                                               errors="coerce").fillna(pd.to_numeric(quiet.get("train_time_s"),
+                                                                                     errors="coerce")))
         seconds = seconds.groupby("group")["s"].mean().to_dict()
+        untimed = [run for g in proposal + single if g not in seconds for run in train_busy.get((dataset, g), [])]
         sides, evidence, train_sides, train_text = [], [], [], []
         pairs = [(p, s) for p in proposal for s in single]
         accuracy = with_holm([paired_stat(by_seed.get((dataset, s), {}), by_seed.get((dataset, p), {}),
@@ -108,7 +134,7 @@ def ladder_claims(runs: pd.DataFrame) -> Table:
         acc_text = [accuracy_text(s, p, r) for (p, s), r in zip(pairs, accuracy)]
         seeds = min((r.get("seeds", 0) for r in accuracy), default=0)
         for p, s in pairs:
-            timing = speed(latency, dataset, s, p)
+            timing = speed(latency, dataset, s, p, busy)
             sides.append(timing["side"])
             evidence.append(speed_text(s, p, timing, latency, dataset))
             train_sides.append(1 if seconds.get(p, 0) > seconds.get(s, 0) else -1)
@@ -117,10 +143,13 @@ def ladder_claims(runs: pd.DataFrame) -> Table:
         names = ", ".join(proposal + single)
         rows += [
             {"dataset": dataset, "claim": "(f) proposal-based slower than single-shot at test (with proposals)",
-             "detectors": names, "evidence": " | ".join(evidence), "verdict": _all_or_any(sides)},
+             "detectors": names, "evidence": " | ".join(evidence),
+             "verdict": NOT_TESTABLE if any("busy machine" in e for e in evidence) else _all_or_any(sides)},
             {"dataset": dataset, "claim": "(f) proposal-based slower than single-shot in training",
-             "detectors": names, "evidence": "; ".join(train_text),
-             "verdict": ("holds" if all(x > 0 for x in train_sides) else "does not hold")
+             "detectors": names, "evidence": (f"training time of run {', '.join(untimed)} taken on a busy "
+                                              "machine (train_time_reliable: false) | " if untimed else "")
+             + "; ".join(train_text),
+             "verdict": NOT_TESTABLE if untimed else ("holds" if all(x > 0 for x in train_sides) else "does not hold")
              + " (one timing per run, no interval: not tested)"},
             {"dataset": dataset, "claim": "(g) proposal methods compromise accuracy", "detectors": names,
              "evidence": " | ".join(acc_text),

@@ -74,10 +74,26 @@ def _column(summary: pd.DataFrame, key: str) -> np.ndarray:
     return summary[key].to_numpy(float) if key in summary else np.full(len(summary), np.nan)
 
 
-def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0) -> None:
+def busy_rows(summary: pd.DataFrame) -> np.ndarray:
+    """bool per row: its speed was timed only on a busy machine (``speed_busy``, the speed table's)."""
+    if "speed_busy" not in summary:
+        return np.zeros(len(summary), dtype=bool)
+    return summary["speed_busy"].map(lambda b: b is True or b is np.True_ or b == 1).to_numpy(bool)
+
+
+def hollow_legend(ax, hollow: np.ndarray) -> None:
+    """A legend entry saying what a hollow marker means, when the plot has one."""
+    if hollow.any():
+        ax.plot([], [], marker="o", markerfacecolor="none", color="0.3", linestyle="none",
+                label="hollow: timed on a busy machine (not a speed)")
+
+
+def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0, hollow=None) -> None:
     """One marker per row (error bars: the 95% image-bootstrap interval of y where the runs have
     one, else the std over seeds; x: std over seeds), its group name written beside it;
-    neighbours along x get their names above and below in turn, so close names do not meet."""
+    neighbours along x get their names above and below in turn, so close names do not meet.
+    ``hollow`` (bool per row): an unfilled marker (a timing from a busy machine)."""
+    hollow = np.zeros(len(summary), dtype=bool) if hollow is None else hollow
     order = np.argsort(np.argsort(summary[f"{x_key}_mean"].to_numpy(float), kind="stable"))
     for i, row in enumerate(summary.itertuples()):
         x, y = getattr(row, f"{x_key}_mean"), getattr(row, f"{y_key}_mean") * y_scale
@@ -89,7 +105,8 @@ def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0
         style = series_style(i)
         ax.errorbar(x, y, xerr=None if pd.isna(xerr) else xerr,
                     yerr=None if np.isscalar(yerr) and pd.isna(yerr) else yerr, color=style["color"],
-                    marker=style["marker"], markersize=10, capsize=4, linestyle="none")
+                    marker=style["marker"], markersize=10, capsize=4, linestyle="none",
+                    **({"markerfacecolor": "none", "markeredgewidth": 2} if hollow[i] else {}))
         above = order[i] % 2 == 0
         ax.annotate(row.group, (x, y), xytext=(8, 8 if above else -10), textcoords="offset points",
                     va="bottom" if above else "top", fontsize=12, color="0.1")
@@ -98,15 +115,18 @@ def _labelled_points(ax, summary, x_key: str, y_key: str, y_scale: float = 100.0
 def plot_speed_vs_accuracy(summary: pd.DataFrame, out_dir: Path, device: str = "") -> list[Path]:
     """``summary``: one row per group with ``fps_b1_mean/std`` and ``map_mean/std`` (fractions).
     Images/s (log) against AP (%); the Pareto front (no other point both faster and better)
-    drawn as a step line."""
+    drawn as a step line. A group timed only on a busy machine (``speed_busy``) is drawn hollow
+    and left off the front."""
     summary = summary[np.isfinite(_column(summary, "fps_b1_mean"))
                       & np.isfinite(_column(summary, "map_mean"))]
     if summary.empty:
         return []
+    hollow = busy_rows(summary)
     with figure() as (fig, axes):
         ax = axes[0, 0]
-        _labelled_points(ax, summary, "fps_b1", "map")
-        front = summary.sort_values("fps_b1_mean", ascending=False)
+        _labelled_points(ax, summary, "fps_b1", "map", hollow=hollow)
+        hollow_legend(ax, hollow)
+        front = summary[~hollow].sort_values("fps_b1_mean", ascending=False)
         front = front[front["map_mean"] >= front["map_mean"].cummax()]
         ax.step(front["fps_b1_mean"], front["map_mean"] * 100, where="post", color="0.4",
                 linestyle="--", linewidth=1.5, label="Pareto front", zorder=0)

@@ -13,6 +13,7 @@ import pandas as pd
 from analysis.runs import number_or_none, pretrained_label, stopped_short
 from analysis.summary import ACCURACY_COLUMNS
 from analysis.table import MISSING, Table
+from analysis.timing_trust import BUSY_MARK, BUSY_NOTE, TRAIN, is_false
 
 TRAINING_COLUMNS = ["budget", "train TFLOPs", "images seen", "train s", "device", "still improving"]
 
@@ -50,7 +51,8 @@ def training_facts(row) -> str:
     budget = row.get("train_budget") if isinstance(row.get("train_budget"), str) else "budget ?"
     parts = [f"{row.get('train_iterations')} iterations ({budget})",
              f"{_number(row, 'train_flops', 1e-12, 2)} TFLOPs", f"{_number(row, 'train_images_seen')} images",
-             f"{_number(row, 'train_time_s')} s on {row.get('device', '?')}"]
+             f"{_number(row, 'train_time_s')} s on {row.get('device', '?')}"
+             + (f" {BUSY_MARK}busy machine" if is_false(row.get(TRAIN)) else "")]
     if still_improving_label(row.get("still_improving")) == "yes":
         parts.append("still improving")
     return ", ".join(parts)
@@ -75,7 +77,7 @@ def provenance_frame(runs: pd.DataFrame) -> pd.DataFrame:
                      "budget": row.get("train_budget") if isinstance(row.get("train_budget"), str) else MISSING,
                      "train TFLOPs": _number(row, "train_flops", 1e-12, 2),
                      "images seen": _number(row, "train_images_seen"),
-                     "train s": _number(row, "train_time_s"),
+                     "train s": _number(row, "train_time_s") + (BUSY_MARK if is_false(row.get(TRAIN)) else ""),
                      "device": row.get("device") if isinstance(row.get("device"), str) else MISSING,
                      "still improving": still_improving_label(row.get("still_improving"))})
     return pd.DataFrame(rows, columns=["run", "detector", "dataset", "seed", "status", "weights",
@@ -127,7 +129,8 @@ def provenance_table(runs: pd.DataFrame) -> Table:
                  "train.budget as given (kind iterations, epochs, flops or seconds; seconds are machine-dependent); "
                  "train TFLOPs: forward + backward counted on a real batch (2 FLOPs per multiply-add; RoI pooling "
                  "estimated) x iterations; still improving: the last validation's AP gain over the one before is "
-                 "above its noise (paired image bootstrap, one-sided 90%).")
+                 "above its noise (paired image bootstrap, one-sided 90%)."
+                 + (f" {BUSY_NOTE}" if frame["train s"].astype(str).str.endswith(BUSY_MARK).any() else ""))
 
 
 def incomplete_table(runs: pd.DataFrame) -> Table:

@@ -13,6 +13,7 @@ under one heading per section with a table of contents and captions.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ from analysis import (
     significance_tables,
     summary,
     sweeps,
+    timing_trust,
     tuning,
 )
 from analysis.errors import run_errors
@@ -107,7 +109,7 @@ def speed_section(ctx: Context) -> Section:
     devices = ", ".join(sorted(set(ok["device"].dropna().astype(str)))) if "device" in ok else ""
     images = (ctx.draw("speed vs accuracy", lambda: plots.plot_speed_vs_accuracy(means, out, devices))
               + ctx.draw("boxes scored vs AP", lambda: plots.plot_candidates_vs_ap(means, out)))
-    return Section("Speed", [ctx.speed], images)
+    return Section("Speed", [ctx.speed], images, sentences=timing_trust.retime_sentences(ctx.runs))
 
 
 def errors_section(ctx: Context) -> Section:
@@ -200,8 +202,34 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
     when print_tables, prints the accuracy-by-size, speed, pairwise and claims tables in the
     terminal. Returns the path of report.md. Never raises because one run or section failed."""
     runs_dir = Path(runs_dir)
+    final = runs_dir / "report"
+    building = runs_dir / ".report.partial"   # hidden: never a job folder, never read as a run
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        path = _write_report(runs_dir, building, print_tables)
+        _swap_into_place(building, final)
+    except BaseException:   # Ctrl-C or an error: no partial report is left, the old one (if any) stays
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return final / path.name
+
+
+def _swap_into_place(building: Path, final: Path) -> None:
+    """``building`` becomes ``final``; an older report there is replaced (renamed aside first, so a
+    report folder is always whole: the old one or the new one)."""
+    old = final.with_name(".report.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    building.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_report(runs_dir: Path, out: Path, print_tables: bool) -> Path:
+    """build_report's work, every file written under ``out`` (the folder being built)."""
     ctx = read_folder(runs_dir)
-    runs, out = ctx.runs, ctx.out
+    ctx.out = out
+    runs = ctx.runs
     sections = run_sections(SECTIONS, ctx)
     all_tables = [table for section in sections for table in section.tables]
     for table in all_tables:
@@ -219,6 +247,8 @@ def build_report(runs_dir: Path, print_tables: bool = True) -> Path:
         for table in all_tables:
             if table.name in PRINTED:
                 print_table(table)
+        for sentence in timing_trust.retime_sentences(runs):   # timings from a busy machine: how to re-time
+            print(sentence)
         for run in runs[runs["status"] != "ok"].itertuples():
             print(f"{run.status}: {run.run} ({run.detector}, seed {run.seed}): "
                   f"{error_summary(run.error)}")

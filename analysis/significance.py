@@ -179,9 +179,12 @@ def interleaved_samples(runs: pd.DataFrame) -> dict:
                 continue
             seen.add(found)
             try:
-                timed = json.loads(found.read_text()).get("runs", {})
+                stored = json.loads(found.read_text())
             except (OSError, ValueError):
                 continue
+            if stored.get("speed_reliable") is False:   # timed on a busy machine: in no speed claim
+                continue
+            timed = stored.get("runs", {})
             for run, entry in timed.items():
                 key = by_path.get(str(Path(run).resolve()))
                 if key is not None and entry.get("samples_ms"):

@@ -15,6 +15,7 @@ import pandas as pd
 from analysis.runs import error_summary, ok_runs
 from analysis.stats import CALIBRATED_FROM_IMAGES, seed_image_interval
 from analysis.table import MISSING, Table, mean_std
+from analysis.timing_trust import BUSY_MARK, BUSY_NOTE, without_busy_speed
 
 # metrics.json key -> (column label, scale for display, decimals)
 ACCURACY_COLUMNS = {
@@ -123,9 +124,22 @@ RUNTIMES = ("onnxruntime", "openvino")
 
 
 def speed_table(runs: pd.DataFrame) -> Table:
+    """Speed means per group over its quiet runs (``timing_trust.without_busy_speed``); a group timed
+    only on a busy machine keeps its numbers, marked ‡ in the shown table and ``speed_busy`` in the
+    data (its point is drawn hollow)."""
+    runs = without_busy_speed(runs)
     table = summarise(runs, SPEED_COLUMNS, "speed",
                       "Speed (images/s at batch 1 and 8, latency, GMACs per image, "
                       "parameters, boxes scored before NMS and kept after; mean ± std)")
+    if len(table.data):
+        flags = ok_runs(runs).groupby(["group", "dataset"])["speed_busy"].agg(lambda b: bool(len(b)) and b.all())
+        table.data["speed_busy"] = [bool(flags.get((g, d), False)) for g, d in
+                                    zip(table.data["group"], table.data["dataset"])]
+        if table.data["speed_busy"].any():
+            table.shown["detector"] = [f"{name} {BUSY_MARK}" if b else name
+                                       for name, b in zip(table.shown["detector"], table.data["speed_busy"])]
+            table.note = " ".join(x for x in (table.note, BUSY_NOTE, "Groups with a quiet run average their "
+                                                "quiet runs only.") if x)
     devices = runs.groupby(["group", "dataset"], sort=True)["device"].agg(
         lambda d: ", ".join(sorted(set(d.dropna().astype(str))))) if "device" in runs else None
     if devices is not None and len(table.shown):

@@ -31,7 +31,7 @@ from experiments.job.layout import last_checkpoint
 from experiments.job.process import world_size
 from experiments.speed.bench_reuse import bench_once, reuse_key
 from experiments.speed.benchmark import benchmark
-from experiments.speed.busy_guard import guarded, read_machine
+from experiments.speed.busy_guard import fold_batch_marks, guarded, read_machine
 from experiments.speed.runtime_rows import benchmark_runtimes
 from experiments.studies import interleaved_latency, proposal_stage, robustness, tuning  # noqa: F401 (tuning registers the ${tune:...} resolver)
 from experiments.studies.budget_convergence import ValidationKeeper, validation_points
@@ -180,7 +180,8 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """The speed protocol (``experiments.speed.benchmark``) with ``cfg.bench``, once per runtime of
     ``bench.runtimes`` (``experiments.speed.runtime_rows``), inside the busy-machine guard
     (``experiments.speed.busy_guard``: repeated once when disturbed, else marked
-    ``speed_reliable: false`` with a ``speed_note``); rank 0 only. With ``bench_reuse`` set, once
+    ``speed_reliable: false`` with a ``speed_note``), and each batch size's timed set inside its own
+    (``speed_reliable_b{b}``; one unreliable set marks the run); rank 0 only. With ``bench_reuse`` set, once
     per detector and settings in a sweep (``experiments.speed.bench_reuse``)."""
     if not ctx.is_main:
         return {}
@@ -188,11 +189,13 @@ def bench_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     key = reuse_key(cfg.detector.name, OmegaConf.to_container(cfg.detector.model, resolve=True),
                     ctx.model.num_classes, str(ctx.device), bench)
     runtimes = bench.pop("runtimes", None) or ["pytorch"]
+    bench["guard"] = read_machine   # each batch size's timed set between two readings
     if list(runtimes) == ["pytorch"]:
-        measure = lambda: guarded(lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage")  # noqa: E731
+        measure = lambda: fold_batch_marks(guarded(  # noqa: E731
+            lambda: benchmark(ctx.model, device=ctx.device, **bench), "the speed stage"))
     else:
-        measure = lambda: guarded(lambda: benchmark_runtimes(ctx.model, runtimes, ctx.out,  # noqa: E731
-                                                             device=ctx.device, **bench), "the speed stage")
+        measure = lambda: fold_batch_marks(guarded(lambda: benchmark_runtimes(  # noqa: E731
+            ctx.model, runtimes, ctx.out, device=ctx.device, **bench), "the speed stage"))
     return bench_once(cfg.get("bench_reuse"), key, ctx.out, measure)
 
 

@@ -1,6 +1,7 @@
 """Hydra callbacks: when a sweep ends, run the sweep-level stages, build the report from every job
 folder, then exit non-zero (1) naming the failed jobs when any failed (``experiments.job.sweep``);
-Ctrl-C during the report ends with a one-line message and exit 130."""
+Ctrl-C during the report ends with a one-line message, no partial ``report/`` (it is built in a
+hidden folder and renamed into place) and exit 130."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 log = logging.getLogger("detbench")
+INTERRUPTED = 130   # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 class ReportOnMultirunEnd(Callback):
@@ -28,9 +30,11 @@ class ReportOnMultirunEnd(Callback):
             run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
             path = build_report(sweep_dir, print_tables=True)
             print(f"\nreport: {path.with_suffix('.html').resolve()}")
-        except KeyboardInterrupt:
-            sys.exit(f"detbench: interrupted while building the report of {sweep_dir} (the jobs' results "
-                     f"are complete on disk); rebuild it with: detbench-report {sweep_dir}")
+        except KeyboardInterrupt:   # build_report leaves no partial report/ behind
+            print(f"detbench: interrupted while building the report of {sweep_dir}: no report written (the "
+                  f"jobs' results are complete on disk); build it with: detbench-report {sweep_dir}",
+                  file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED)
         except Exception as error:  # the jobs' results stay on disk whatever happens here
             log.error("the report of %s could not be built: %s: %s", sweep_dir,
                       type(error).__name__, error)

@@ -60,7 +60,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ from torch.utils._pytree import tree_map
 
 from detectors.base import Detector
 from experiments.job.identity import synchronize
+from experiments.speed.busy_guard import Reading, batch_marks, guarded
 from experiments.speed.flops import DTYPES, count_flops
 from experiments.speed.peak import measured_peak_gflops, theoretical_peak, utilisation_denominator
 
@@ -246,7 +247,8 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
               iterations: int = 3, device: str | torch.device = "cpu", dtype: str = "fp32",
               channels_last: bool = False, compile: bool = False, images: list[Tensor] | None = None,
               image_size: tuple[int, int] | None = None,
-              measure_peak: bool = True, network=None) -> dict[str, float | int | str]:
+              measure_peak: bool = True, network=None,
+              guard: Callable[[], Reading] | None = None) -> dict[str, float | int | str]:
     """Time ``detector``'s eval forward by the speed protocol (module docstring); flat metrics.
 
     detector:    moved to ``device`` (and to channels_last if asked) and put in eval mode;
@@ -258,6 +260,10 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
     network:     times this callable (batch -> raw outputs, e.g. ``experiments.speed.runtimes.ExportedNetwork``)
                  as the network stage instead of ``detector.network``; FLOPs are still counted on
                  ``detector.network`` (the same network).
+    guard:       reads the machine (``busy_guard.read_machine``) before and after each batch size's
+                 timed batches: disturbed -> that set is timed once more; still disturbed -> kept
+                 with ``speed_reliable_b{b}: false`` and ``speed_note_b{b}`` (``busy_guard.batch_marks``).
+                 None: no readings (``speed_reliable_b*`` absent).
     """
     sizes = _check_arguments(batch_sizes, warmup, iterations, dtype)
     device = torch.device(device)
@@ -310,12 +316,22 @@ def benchmark(detector: Detector, batch_sizes: Sequence[int] = (1, 8), warmup: i
                         forward.fall_back_to_eager(error)
                 if measure_peak:
                     metrics["peak_memory_kind"] = _reset_peak_memory(device)
-                stage_times, kept, scored = [], [], []
-                for _ in range(int(iterations)):
-                    times, detections = forward(batch_images)
-                    stage_times.append(times)
-                    kept.extend(len(d["boxes"]) for d in detections)
-                    scored.extend(forward.candidates)
+
+                def timed_set(batch_images=batch_images):
+                    stage_times, kept, scored = [], [], []
+                    for _ in range(int(iterations)):
+                        times, detections = forward(batch_images)
+                        stage_times.append(times)
+                        kept.extend(len(d["boxes"]) for d in detections)
+                        scored.extend(forward.candidates)
+                    return {"set": (stage_times, kept, scored)}
+
+                if guard is None:
+                    stage_times, kept, scored = timed_set()["set"]
+                else:   # between two readings of the machine; disturbed: timed again, then marked
+                    checked = guarded(timed_set, f"the timed batches at batch size {b}", read=guard)
+                    stage_times, kept, scored = checked.pop("set")
+                    metrics.update(batch_marks(checked, b))
                 metrics[f"candidates_scored_b{b}"] = sum(scored) / len(scored)
                 if measure_peak:
                     metrics[f"peak_memory_mb_b{b}"] = _peak_memory_mb(device)

@@ -18,6 +18,8 @@ CPU hog: ``--hog``). A CPU without an entry is judged by the load alone, and say
 ``guarded(measure, what)`` runs ``measure()`` between two readings; disturbed -> measured once
 more; still disturbed -> the result is kept but marked: ``speed_reliable: false`` and a
 ``speed_note`` naming the readings and how to re-time (``stages=[bench]`` on a quiet machine).
+The speed stage guards itself as a whole and each batch size's timed set (``benchmark(guard=...)``:
+``speed_reliable_b{b}``); ``fold_batch_marks`` makes one unreliable set mark the run.
 """
 from __future__ import annotations
 
@@ -98,7 +100,9 @@ class Reading:
         return f"kernel {self.kernel_ms:.2f} ms ({ratio}), load {self.load1:.1f} on {self.cores} cores"
 
 
-def read_machine(reference: dict | None = None) -> Reading:
+def read_machine(reference: dict | None = None, own: float = 1.0) -> Reading:
+    """One reading now. ``own``: processes of this job that were just busy on the cores (this
+    process, plus any workers it ran), subtracted from the load average before it is judged."""
     reference = reference if reference is not None else load_reference()
     ms, load1, cores = kernel_ms(), os.getloadavg()[0], usable_cores()
     why = []
@@ -107,8 +111,8 @@ def read_machine(reference: dict | None = None) -> Reading:
         why.append(f"the reference kernel ran {ratio:.2f}x slower than on the quiet machine "
                    f"(tolerance {reference['tolerance']}x)")
     per_core = reference["load_per_core"] if reference else DEFAULT_LOAD_PER_CORE
-    if load1 - 1 > per_core * cores:
-        why.append(f"load average {load1:.1f} > 1 + {per_core} x {cores} cores")
+    if load1 - own > per_core * cores:
+        why.append(f"load average {load1:.1f} > {own:g} + {per_core} x {cores} cores")
     return Reading(ms, ratio, load1, cores, bool(why), "; ".join(why))
 
 
@@ -135,6 +139,38 @@ def guarded(measure: Callable[[], dict], what: str, attempts: int = 2,
     elif not reference_known:
         out["speed_guard"] += f"; no committed kernel reference for {cpu_model()!r}: judged by load alone"
     return out
+
+
+def marks(before: Reading, after: Reading, key: str, what: str) -> dict:
+    """A timing taken once between ``before`` and ``after`` (no repeat: too long to take twice):
+    ``{key}_reliable`` and, when either reading was disturbed, ``{key}_note`` saying why."""
+    reliable = not (before.disturbed or after.disturbed)
+    out = {f"{key}_reliable": reliable}
+    if not reliable:
+        out[f"{key}_note"] = (f"{what} measured on a busy machine ({before.why or after.why}; before: "
+                              f"{before.text()}; after: {after.text()})")
+    return out
+
+
+def batch_marks(checked: dict, b: int) -> dict:
+    """``guarded``'s marks of one batch size's timed set, as metrics.json keys ending in ``_b{b}``:
+    ``speed_reliable_b{b}``, ``speed_guard_b{b}`` and, when unreliable, ``speed_note_b{b}``."""
+    return {f"{key}_b{b}": checked[key] for key in ("speed_reliable", "speed_guard", "speed_note") if key in checked}
+
+
+def fold_batch_marks(metrics: dict) -> dict:
+    """A run's speed is unreliable when its whole stage or any batch size's timed set was (a
+    runtime's rows too: ``onnxruntime_speed_reliable_b1``): ``metrics`` with ``speed_reliable``
+    false and a ``speed_note`` naming those sets when any ``*speed_reliable_b*`` is false."""
+    busy = sorted(k for k, v in metrics.items() if "speed_reliable_b" in k and v is False)
+    if not busy:
+        return metrics
+    notes = [metrics.get(k.replace("speed_reliable", "speed_note"), "") for k in busy]
+    sets = ", ".join(k.replace("speed_reliable_b", "batch size ").replace("_", " ").strip() for k in busy)
+    note = f"{sets} timed on a busy machine: {notes[0]}"
+    if metrics.get("speed_note"):
+        note = metrics["speed_note"] + " | " + note
+    return {**metrics, "speed_reliable": False, "speed_note": note}
 
 
 def calibrate(hog: bool) -> dict:

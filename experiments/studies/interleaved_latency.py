@@ -8,7 +8,9 @@ batch 1, the order reversed every other round (A, B, B, A, A, B, ...), so drift 
 
 Writes ``<sweep>/sweep_stages/interleaved_latency.json``: {"runs": {run folder: {"detector",
 "samples_ms" [batches] end to end (proposals, preprocess, network, postprocess)}}, "batches",
-"images" (the validation images cycled), "device", "threads"}; ``analysis.significance`` reads it.
+"images" (the validation images cycled), "device", "threads", and the busy guard's ``speed_reliable``,
+``speed_guard`` (``speed_note`` when disturbed: timed again once, then kept, marked)}; ``analysis.significance``
+reads it and leaves a busy one out of every speed claim.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from experiments.inference.run_loader import load_detector
 from experiments.job.layout import last_checkpoint
 from experiments.job.process import resolve_device
 from experiments.speed.benchmark import StageTimer
+from experiments.speed.busy_guard import guarded
 
 log = logging.getLogger("detbench")
 BATCHES, WARMUP, IMAGES = 30, 2, 30
@@ -72,8 +75,9 @@ def stage(cfg: DictConfig, sweep_dir: Path) -> dict:
     images = [val[i][0].to(device) for i in range(min(IMAGES, len(val)))]
     loaded = {str(run): load_detector(run, device) for run in runs}
     timers = {run: StageTimer(d.model, device, "fp32", False, False) for run, d in loaded.items()}
-    samples = time_interleaved(timers, images)
+    guard = guarded(lambda: {"samples": time_interleaved(timers, images)}, "the interleaved timing")
+    samples = guard.pop("samples")
     log.info("interleaved latency: %s", {loaded[r].name: round(sorted(s)[len(s) // 2], 1) for r, s in samples.items()})
     return {"runs": {run: {"detector": loaded[run].name, "samples_ms": s} for run, s in samples.items()},
             "batches": BATCHES, "images": f"{len(images)} validation images, cycled", "device": str(device),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), **guard}

@@ -12,7 +12,10 @@ them), and writes into metrics.json ``proposal_seconds_per_image`` (selective se
 per image, as recorded when each image was computed), ``proposal_stage_s`` (this stage's wall
 time), ``proposal_images_computed``, and over the scored validation images
 ``proposals_per_image``, ``proposal_images_short`` (fewer than the detector scores) and
-``proposal_images_empty`` (none: the image is still scored, with no detections).
+``proposal_images_empty`` (none: the image is still scored, with no detections). When it computed
+any image, the machine is read before and after (``experiments.speed.busy_guard``; the load less
+this job's workers): ``proposal_time_reliable`` and, when disturbed, ``proposal_time_note`` (the
+seconds kept, marked; the speed stage's ``proposal_ms_b*`` are timed single-process, guarded apart).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.speed.busy_guard import marks, read_machine
 from experiments.studies.proposals import SelectiveSearchProposals, SelectiveSearchSettings, to_uint8
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ def stage(cfg: DictConfig, ctx) -> dict:
     if ctx.train_set is not None:
         splits.insert(0, ("train", ctx.train_set, len(ctx.train_set)))
     metrics, seconds, computed = {}, [], 0
+    before = read_machine()   # the seconds per image are a timing: judged like every other
     for name, dataset, count in splits:
         made = source.precompute((dataset[i][0] for i in range(count)), total=count,
                                  desc=f"selective search ({name})")
@@ -86,6 +91,11 @@ def stage(cfg: DictConfig, ctx) -> dict:
         "proposals_per_image": float(counts.mean()) if len(counts) else float("nan"),
         "proposals_wanted": int(wanted), "proposal_images_short": int((counts < wanted).sum()),
         "proposal_images_empty": int((counts == 0).sum())})
+    if computed:   # images read from the cache keep the seconds recorded when they were computed
+        metrics.update(marks(before, read_machine(own=1 + source.workers), "proposal_time",
+                             "selective search's seconds per image"))
+        if not metrics["proposal_time_reliable"]:
+            log.warning("proposals: %s; proposal_seconds_per_image is not a speed", metrics["proposal_time_note"])
     log.info("proposals: %.2f s per image (selective search), %.0f per validation image; %d of %d images short "
              "of %d, %d empty", metrics["proposal_seconds_per_image"], metrics["proposals_per_image"],
              metrics["proposal_images_short"], scored, wanted, metrics["proposal_images_empty"])
