@@ -34,6 +34,7 @@ from analysis import (
     significance_tables,
     summary,
     sweeps,
+    training_curves,
     tuning,
 )
 from analysis.errors import run_errors
@@ -133,7 +134,7 @@ def examples_section(ctx: Context) -> Section:
 
 
 def training_section(ctx: Context) -> Section | None:
-    images = ctx.draw("training curves", lambda: plot_runs.plot_training(_by_group(ctx), ctx.plot_dir) or None)
+    images = ctx.draw("training curves", lambda: training_curves.plot_training(_by_group(ctx), ctx.plot_dir) or None)
     return Section("Training", plots=images) if images else None
 
 
