@@ -1,8 +1,8 @@
 """Examples chosen by error, from the validation images each run saved (``samples/<id>.png``):
 
-- the failure gallery: per detector, the images with the most missed ground truths plus false
-  detections at its operating point, ground truth drawn (found: green, missed: red) and the
-  false detections dashed;
+- the failure gallery: per detector, the images with the most missed ground truths and those
+  with the most false detections at its operating point (taken in turn), ground truth drawn
+  (found: green, missed: red) and the false detections dashed;
 - "found by A, missed by B": ground truths one detector finds at its operating point and another
   misses, smallest first (small objects are where detectors part), one panel each.
 """
@@ -63,11 +63,28 @@ def box(ax, xywh, scale, colour: str, dashed: bool = False, text: str = "") -> N
                 bbox={"facecolor": "white", "alpha": 0.75, "pad": 1, "linewidth": 0})
 
 
-def _errors_per_image(gt: pd.DataFrame, kept: pd.DataFrame, ids: set[str]) -> pd.Series:
+def error_counts(gt: pd.DataFrame, kept: pd.DataFrame, ids: set[str]) -> pd.DataFrame:
+    """Per saved image (index: image id as str): ``missed`` ground truths (crowd regions left out)
+    and ``false`` detections (kept ones that are not true positives), images with neither left out."""
     missed = gt[~gt["found"] & ~gt["iscrowd"]].groupby(gt["image_id"].astype(str)).size()
     false = kept[kept["kind"] != "tp"].groupby(kept["image_id"].astype(str)).size()
-    errors = missed.add(false, fill_value=0)
-    return errors[errors.index.isin(ids)].sort_values(ascending=False, kind="stable")
+    counts = pd.DataFrame({"missed": missed, "false": false}).fillna(0).astype(int)
+    return counts[counts.index.isin(ids) & (counts.sum(axis=1) > 0)]
+
+
+def worst_images(counts: pd.DataFrame, n: int) -> list[str]:
+    """``n`` image ids taken in turn from the most-missed and the most-false-positive rankings
+    (ties: more errors of the other kind first, then id), each image once."""
+    by_missed = counts[counts["missed"] > 0].sort_values(["missed", "false"], ascending=False, kind="stable")
+    by_false = counts[counts["false"] > 0].sort_values(["false", "missed"], ascending=False, kind="stable")
+    chosen, rankings = [], [list(by_missed.index), list(by_false.index)]
+    while len(chosen) < n and any(rankings):
+        for ranking in rankings:
+            while ranking and ranking[0] in chosen:
+                ranking.pop(0)
+            if ranking and len(chosen) < n:
+                chosen.append(ranking.pop(0))
+    return chosen
 
 
 def plot_failures(runs: dict[str, Path], out_dir: Path, per_detector: int = 3) -> list[Path]:
@@ -78,9 +95,10 @@ def plot_failures(runs: dict[str, Path], out_dir: Path, per_detector: int = 3) -
         if state is None or not sample_ids(run_dir):
             continue
         truth, gt, kept, threshold = state
-        worst = _errors_per_image(gt, kept, sample_ids(run_dir)).head(per_detector)
-        if len(worst):
-            chosen[group] = (run_dir, state, list(worst.index), worst.to_numpy())
+        counts = error_counts(gt, kept, sample_ids(run_dir))
+        worst = worst_images(counts, per_detector)
+        if worst:
+            chosen[group] = (run_dir, state, worst, [counts.loc[i] for i in worst])
     if not chosen:
         return []
     names = {}
@@ -101,7 +119,8 @@ def plot_failures(runs: dict[str, Path], out_dir: Path, per_detector: int = 3) -
                 for d in kept[(kept["image_id"].astype(str) == ids[c]) & (kept["kind"] != "tp")].itertuples():
                     box(ax, d.box, scale, FALSE, dashed=True, text=f"{names.get(d.category_id, d.category_id)} "
                                                                    f"{d.score:.2f} ({d.kind})")
-                ax.set_title(f"image {ids[c]}: {int(counts[c])} errors", fontsize=11)
+                ax.set_title(f"image {ids[c]}: {counts[c]['missed']} missed, {counts[c]['false']} false",
+                             fontsize=11)
             axes[r, 0].set_ylabel(f"{group}\n(score ≥ {threshold:.2f})", fontsize=11)
         fig.suptitle("Failure gallery: ground truth found (green) / missed (red), false detections (dashed)")
         return save(fig, out_dir, "failure_gallery")

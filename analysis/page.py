@@ -40,8 +40,10 @@ PLOT_CAPTIONS = {
                        "longest bar is the error to work on first; every bar is drawn to its length.",
     "top_detections": "What each detector's most confident detections are: correct, badly placed, the wrong "
                       "class, or on background.",
-    "training": "Training loss terms (each on its own axis) and validation AP against iterations: a curve still "
-                "falling (or AP still rising) at the end means the budget, not the detector, set the numbers.",
+    "training": "Each loss term on its own axis against iterations (bottom) and training FLOPs (top), the "
+                "validations dotted; validation AP against iterations and against training FLOPs, where "
+                "detectors of unequal cost compare at equal compute. A curve still falling (or AP still rising) "
+                "at the end means the budget, not the detector, set the numbers.",
     "detection_grid": "Ground truth and each detector's detections at its own operating point (the threshold "
                       "stated in each column title).",
     "failure_gallery": "Per detector, the saved validation images with the most missed and false-positive boxes: "

@@ -1,8 +1,7 @@
 """The report's plots drawn from each run's own files: precision/recall curves
-(``pr_curves.npz``), each loss term and validation AP against iterations (``train_log.csv``,
-``val_log.csv``) and a grid of validation images with each detector's detections
+(``pr_curves.npz``) and a grid of validation images with each detector's detections
 (``samples/<image_id>.png``, ``ground_truth.json``, ``detections.json``). Same style as
-``plots.py``: PNG and PDF, greyscale-readable, slide-sized.
+``plots.py``: PNG and PDF, greyscale-readable, slide-sized. Training curves: ``training_curves``.
 """
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
 from analysis.operating_point import run_operating_point
-from analysis.plots import FIGSIZE, figure, plain_log_ticks, save, series_style
-from analysis.runs import read_csv, read_json, read_pr_curves
+from analysis.plots import FIGSIZE, figure, save, series_style
+from analysis.runs import read_json, read_pr_curves
 
 AREA_TITLES = ["all sizes", "small (< 32² px)", "medium", "large (> 96² px)"]
 
@@ -59,55 +58,6 @@ def plot_pr_curves(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[
         fig.legend(loc="outside right center", frameon=False)
         fig.suptitle("Precision vs recall at IoU 0.5 (mean over classes and seeds)")
         return save(fig, out_dir, "pr_curves")
-
-
-def plot_training(runs_by_group: dict[str, list[Path]], out_dir: Path) -> list[Path]:
-    """Against training iterations: one panel per setting with each of its loss terms
-    (``loss_*`` columns of train_log.csv) as its own line (log scale), and a last panel with
-    every setting's validation AP (val_log.csv) as marked points joined by lines."""
-    logs = {g: [(read_csv(d, "train_log.csv"), read_csv(d, "val_log.csv")) for d in dirs]
-            for g, dirs in runs_by_group.items()}
-    logs = {g: runs for g, runs in logs.items() if any(t is not None or v is not None for t, v in runs)}
-    if not logs:
-        return []
-    panels = len(logs) + 1
-    cols = min(panels, 4)
-    rows = -(-panels // cols)
-    with figure(rows, cols, figsize=(4.2 * cols + 0.5, 3.6 * rows + 1.0)) as (fig, axes):
-        flat = list(axes.flat)
-        for ax in flat[panels:]:
-            ax.set_visible(False)
-        ap_ax = flat[len(logs)]
-        for i, (group, runs) in enumerate(logs.items()):
-            ax = flat[i]
-            for seed, (train, val) in enumerate(runs):
-                if train is not None and "iteration" in train:
-                    terms = [c for c in train.columns if c.startswith("loss_")] or [c for c in ("loss",) if c in train]
-                    for k, term in enumerate(terms):
-                        style = series_style(k)
-                        ax.plot(train["iteration"], train[term], color=style["color"], linestyle=style["linestyle"],
-                                label=term.removeprefix("loss_") if seed == 0 else None)
-                if val is not None and {"iteration", "map"} <= set(val.columns):
-                    style = series_style(i)
-                    ap_ax.plot(val["iteration"], val["map"] * 100, marker=style["marker"], color=style["color"],
-                               linestyle=style["linestyle"], label=group if seed == 0 else None)
-            ax.set_title(group, fontsize=12)
-            if ax.lines:
-                ax.set_yscale("log")
-                plain_log_ticks(ax.yaxis)
-                ax.legend(fontsize=9, title="loss term", title_fontsize=9)
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("training loss (log)")
-        if ap_ax.lines:
-            ap_ax.legend(fontsize=9)
-        else:
-            ap_ax.text(0.5, 0.5, "no validation during training\n(no val_log.csv)", ha="center", va="center",
-                       transform=ap_ax.transAxes)
-        ap_ax.set_title("validation AP", fontsize=12)
-        ap_ax.set_xlabel("iteration")
-        ap_ax.set_ylabel("COCO AP@[.5:.95] (%)")
-        fig.suptitle("Training: each loss term and validation AP against iterations")
-        return save(fig, out_dir, "training")
 
 
 def _sample_ids(run_dir: Path) -> set[str]:

@@ -36,6 +36,7 @@ from analysis import (
     summary,
     sweeps,
     timing_trust,
+    training_curves,
     tuning,
 )
 from analysis.errors import run_errors
@@ -135,7 +136,7 @@ def examples_section(ctx: Context) -> Section:
 
 
 def training_section(ctx: Context) -> Section | None:
-    images = ctx.draw("training curves", lambda: plot_runs.plot_training(_by_group(ctx), ctx.plot_dir) or None)
+    images = ctx.draw("training curves", lambda: training_curves.plot_training(_by_group(ctx), ctx.plot_dir) or None)
     return Section("Training", plots=images) if images else None
 
 

@@ -355,3 +355,58 @@ def test_operating_point_threshold_is_each_runs_best_f1_on_val(tiny_run, coco_da
     assert stats["detectors"][0]["score_thresh"] == pytest.approx(point["threshold"])
     scores = [r["score"] for r in json.loads((tmp_path / "predictions.json").read_text())]
     assert all(s >= point["threshold"] - 1e-6 for s in scores)
+
+
+def _strip_height(image: torch.Tensor, column: int, rows: slice, colour: tuple[int, int, int]) -> int:
+    """How many of ``rows`` have ``colour`` at ``column`` (a label's strip, in its padding column)."""
+    return int((image[:, rows, column] == torch.tensor(colour, dtype=torch.uint8)[:, None]).all(0).sum())
+
+
+def test_ground_truth_is_dashed_green_with_a_legend_and_labels_are_readable():
+    from experiments.inference.drawing import MIN_FONT_PX, PALETTE, TRUTH, draw_detections, draw_truth
+
+    black = torch.zeros(3, 120, 160, dtype=torch.uint8)
+    drawn = draw_truth(black, torch.tensor([[20.0, 10.0, 100.0, 60.0]]), ["circle"])
+    green = (drawn == torch.tensor(TRUTH, dtype=torch.uint8)[:, None, None]).all(0)   # [H, W]
+    top_edge = green[10, 20:101]
+    assert 0.3 < top_edge.float().mean() < 0.9, "a dashed line: some pixels green, some gaps"
+    assert not green[35, 40:80].any(), "the box's inside is not painted"
+    assert green[61:, 20:40].any(), "'GT circle' on a green strip under the box"
+    assert _strip_height(drawn, 21, slice(62, 120), TRUTH) >= MIN_FONT_PX
+    assert green[-12:, -130:].any() and (drawn[:, -3, -3] == 0).all(), "the legend in the bottom-right corner"
+
+    detection = {"boxes": torch.tensor([[30.0, 40.0, 90.0, 100.0]]), "scores": torch.tensor([0.9]),
+                 "labels": torch.tensor([2])}
+    labelled = draw_detections(black, detection, ["circle", "square"])
+    orange = tuple(int(PALETTE[1][i:i + 2], 16) for i in (1, 3, 5))
+    assert _strip_height(labelled, 31, slice(0, 40), orange) >= MIN_FONT_PX, "label strip above the box: readable"
+
+
+def test_predict_draws_the_ground_truth_the_annotations_hold(tiny_run, coco_data, tmp_path):
+    from experiments.inference.drawing import TRUTH
+
+    names = sorted(p.name for p in (coco_data / "val").glob("*.png"))
+    height, width = FRAME_SIZE
+    annotations = {"images": [{"id": 1, "file_name": names[0], "height": height, "width": width},
+                              {"id": 2, "file_name": names[1], "height": height + 1, "width": width}],
+                   "categories": [{"id": 5, "name": "blob"}],
+                   "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [10, 30, 60, 40]},
+                                   {"id": 2, "image_id": 2, "category_id": 5, "bbox": [10, 30, 60, 40]}]}
+    (tmp_path / "truth.json").write_text(json.dumps(annotations))
+    stats = predict_with(tmp_path / "out", f"weights={tiny_run}", f"source={coco_data / 'val'}", "score_thresh=1",
+                         f"truth={tmp_path / 'truth.json'}")
+    assert stats["frames_with_truth"] == 1, "the second image is annotated at another size: not drawn"
+    drawn = np.asarray(Image.open(tmp_path / "out/images" / names[0]))
+    assert (drawn[30, 10:71] == TRUTH).all(-1).any(), "the box's top edge in ground-truth green"
+    assert not (np.asarray(Image.open(tmp_path / "out/images" / names[1])) == TRUTH).all(-1).any()
+
+    auto = predict_with(tmp_path / "auto", f"weights={tiny_run}", f"source={coco_data / 'val'}", "score_thresh=1")
+    assert auto["truth"] == str(tiny_run / "ground_truth.json") and auto["frames_with_truth"] == 4
+    off = predict_with(tmp_path / "off", f"weights={tiny_run}", f"source={coco_data / 'val'}", "truth=null")
+    assert off["truth"] is None and off["frames_with_truth"] == 0
+
+
+def test_label_font_grows_with_the_image_and_never_falls_below_14_px():
+    from experiments.inference.drawing import font_px
+
+    assert font_px(96, 128) == 14 and font_px(300, 300) == 14 and font_px(1080, 1920) == round(1080 / 25)

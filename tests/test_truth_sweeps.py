@@ -21,7 +21,7 @@ def _job(folder, status: str, error=None):
                                                      "detector": "yolov1_cpu", "dataset": "synthetic"}))
 
 
-def test_a_sweep_with_a_failed_job_exits_non_zero_after_writing_its_report(tmp_path):
+def test_a_sweep_with_a_failed_job_exits_non_zero_after_writing_its_report(tmp_path, capsys):
     _job(tmp_path / "0-yolov1_cpu-seed0", "ok")
     _job(tmp_path / "1-yolov1_cpu-seed1", "failed", "RuntimeError: out of memory")
     (tmp_path / ".submitit" / "1234").mkdir(parents=True)   # a launcher's own folder: not a job
@@ -29,9 +29,12 @@ def test_a_sweep_with_a_failed_job_exits_non_zero_after_writing_its_report(tmp_p
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "sweep_stages": []})
     with pytest.raises(SystemExit) as stop:
         ReportOnMultirunEnd().on_multirun_end(config)
-    assert "1 of 2 job(s)" in str(stop.value.code) and "out of memory" in str(stop.value.code)
-    assert f"resume={tmp_path}" in str(stop.value.code)
+    assert stop.value.code == 1
+    printed = capsys.readouterr()
+    assert "1 of 2 job(s)" in printed.err and "out of memory" in printed.err and f"resume={tmp_path}" in printed.err
     assert (tmp_path / "report").is_dir()
+    # the sweep's last line names report.html by its absolute path, after the failure message
+    assert printed.out.strip().splitlines()[-1] == f"report: {(tmp_path / 'report' / 'report.html').resolve()}"
 
 
 def test_resume_of_a_sweep_dir_is_the_sweeps_own_command_in_place(tmp_path):

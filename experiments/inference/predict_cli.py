@@ -38,7 +38,8 @@ def predict(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
         score_thresh=threshold, classes=classes, batch_size=int(cfg.batch_size),
         save_images=bool(cfg.save_images), save_video=bool(cfg.save_video),
         every_nth_frame=int(cfg.every_nth_frame), max_frames=int(cfg.max_frames),
-        video_codec=str(cfg.video_codec), prefetch_frames=int(cfg.prefetch_frames), progress=bool(cfg.progress))
+        video_codec=str(cfg.video_codec), prefetch_frames=int(cfg.prefetch_frames), progress=bool(cfg.progress),
+        truth=None if cfg.get("truth") in (None, False) else str(cfg.truth))
     stats = Predictor(weights, str(cfg.source), out, resolve_device(cfg.device), options).run()
     log.info("%d frames (%d skipped) at %.1f fps end to end; outputs in %s", stats["frames"], stats["skipped"],
              stats["fps_end_to_end"] or 0.0, out)

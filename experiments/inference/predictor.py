@@ -5,7 +5,8 @@ device and run through each detector's three stages, timed by the speed protocol
 (``experiments.speed.benchmark``: the device synchronised at every stage boundary). Then the
 detections are filtered (``score_thresh``: keep scores >= it, on top of the detector's own
 threshold; ``operating_point``: each run's F1-maximising threshold on its validation split;
-``classes``: keep only those class names), drawn and written.
+``classes``: keep only those class names), drawn (over the image's ground truth when ``truth``
+has it: ``experiments.inference.truth``) and written.
 
 Stages in predict_stats.json (seconds in ``stages_s``, per frame in ``stages_ms_per_frame``):
 
@@ -38,11 +39,12 @@ import torchvision
 from tqdm import tqdm
 
 from analysis.operating_point import run_operating_point
-from experiments.inference.drawing import caption, draw_detections, side_by_side, to_uint8
+from experiments.inference.drawing import caption, draw_detections, draw_truth, side_by_side, to_uint8
 from experiments.inference.outputs import VideoWriter, coco_records, save_annotated_image, write_json
 from experiments.inference.prefetch import Prefetcher
 from experiments.inference.run_loader import LoadedDetector, load_detector
 from experiments.inference.sources import Frame, Skip, SourceError, VideoSource, open_source
+from experiments.inference.truth import AUTO, GroundTruth
 from experiments.job.identity import device_name, synchronize
 from experiments.speed.benchmark import StageTimer  # the speed protocol's synchronised stages
 
@@ -84,6 +86,7 @@ class PredictOptions:
     video_codec: str = "libx264"
     prefetch_frames: int = 16
     progress: bool = True
+    truth: str | None = AUTO         # ground truth drawn beside the detections: auto, a COCO JSON, or None
 
     def check(self) -> None:
         if self.batch_size < 1 or self.every_nth_frame < 1 or self.max_frames < 0:
@@ -127,6 +130,8 @@ class Predictor:
         self.detectors = [load_detector(w, device) for w in weights]
         self.labels = [d.labels_of(options.classes) for d in self.detectors]
         self.thresholds = thresholds(self.detectors, options.score_thresh)
+        self.truth = GroundTruth.load(options.truth, [d.run_dir for d in self.detectors])
+        self.frames_with_truth = 0
         self.timers = [StageTimer(d.model, device, "fp32", False, False) for d in self.detectors]
         self.out, self.device, self.options = Path(out), device, options
         self.out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +219,10 @@ class Predictor:
         for i, frame in enumerate(batch):
             t0 = t()
             base = to_uint8(frame.image)
+            truth = self.truth.of(frame.name, *base.shape[-2:]) if self.truth and frame.timestamp_s is None else None
+            if truth is not None:   # under the detections, in every panel
+                base = draw_truth(base, *truth)
+                self.frames_with_truth += 1
             panels = [draw_detections(base, kept[i], d.class_names)
                       for d, kept in zip(self.detectors, kept_per_detector)]
             if len(panels) > 1:
@@ -250,6 +259,7 @@ class Predictor:
                           for k, (d, f, r) in enumerate(zip(self.detectors, prediction_files(self.detectors),
                                                             self.records))],
             "batch_size": self.options.batch_size, "score_thresh": self.options.score_thresh,
+            "truth": str(self.truth.path) if self.truth else None, "frames_with_truth": self.frames_with_truth,
             "classes": self.options.classes, "every_nth_frame": self.options.every_nth_frame,
             "max_frames": self.options.max_frames, "device": device_name(self.device),
             "device_type": self.device.type, "threads": torch.get_num_threads(),

@@ -1,7 +1,8 @@
 """Hydra callbacks: when a sweep ends, run the sweep-level stages, build the report from every job
 folder, then exit non-zero (1) naming the failed jobs when any failed (``experiments.job.sweep``);
-Ctrl-C during the report ends with a one-line message, no partial ``report/`` (it is built in a
-hidden folder and renamed into place) and exit 130."""
+the last line printed names report.html by its absolute path; Ctrl-C during the report ends with a
+one-line message, no partial ``report/`` (it is built in a hidden folder and renamed into place) and
+exit 130."""
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,10 @@ class ReportOnMultirunEnd(Callback):
         from experiments.stages import run_sweep_stages
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        report = None
         try:
             run_sweep_stages(config, sweep_dir)   # before the report, which reads what they wrote
-            path = build_report(sweep_dir, print_tables=True)
-            print(f"\nreport: {path.with_suffix('.html').resolve()}")
+            report = build_report(sweep_dir, print_tables=True).with_suffix(".html").resolve()
         except KeyboardInterrupt:   # build_report leaves no partial report/ behind
             print(f"detbench: interrupted while building the report of {sweep_dir}: no report written (the "
                   f"jobs' results are complete on disk); build it with: detbench-report {sweep_dir}",
@@ -40,4 +41,8 @@ class ReportOnMultirunEnd(Callback):
                       type(error).__name__, error)
         outcome = sweep_outcome(sweep_dir)
         if outcome.failed:
-            sys.exit(f"detbench: {outcome.message(sweep_dir)}")
+            print(f"detbench: {outcome.message(sweep_dir)}", file=sys.stderr, flush=True)
+        if report is not None:   # the sweep's last line, whatever failed: where to look
+            print(f"\nreport: {report}", flush=True)
+        if outcome.failed:
+            sys.exit(1)

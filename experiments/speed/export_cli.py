@@ -120,8 +120,8 @@ def export(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     for reason in reasons:
         log.warning("export of %s beyond tolerance (kept, allow_mismatch): %s", loaded.name, reason)
     if accuracy:
-        log.info("%s in %s: AP %.4f vs PyTorch %.4f, delta %+.3f points [%+.3f, %+.3f]", loaded.name, runtime,
-                 accuracy["exported_map"], accuracy["pytorch_map"], accuracy["delta_map"] * 100,
+        log.info("%s in %s: AP %.2f%% vs PyTorch %.2f%%, delta %+.3f points [%+.3f, %+.3f]", loaded.name, runtime,
+                 100 * accuracy["exported_map"], 100 * accuracy["pytorch_map"], accuracy["delta_map"] * 100,
                  accuracy["delta_map_ci_low"] * 100, accuracy["delta_map_ci_high"] * 100)
     return result
 

@@ -109,8 +109,8 @@ def robustness_stage(cfg, model, val_set, device, out: Path, is_main: bool) -> d
             result, seconds = cell(CorruptedDataset(val_set, corruption, severity, cfg.seed))
             if result is not None:
                 rows.append(cell_row(result, corruption, severity, seconds, replicates))
-                log.info("robustness: %s %d: AP %.3f (%.0f s)", corruption, severity,
-                         result.metrics["map"], seconds)
+                log.info("robustness: %s %d: AP %.1f%% (%.0f s)", corruption, severity,
+                         100 * result.metrics["map"], seconds)
     if not is_main or not rows:
         return {}
     table = pd.DataFrame(rows, columns=list(CSV_COLUMNS))
