@@ -3,9 +3,9 @@ images from a simulated population whose AP, AP50, APs and APl are known
 (``benchmarks/coverage_simulation``), the evaluator's own matching, accumulator, bootstrap and
 half-sample bias estimate.
 The full measurement (K = 500 per size, every method) is ``benchmarks/interval_coverage.py``."""
-import numpy as np
-
 import math
+
+import numpy as np
 
 from analysis.stats import (
     HALF_SAMPLES,
