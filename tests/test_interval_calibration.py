@@ -62,9 +62,11 @@ def test_debiased_interval_is_basic_moved_by_the_bias_the_bootstrap_does_not_see
 
 def test_half_sample_bias_recovers_a_root_n_bias():
     # E[statistic on n images] = 1 + 2 / sqrt(n): at N = 400 the bias is 0.1, the halves (200) sit at
-    # 1 + 2 / sqrt(200); the estimate is exactly 0.1
+    # 1 + 2 / sqrt(200); with a = 1/2 the estimate is exactly 0.1; with n^-0.6, likewise 2 · 400^-0.6
     halves = np.full(50, 1 + 2 / math.sqrt(200))
-    assert abs(half_sample_bias(halves, 1.1, 400, 200) - 0.1) < 1e-12
+    assert abs(half_sample_bias(halves, 1.1, 400, 200, exponent=0.5) - 0.1) < 1e-12
+    halves = np.full(50, 1 + 2 * 200 ** -0.6)
+    assert abs(half_sample_bias(halves, 1 + 2 * 400 ** -0.6, 400, 200, exponent=0.6) - 2 * 400 ** -0.6) < 1e-12
     weights = half_samples(9, 20, 3)
     assert weights.shape == (20, 9) and (weights.sum(1) == 4).all() and set(np.unique(weights)) == {0.0, 1.0}
     assert np.array_equal(weights, half_samples(9, 20, 3))        # same seed, same halves (paired runs)

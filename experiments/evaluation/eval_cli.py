@@ -11,7 +11,8 @@ to the run's own numbers; any other COCO files work too (the VOC metrics then re
 ``difficult`` field of the annotations). Bad input exits with status 2 and names the entry.
 
 ``--bootstrap B`` adds the image-bootstrap interval of every metric (``<metric>_ci_low``,
-``<metric>_ci_high``; basic (the calibrated default), ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
+``<metric>_ci_high``; debiased (the calibrated default), ``--level`` 0.95, ``--method`` percentile, basic or
+bca on request). ``--dt2`` scores
 a second results file on the same resampled images: its metrics as ``dt2_<metric>`` (with
 intervals) and the paired ``delta_<metric>`` = dt - dt2 (A - B, the project's one sign convention),
 ``delta_<metric>_ci_low/high`` and the
