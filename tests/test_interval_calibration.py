@@ -97,3 +97,20 @@ def test_one_seed_delta_uses_the_default_method_and_basic_without_halves():
     old = paired_difference([a], [b], [0.3], [0.2])                    # a run folder without halves
     assert old["test"] == "image bootstrap (basic)"
     assert (old["low"], old["high"]) == bootstrap_interval(a - b, 0.95, "basic", 0.3 - 0.2)
+
+
+def test_report_pairs_debias_with_the_runs_halves():
+    from analysis.significance import delta_bias, metric_of
+
+    rng = np.random.default_rng(2)
+    image_ids = np.sort(rng.integers(0, 40, (200, 40)), axis=1)
+
+    def run(point, half_mean):
+        return {"image_ids": image_ids, "map": rng.normal(point, 0.01, 200), "point_map": np.float64(point),
+                "half_map": np.full(100, half_mean), "half_size": np.int64(20)}
+
+    a, b = run(0.30, 0.34), run(0.20, 0.22)      # A's halves sit higher above its point: more bias in A
+    expected = half_sample_bias(np.full(100, 0.12), 0.10, 40, 20)
+    assert abs(delta_bias(a, b, metric_of("map")) - expected) < 1e-12 and expected > 0
+    old = {k: v for k, v in b.items() if not k.startswith("half_")}
+    assert delta_bias(a, old, metric_of("map")) is None      # written before the halves: basic
