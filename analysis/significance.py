@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import ok_runs
-from analysis.stats import ALPHA, holm, p_text, paired_difference
+from analysis.stats import ALPHA, half_sample_bias, holm, p_text, paired_difference
 
 PAIR_METRICS = {"map": "AP", "map_50": "AP50", "map_small": "APs"}
 MIN_REPLICATES = 100    # fewer bootstrap replicates than this: a pairwise test is not testable
@@ -134,7 +134,35 @@ def paired_stat(reps_a: dict, reps_b: dict, statistic) -> dict:
         if problem:
             return {"problem": problem}
     a, b = [statistic(reps_a[s]) for s in seeds], [statistic(reps_b[s]) for s in seeds]
-    return paired_difference([x[0] for x in a], [x[0] for x in b], [x[1] for x in a], [x[1] for x in b])
+    bias = [delta_bias(reps_a[s], reps_b[s], statistic) for s in seeds]
+    return paired_difference([x[0] for x in a], [x[0] for x in b], [x[1] for x in a], [x[1] for x in b],
+                             bias=bias)
+
+
+def halves_view(reps: dict) -> dict | None:
+    """The run's half-sample values (``half_<metric>`` [H] in bootstrap.npz) under the metric names,
+    with its point values, so a statistic reads them as it reads replicates; None for an npz
+    written before the halves were saved."""
+    if "half_size" not in reps or int(reps["half_size"]) < 1:
+        return None
+    return {**{k[len("half_"):]: v for k, v in reps.items() if k.startswith("half_") and k != "half_size"},
+            **{k: v for k, v in reps.items() if k.startswith("point_")}}
+
+
+def delta_bias(reps_a: dict, reps_b: dict, statistic) -> float | None:
+    """The estimator's bias of statistic(A) − statistic(B) from the two runs' halves (the same halves:
+    same bootstrap seed, same images; ``stats.half_sample_bias``), or None without halves."""
+    views = halves_view(reps_a), halves_view(reps_b)
+    if views[0] is None or views[1] is None or int(reps_a["half_size"]) != int(reps_b["half_size"]):
+        return None
+    try:
+        (ha, pa), (hb, pb) = statistic(views[0]), statistic(views[1])
+    except KeyError:
+        return None
+    if len(ha) != len(hb):
+        return None
+    return half_sample_bias(np.asarray(ha) - np.asarray(hb), pa - pb, int(reps_a["image_ids"].shape[1]),
+                            int(reps_a["half_size"]))
 
 
 def paired(reps_a: dict, reps_b: dict, metric: str) -> dict:

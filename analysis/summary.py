@@ -102,6 +102,9 @@ def interval_note(runs: pd.DataFrame) -> str:
             if methods:
                 break
     note = f"Interval method: {', '.join(sorted(methods)) or 'not recorded'}."
+    if "debiased" in methods:
+        note += (" Debiased: the image bootstrap's spread about the point, less AP's own small-sample bias "
+                 "(measured on random halves of the images; AP on N images over-states the population's).")
     images = pd.to_numeric(ok["eval_images"], errors="coerce").dropna() if "eval_images" in ok else []
     if len(images) and images.min() < CALIBRATED_FROM_IMAGES:
         note += (f" †: scored on fewer than {CALIBRATED_FROM_IMAGES} images, where the calibrated interval covered "

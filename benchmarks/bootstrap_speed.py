@@ -81,7 +81,7 @@ def main() -> None:
     start = time.perf_counter()
     values = scorer(copies(indices, args.images), threads=args.threads)
     replicate_s = time.perf_counter() - start
-    low, high = interval(values["map_50"])
+    low, high = interval(values["map_50"], method="percentile")   # the speed is the point here
     print(f"plain evaluation (score_tables, faster_coco_eval + VOC): {plain_s:8.2f} s")
     print(f"bootstrap: match once                                : {match_s:8.2f} s")
     print(f"bootstrap: {args.replicates} replicates x 14 metrics             : {replicate_s:8.2f} s "

@@ -164,10 +164,12 @@ def test_cli_intervals_pair_and_replicates_file(tmp_path, capsys):
                  "--save-replicates", str(tmp_path / "r.npz")])
     assert code == 0, capsys.readouterr().err
     out = json.loads((tmp_path / "m.json").read_text())
-    assert out["map_ci_low"] <= out["map"] <= out["map_ci_high"]
+    # debiased (the default): the interval may lie below the point, which over-estimates AP (20 images)
+    assert out["map_ci_low"] < min(out["map"], out["map_ci_high"]) and out["interval_method"] == "debiased"
     assert out["delta_map"] == 0 and out["p_map"] == 1.0 and out["delta_map_50_ci_high"] == 0
     saved = np.load(tmp_path / "r.npz")
     assert saved["image_ids"].shape == (50, 20) and saved["map"].shape == (50,)
+    assert int(saved["half_size"]) == 10 and saved["half_map"].ndim == 1     # the debiased interval's halves
     # replicate 0 re-scored by pycocotools from the saved image ids
     new_gt, new_dt = replicate_dataset(gt_json, results, saved["image_ids"][0])
     g, d, cats = tables_from_coco(new_gt, new_dt)

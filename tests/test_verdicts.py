@@ -7,7 +7,7 @@ import numpy as np
 
 from analysis.claims import CONTRADICTED, NOT_TESTABLE, ON_FRONT, PROVISIONAL, SUPPORTED, UNRESOLVED, evaluate_claims
 from analysis.runs import load_runs
-from analysis.stats import p_text
+from analysis.stats import CALIBRATED_FROM_IMAGES, p_text
 from tests.test_claims import METRICS, B, _ap, _fabricate
 
 
@@ -148,7 +148,8 @@ def test_intervals_below_the_calibrated_image_count_are_marked(tmp_path):
     runs = load_runs(tmp_path)
     runs["group"] = runs["detector"]
     table = accuracy_table(runs)
-    assert "]†" in table.shown["AP"].iloc[0] and "†: scored on fewer than 400 images" in table.note
+    assert "]†" in table.shown["AP"].iloc[0]
+    assert f"†: scored on fewer than {CALIBRATED_FROM_IMAGES} images" in table.note
     assert "Interval method: basic." in table.note
 
 

@@ -6,14 +6,19 @@ copy. Detections are matched once (``bootstrap_match``) and re-accumulated per r
 (``bootstrap_accumulate``), so replicate b equals pycocotools (and the VOC devkit) run on a
 dataset made of that replicate's images, each copy renumbered (the tests check it).
 
-Intervals are basic intervals by default (``analysis.stats.INTERVAL_METHOD``: 2·point − the
-quantiles; ``benchmarks/interval_coverage.py`` measured the percentile interval under-covering by
-10-25 points at 200-400 images); ``method="percentile"`` and ``"bca"`` (bias-corrected and
-accelerated, the acceleration from the jackknife over images) on request. A paired comparison draws the same images for
-both detectors: delta = A - B per replicate (analysis.stats' one sign convention), its interval,
-and the two-sided bootstrap p-value
-p = min(1, 2 (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)): an identical pair gives
-delta 0, [0, 0] and p = 1.
+Intervals are debiased by default (``analysis.stats.INTERVAL_METHOD``: the replicates' spread
+reflected about the point less the estimator's bias, measured on ``HALF_SAMPLES`` random halves of
+the images, ``analysis.stats.half_sample_bias``; ``benchmarks/interval_coverage.py`` measured the
+percentile interval under-covering by 20-25 points at 200-400 images and basic by 3-5, their misses
+all below the interval); ``method="percentile"``, ``"basic"`` and ``"bca"`` (bias-corrected and
+accelerated, the acceleration from the jackknife over images) on request. The halves are scored
+whatever the method (float [H] per metric, ``halves``), so the report can debias paired deltas.
+A paired comparison draws the same images (and halves) for both detectors: delta = A - B per
+replicate (analysis.stats' one sign convention), its interval (the same method, its bias from the
+paired halves A - B), and the two-sided bootstrap p-value
+p = min(1, 2 (min(#{t* <= 0}, #{t* >= 0}) + 1) / (B + 1)) of the method's pivot replicates t*
+(``analysis.stats.pivot_replicates``: the test inverts the interval printed): an identical pair
+gives delta 0, [0, 0] and p = 1.
 """
 from __future__ import annotations
 
@@ -27,7 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.stats import INTERVAL_METHOD, INTERVAL_METHODS, bootstrap_interval, p_value
+from analysis.stats import (
+    HALF_SAMPLES,
+    INTERVAL_METHOD,
+    INTERVAL_METHODS,
+    bootstrap_interval,
+    half_sample_bias,
+    half_samples,
+    p_value,
+    pivot_replicates,
+)
 from experiments.evaluation.bootstrap_accumulate import CocoAccumulator, VocAccumulator
 from experiments.evaluation.bootstrap_match import match_coco, match_voc
 from experiments.evaluation.metrics import METRICS
@@ -89,7 +103,9 @@ class ReplicateScorer:
 class BootstrapResult:
     """point: the metrics on the images as given (the identity replicate); replicates: name ->
     float64 [B]; image_ids: int64 [B, N], the images of each replicate; low / high: name ->
-    interval bounds (NaN where too few replicates define the metric); level, method, seed."""
+    interval bounds (NaN where too few replicates define the metric); level, method, seed; halves:
+    name -> float64 [H], the metrics on H random halves of the images (``half_size`` each, drawn
+    without replacement, ``analysis.stats.half_samples``): the bias estimate's input."""
 
     point: dict[str, float]
     replicates: dict[str, np.ndarray]
@@ -100,6 +116,14 @@ class BootstrapResult:
     level: float
     method: str
     seed: int
+    halves: dict[str, np.ndarray] | None = None
+    half_size: int = 0
+
+    def bias(self, name: str) -> float:
+        """The estimator's bias of ``name`` (``analysis.stats.half_sample_bias``; NaN without halves)."""
+        if not self.halves:
+            return math.nan
+        return half_sample_bias(self.halves[name], self.point[name], int(self.image_ids.shape[1]), self.half_size)
 
     def as_metrics(self) -> dict[str, float]:
         """Flat keys for metrics.json: <metric>_ci_low, <metric>_ci_high, bootstrap settings."""
@@ -111,32 +135,35 @@ class BootstrapResult:
                 "eval_images": int(self.image_ids.shape[1])}
 
     def save(self, path: Path, image_keys: dict[int, str] | None = None) -> None:
-        """An .npz: image_ids [B, N], category_ids [K], one float64 [B] array per metric and
-        point_<metric> scalars, so anyone can re-score a replicate or pair two runs; with
+        """An .npz: image_ids [B, N], category_ids [K], one float64 [B] array per metric,
+        point_<metric> scalars, half_<metric> float64 [H] and half_size (the same seed and images
+        give the same halves), so anyone can re-score a replicate or pair two runs; with
         ``image_keys``, also key_ids [M] and image_keys [M] (see ``bootstrap_evaluation``)."""
         keys = {} if image_keys is None else {
             "key_ids": np.array(list(image_keys), dtype=np.int64),
             "image_keys": np.array(list(image_keys.values()), dtype=str)}
         np.savez_compressed(path, image_ids=self.image_ids, category_ids=self.category_ids, **keys,
-                            level=self.level, method=self.method, seed=self.seed,
+                            level=self.level, method=self.method, seed=self.seed, half_size=self.half_size,
+                            **{f"half_{k}": v for k, v in (self.halves or {}).items()},
                             **self.replicates, **{f"point_{k}": v for k, v in self.point.items()})
 
 
 def interval(values: np.ndarray, level: float = 0.95, method: str = INTERVAL_METHOD, point: float | None = None,
-             jackknife: np.ndarray | None = None) -> tuple[float, float]:
+             jackknife: np.ndarray | None = None, bias: float | None = None) -> tuple[float, float]:
     """(low, high) of the replicate values [B]: ``analysis.stats.bootstrap_interval`` (percentile,
-    basic: reflected about ``point``, bca: with the leave-one-image-out ``jackknife`` values [N])."""
-    return bootstrap_interval(values, level, method, point, jackknife)
+    basic: reflected about ``point``, bca: with the leave-one-image-out ``jackknife`` values [N],
+    debiased: reflected about ``point`` less ``bias``)."""
+    return bootstrap_interval(values, level, method, point, jackknife, bias)
 
 
-def _intervals(point, replicates, level, method, scorer=None, num_images=0):
+def _intervals(point, replicates, level, method, scorer=None, num_images=0, bias=None):
     jack = None
     if method == "bca":
         jack = scorer(np.ones((num_images, num_images)) - np.eye(num_images))
     low, high = {}, {}
     for name in METRICS:
         low[name], high[name] = interval(replicates[name], level, method, point[name],
-                                         None if jack is None else jack[name])
+                                         None if jack is None else jack[name], None if bias is None else bias(name))
     return low, high
 
 
@@ -149,9 +176,11 @@ def bootstrap(gt: GroundTruthTable, dt: DetectionTable, category_ids, replicates
     indices = resample(num_images, replicates, seed)
     point = {k: float(v[0]) for k, v in scorer(np.ones((1, num_images)), threads=1).items()}
     values = scorer(copies(indices, num_images), threads)
-    low, high = _intervals(point, values, level, method, scorer, num_images)
-    return BootstrapResult(point, values, scorer.image_ids[indices], scorer.category_ids, low, high, level,
-                           method, int(seed))
+    halves = scorer(half_samples(num_images, HALF_SAMPLES, seed), threads) if num_images >= 2 else None
+    result = BootstrapResult(point, values, scorer.image_ids[indices], scorer.category_ids, {}, {}, level,
+                             method, int(seed), halves, num_images // 2)
+    result.low, result.high = _intervals(point, values, level, method, scorer, num_images, result.bias)
+    return result
 
 
 def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, names=("A", "B")) -> None:
@@ -167,18 +196,26 @@ def check_same_images(image_ids_a, image_ids_b, categories_a, categories_b, name
 
 
 def paired_deltas(point_a: dict, point_b: dict, reps_a: dict, reps_b: dict, level: float = 0.95,
-                  names=METRICS, method: str = INTERVAL_METHOD) -> dict[str, float]:
+                  names=METRICS, method: str = INTERVAL_METHOD, halves_a: dict | None = None,
+                  halves_b: dict | None = None, num_images: int = 0) -> dict[str, float]:
     """delta_<m> = A - B, delta_<m>_ci_low/high (``method``, about the point delta) and p_<m> from
-    paired replicates."""
+    paired replicates (``analysis.stats.pivot_replicates``: the test inverts the same interval).
+    debiased needs both detectors' halves (the same halves: same seed, same images) and the image
+    count N; without them the deltas fall back to basic."""
     out = {}
+    if method == "debiased" and not (halves_a and halves_b and num_images >= 2):
+        method = "basic"
     for name in names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             deltas = np.asarray(reps_a[name]) - np.asarray(reps_b[name])
-        out[f"delta_{name}"] = float(point_a[name] - point_b[name])
-        out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level, method,
-                                                                             out[f"delta_{name}"])
-        out[f"p_{name}"] = p_value(deltas)
+        delta = out[f"delta_{name}"] = float(point_a[name] - point_b[name])
+        bias = None
+        if method == "debiased":
+            bias = half_sample_bias(np.asarray(halves_a[name]) - np.asarray(halves_b[name]), delta, num_images,
+                                    num_images // 2)
+        out[f"delta_{name}_ci_low"], out[f"delta_{name}_ci_high"] = interval(deltas, level, method, delta, bias=bias)
+        out[f"p_{name}"] = p_value(pivot_replicates(deltas, method, delta, bias))
     return out
 
 
@@ -189,7 +226,8 @@ def paired_bootstrap(gt: GroundTruthTable, dt_a: DetectionTable, dt_b: Detection
     """Both detectors on the same resampled images -> (A's result, B's result, paired deltas)."""
     a = bootstrap(gt, dt_a, category_ids, replicates, seed, level, method, threads)
     b = bootstrap(gt, dt_b, category_ids, replicates, seed, level, method, threads)
-    return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level, method=method)
+    return a, b, paired_deltas(a.point, b.point, a.replicates, b.replicates, level, method=method,
+                               halves_a=a.halves, halves_b=b.halves, num_images=int(a.image_ids.shape[1]))
 
 
 def bootstrap_evaluation(result, replicates: int, seed: int, folder: Path | None = None,

@@ -11,12 +11,14 @@ to the run's own numbers; any other COCO files work too (the VOC metrics then re
 ``difficult`` field of the annotations). Bad input exits with status 2 and names the entry.
 
 ``--bootstrap B`` adds the image-bootstrap interval of every metric (``<metric>_ci_low``,
-``<metric>_ci_high``; basic (the calibrated default), ``--level`` 0.95, ``--method bca`` optional). ``--dt2`` scores
+``<metric>_ci_high``; debiased (the calibrated default), ``--level`` 0.95, ``--method`` percentile, basic or
+bca on request). ``--dt2`` scores
 a second results file on the same resampled images: its metrics as ``dt2_<metric>`` (with
 intervals) and the paired ``delta_<metric>`` = dt - dt2 (A - B, the project's one sign convention),
 ``delta_<metric>_ci_low/high`` and the
 two-sided bootstrap ``p_<metric>``. ``--save-replicates R.npz`` writes the resampled image ids
-``image_ids`` [B, N] and every metric per replicate (``dt2_<metric>`` for the second file).
+``image_ids`` [B, N] and every metric per replicate (``dt2_<metric>`` for the second file), with
+the half-sample values the debiased interval reads (``half_<metric>`` [H], ``half_size``).
 """
 from __future__ import annotations
 
@@ -111,7 +113,8 @@ def _bootstrap(args, ground_truth: dict, gt, dt, categories) -> dict:
     category_ids = [c for c, _ in categories]
     a = bootstrap(gt, dt, category_ids, args.bootstrap, args.seed, args.level, args.method)
     out = a.as_metrics()
-    arrays = {"image_ids": a.image_ids, "category_ids": a.category_ids, **a.replicates}
+    arrays = {"image_ids": a.image_ids, "category_ids": a.category_ids, **a.replicates, "half_size": a.half_size,
+              **{f"half_{k}": v for k, v in (a.halves or {}).items()}}
     if args.dt2 is not None:
         results2 = _load_json(args.dt2, "second detections")
         try:
@@ -121,8 +124,10 @@ def _bootstrap(args, ground_truth: dict, gt, dt, categories) -> dict:
         b = bootstrap(gt, dt2, category_ids, args.bootstrap, args.seed, args.level, args.method)
         out.update({f"dt2_{k}": v for k, v in score_tables(gt, dt2, categories, args.backend).metrics.items()})
         out.update({f"dt2_{k}": v for k, v in b.as_metrics().items() if k.endswith(("_ci_low", "_ci_high"))})
-        out.update(paired_deltas(a.point, b.point, a.replicates, b.replicates, args.level, method=args.method))
+        out.update(paired_deltas(a.point, b.point, a.replicates, b.replicates, args.level, method=args.method,
+                                 halves_a=a.halves, halves_b=b.halves, num_images=int(a.image_ids.shape[1])))
         arrays.update({f"dt2_{k}": v for k, v in b.replicates.items()})
+        arrays.update({f"dt2_half_{k}": v for k, v in (b.halves or {}).items()})
     if args.save_replicates is not None:
         args.save_replicates.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.save_replicates, **arrays)

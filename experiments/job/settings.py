@@ -60,7 +60,7 @@ class EvalSchema:
     bootstrap: int = MISSING    # image-bootstrap replicates for the metrics' intervals (0: off)
     bootstrap_seed: int = MISSING
     split: str = MISSING     # test: the held-out test split when the dataset has one (else val)
-    interval_method: str = MISSING   # percentile | basic | bca (analysis.stats.INTERVAL_METHODS)
+    interval_method: str = MISSING   # percentile | basic | bca | debiased (analysis.stats.INTERVAL_METHODS)
 
 
 @dataclass
