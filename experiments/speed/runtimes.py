@@ -2,10 +2,11 @@
 
 ``ExportedNetwork(detector, records, folder, runtime)`` is a drop-in for ``detector.network``:
 ``batch -> raw outputs`` in the same structure (SSD: (offsets [B, A, 4], logits [B, A, C+1]);
-YOLO: [B, S, S, 5 B' + C]; Faster R-CNN: {"class_logits", "box_regression", "proposals"}), the
-graphs run by the runtime on float32 numpy arrays. ``RuntimeDetector`` wraps both into a
-``Detector`` whose eval forward is preprocess (PyTorch) -> network (runtime) -> postprocess
-(PyTorch): what the evaluator and the speed protocol run.
+YOLO: [B, S, S, 5 B' + C]; Faster / Fast R-CNN: {"class_logits", "box_regression", "proposals"};
+R-CNN: {"logits", "fc7", "pool5", "proposals"}), the graphs run by the runtime on float32 numpy
+arrays, the detector's ``network_from_parts`` doing the PyTorch steps between them.
+``RuntimeDetector`` wraps both into a ``Detector`` whose eval forward is preprocess (PyTorch) ->
+network (runtime) -> postprocess (PyTorch): what the evaluator and the speed protocol run.
 
 Runtime settings (stated in every record): ONNX Runtime's CPU provider, all graph optimisations,
 ``intra_op_num_threads`` = ``threads``, one inter-op thread, no spinning (its threads would
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from detectors.base import Batch, Detection, Detector
-from experiments.speed.export import is_two_stage
+from experiments.speed.export import in_parts
 
 #: runtime -> the Python package it needs (pytorch: none).
 RUNTIMES = {"pytorch": None, "onnxruntime": "onnxruntime", "openvino": "openvino"}
@@ -152,10 +153,10 @@ class ExportedNetwork:
 
     def __call__(self, batch: Batch):
         b = int(batch.images.shape[0])
-        if is_two_stage(self.detector):
+        if in_parts(self.detector):
             return self.detector.network_from_parts(
-                batch, lambda images: self.run("features", [images], b),
-                lambda pooled: tuple(self.run("box_head", [pooled], b)))
+                batch, **{name: (lambda x, name=name: tuple(self.run(name, [x], b)))
+                          for name in self.detector.export_parts})
         outputs = self.run("network", [batch.images], b)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
