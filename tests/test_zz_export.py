@@ -1,4 +1,4 @@
-"""detbench-export: SSD300, YOLO v1 and Faster R-CNN (CPU variants) exported to ONNX and run in
+"""detbench-export: SSD300, YOLO v1, Faster R-CNN, Fast R-CNN and R-CNN (CPU variants) exported to ONNX and run in
 ONNX Runtime / OpenVINO give PyTorch's raw outputs (relative 1e-4, fp32) and PyTorch's AP (|delta|
 <= 0.1 points, paired bootstrap); bad input names what is wrong.
 
@@ -31,7 +31,22 @@ if MISSING and os.environ.get("CI") == "true":
     raise RuntimeError(f"CI=true: {MISSING} not installed; the README's test command installs .[dev,deploy]")
 needs_deploy = pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed: {INSTALL_HINT}")
 
-DETECTORS = ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu"]
+DETECTORS = ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu", "fast_rcnn_vgg16_cpu", "rcnn_vgg16_cpu"]
+#: the proposal ladder's detectors kept tiny: 1/16 width, 160 px inputs (R-CNN: 32 px regions), 30 proposals
+LADDER = {"fast_rcnn_vgg16_cpu": ["detector.model.min_size=160", "detector.model.max_size=160",
+                                  "detector.model.input_size=[160,160]"],
+          "rcnn_vgg16_cpu": ["detector.model.warp_size=32", "detector.model.context=4",
+                             "detector.model.region_batch=16", "detector.model.input_size=[160,160]"]}
+GRAPHS = {"fast_rcnn_vgg16_cpu": {"features", "box_head"}, "faster_rcnn_vgg16_cpu": {"features", "box_head"},
+          "rcnn_vgg16_cpu": {"region_cnn"}}
+
+
+def ladder_overrides(detector: str, cache: Path) -> list[str]:
+    """Tiny settings of R-CNN / Fast R-CNN, their selective-search cache in ``cache`` (none for others)."""
+    if detector not in LADDER:
+        return []
+    return [*LADDER[detector], "detector.model.width=0.0625", "detector.model.candidates_before_nms=30",
+            "detector.proposals.max_proposals=30", f"+detector.proposals.cache_dir={cache}"]
 DATASET = ["dataset=synthetic", "dataset.val.num_images=6", "dataset.train.num_images=6", "dataset.image_size=160"]
 FAST = ["batch_sizes=[]", "dynamic_batch=true", "check_batch=2", "bootstrap=200", "eval_batch_size=3"]
 
@@ -80,11 +95,11 @@ def two_threads():
 @needs_deploy
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_export_matches_pytorch_raw_outputs_and_ap(detector, compose_config, tmp_path, two_threads):
-    run = make_run(tmp_path / "run", detector, compose_config)
+    run = make_run(tmp_path / "run", detector, compose_config, ladder_overrides(detector, tmp_path / "proposals"))
     result = export_with(compose_config, tmp_path / "out", f"weights={run}", *FAST)
     assert result["status"] == "ok", result["mismatch"]
     graphs = {r["graph"] for r in result["files"]}
-    assert graphs == ({"features", "box_head"} if "rcnn" in detector else {"network"})
+    assert graphs == GRAPHS.get(detector, {"network"})
     assert all((tmp_path / "out" / r["file"]).is_file() and r["opset"] == 18 for r in result["files"])
     largest = result["raw_check"]["largest"]["batch dynamic"]
     assert largest["relative"] <= 1e-4 and largest["scale"] > 0, largest
@@ -96,6 +111,11 @@ def test_export_matches_pytorch_raw_outputs_and_ap(detector, compose_config, tmp
     assert saved["input_size"] == list(result["input_size"]) and saved["stays_in_pytorch"]
     if "rcnn" in detector:
         assert any("NMS" in step for step in saved["stays_in_pytorch"])
+    if detector in LADDER:   # the proposals stay in PyTorch, and the image batch reached the RoI / region graph
+        assert any(step.startswith("proposals (") for step in saved["stays_in_pytorch"])
+        per_output = result["raw_check"]["per_output"]["batch dynamic"]
+        assert {name.split(".")[0] for name in per_output} == GRAPHS[detector]
+        assert all(f["scale"] > 0 and f["relative"] <= 1e-4 for f in per_output.values()), per_output
 
 
 @needs_deploy
