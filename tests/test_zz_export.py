@@ -8,6 +8,7 @@ Without the deploy extra the tests skip with the install line; under ``CI=true``
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -25,8 +26,7 @@ from experiments.speed.runtimes import INSTALL_HINT, RuntimeMissing, missing_run
 # find_spec, not an import: once openvino is imported, a later in-process Hydra run under capsys
 # crashes the pytest process ("lost sys.stderr"); so nothing imports it at collection, and this
 # file is named to run after every other test file
-MISSING = [p for p in ("onnxruntime", "openvino", "onnx", "onnxscript")
-           if __import__("importlib").util.find_spec(p) is None]
+MISSING = [p for p in ("onnxruntime", "openvino", "onnx", "onnxscript") if importlib.util.find_spec(p) is None]
 if MISSING and os.environ.get("CI") == "true":
     raise RuntimeError(f"CI=true: {MISSING} not installed; the README's test command installs .[dev,deploy]")
 needs_deploy = pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed: {INSTALL_HINT}")
@@ -147,8 +147,8 @@ def test_bad_input_names_the_problem(compose_config, tmp_path):
         export_with(compose_config, tmp_path / "out", f"weights={run}")
     with pytest.raises(ValueError, match=r"format=tflite: unknown export format; choose from \['onnx', 'openvino'\]"):
         export_with(compose_config, tmp_path / "out", f"weights={run}", "format=tflite")
-    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
-        require("tensorrt")
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
+        require("tflite")
 
 
 def test_missing_runtime_says_how_to_install(monkeypatch):
@@ -226,8 +226,25 @@ def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, 
 def test_unknown_runtime_in_bench_runtimes_is_named():
     from experiments.speed.runtime_rows import check_runtimes
 
-    with pytest.raises(ValueError, match=r"bench.runtimes: \['tensorrt'\] not among"):
-        check_runtimes(["pytorch", "tensorrt"])
+    with pytest.raises(ValueError, match=r"bench.runtimes: \['tflite'\] not among"):
+        check_runtimes(["pytorch", "tflite"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason=INSTALL_HINT)
+def test_tensorrt_without_its_provider_says_why(monkeypatch, tmp_path):
+    """tensorrt runs through ONNX Runtime's TensorrtExecutionProvider: without it (a CPU build) the
+    runtime is missing with the reason, and a CPU bench names its device and the GPU suite."""
+    import onnxruntime
+
+    from experiments.speed.runtime_rows import benchmark_runtimes
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeMissing, match=r"needs ONNX Runtime's TensorrtExecutionProvider .*CPUExecutionProvider"):
+        require("tensorrt")
+    assert missing_runtimes(["pytorch", "onnxruntime", "tensorrt"]) == ["tensorrt"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["TensorrtExecutionProvider"])
+    metrics = benchmark_runtimes(torch.nn.Identity(), ["tensorrt"], tmp_path, batch_sizes=[1], image_size=(8, 8))
+    assert metrics["tensorrt_skipped"].startswith("runs on cuda only (bench device cpu)")
 
 
 @needs_deploy
