@@ -27,6 +27,10 @@ Warp (``warp_regions``): each box is dilated so that, once warped to S x S, it f
 Images are not resized: boxes stay in the pixels of the image as given.
 
 Proposals: a proposal source passed as ``proposals`` (``detectors.region_proposals``).
+
+Export (``experiments.speed.export``): the CNN on warped regions (``region_head_outputs``: pool5,
+fc7, logits) as one graph with a dynamic region axis (``export_parts``); ``network_from_parts``
+feeds it ``region_batch`` regions at a time, everything else stays in PyTorch.
 """
 from __future__ import annotations
 
