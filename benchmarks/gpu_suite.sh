@@ -17,6 +17,10 @@
 #   ssd300_largest_batch.json  SSD300 end-to-end img/s incl. decode + NMS at the largest batch that fits, bf16
 #   compare/ + compare.txt     experiment=compare on the GPU: wall time and AP of the three detectors
 #   ddp.txt                    a 2-process DDP smoke run (NCCL), only when 2 GPUs are visible
+#   speed_table_cuda_runtimes.md  the paper detectors (width 0.25, R-CNN and Fast R-CNN included) at batch 1/8:
+#                              PyTorch fp32 / bf16 on CUDA beside the exported networks in TensorRT (ONNX Runtime's
+#                              TensorrtExecutionProvider), only when that provider is there; otherwise suite.log says
+#                              "step tensorrt: skipped (...)" with the reason
 #   suite.log                  every step's time and exit status; a failed step does not stop the others
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,5 +115,38 @@ if [[ "$DRY" != 1 && "$GPUS" -ge 2 ]]; then
   grep -h "AP\|failed\|error" "$LOG" | tail -5 > "$OUT/ddp.txt"
 else
   say "step ddp: skipped ($GPUS GPUs visible, dry run $DRY)"
+fi
+# 6. TensorRT: the exported networks through ONNX Runtime's TensorRT provider beside PyTorch fp32 / bf16 on CUDA
+TRT_CHECK=$("$PY" - 2>/dev/null <<'PYEOF'
+import importlib.util
+
+import torch
+
+if not torch.cuda.is_available():
+    print("no CUDA device visible")
+else:
+    try:
+        import onnxruntime
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        providers = None
+    if providers and "TensorrtExecutionProvider" in providers:
+        print("ok")
+    elif importlib.util.find_spec("torch_tensorrt") is not None:
+        print(f"torch_tensorrt is installed but ONNX Runtime's TensorrtExecutionProvider is not (providers: "
+              f"{providers}); runtime_speed.py runs TensorRT through that provider: install onnxruntime-gpu")
+    else:
+        print(f"no TensorRT: ONNX Runtime's TensorrtExecutionProvider absent (providers: {providers}) and "
+              "torch_tensorrt not installed")
+PYEOF
+)
+TRT_CHECK="$(echo "${TRT_CHECK:-the check itself failed: python could not import torch}" | tail -1)"
+if [[ "$DRY" == 1 ]]; then
+  say "step tensorrt: skipped (dry run on the CPU; TensorRT check: $TRT_CHECK)"
+elif [[ "$TRT_CHECK" != ok ]]; then
+  say "step tensorrt: skipped ($TRT_CHECK)"
+else
+  step tensorrt 300 "$PY" benchmarks/runtime_speed.py --device cuda --runtimes tensorrt --batch-sizes 1 8 \
+    --width 0.25 --iterations "$ITER" --warmup "$WARM" --save --out "$OUT/speed_table_cuda_runtimes.md"
 fi
 say "done in $SECONDS s; results in $OUT"

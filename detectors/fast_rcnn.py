@@ -22,7 +22,9 @@ each image are used. An image without proposals is still scored (no detections);
 it gets one whole-image box so that its sampled RoIs (background) keep the loss defined.
 
 Stages for the speed protocol: ``propose`` (the source, ``fresh=True`` to bypass its cache),
-``preprocess(images, proposals=...)``, ``network``, ``postprocess``.
+``preprocess(images, proposals=...)``, ``network``, ``postprocess``. Export
+(``experiments.speed.export``): the conv trunk and the fc head as two graphs
+(``export_parts``), RoI pooling between them in PyTorch (``network_from_parts``).
 """
 from __future__ import annotations
 
@@ -96,14 +98,38 @@ class FastRCNN(VGG16Weights, Detector):
     def network(self, batch: Batch) -> dict:
         """Training: {"losses": {loss_classifier, loss_box_reg}}. Eval: {"class_logits"
         [sum P, C+1], "box_regression" [sum P, 4(C+1)], "proposals" list of [P_i, 4]}."""
+        if not self.training:
+            return self.network_from_parts(batch)
         features = OrderedDict([("0", self.backbone(batch.images))])
+        _, losses = self.roi_heads(features, batch.extras["proposals"], batch.input_sizes, batch.targets)
+        return {"losses": losses}
+
+    # ---- the network as two exportable parts (experiments.speed.export) ---------------------------
+    #: graph -> (method, its input's name, the name of that input's axis 0), as FasterRCNN's
+    export_parts = {"features": ("backbone_outputs", "images", "batch"),
+                    "box_head": ("box_head_outputs", "pooled", "rois")}
+
+    def backbone_outputs(self, images: Tensor) -> tuple[Tensor]:
+        """The first exportable part, the conv trunk: images [B, 3, H, W] (preprocessed) ->
+        (conv5_3 features [B, C, H/16, W/16],)."""
+        return (self.backbone(images),)
+
+    def box_head_outputs(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """The second exportable part: pooled RoIs [P, C, 7, 7] -> class logits [P, C+1] and
+        class-specific box deltas [P, 4(C+1)] (fc6, fc7, predictor)."""
+        return self.roi_heads.box_predictor(self.roi_heads.box_head(pooled))
+
+    def network_from_parts(self, batch: Batch, features=None, box_head=None) -> dict:
+        """The eval ``network`` with its two exportable parts given as callables (default: this
+        module's ``backbone_outputs`` and ``box_head_outputs``; an exported graph in a runtime).
+        Between them, in PyTorch: RoI pooling of ``batch.extras["proposals"]`` (input pixels).
+        No proposal at all: the box head runs in PyTorch on the empty [0, C, 7, 7]."""
+        maps = (features or self.backbone_outputs)(batch.images)
         proposals = batch.extras["proposals"]
-        if self.training:
-            _, losses = self.roi_heads(features, proposals, batch.input_sizes, batch.targets)
-            return {"losses": losses}
-        heads = self.roi_heads
-        pooled = heads.box_roi_pool(features, proposals, batch.input_sizes)     # [sum P, C, 7, 7]
-        class_logits, box_regression = heads.box_predictor(heads.box_head(pooled))
+        pooled = self.roi_heads.box_roi_pool(OrderedDict([("0", maps[0])]), proposals,
+                                             batch.input_sizes)                   # [sum P, C, 7, 7]
+        second = box_head if box_head is not None and len(pooled) else self.box_head_outputs
+        class_logits, box_regression = second(pooled)
         return {"class_logits": class_logits, "box_regression": box_regression, "proposals": proposals}
 
     def postprocess(self, outputs: dict, batch: Batch) -> list[Detection]:

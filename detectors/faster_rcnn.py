@@ -157,6 +157,11 @@ class FasterRCNN(Detector):
         return heads.box_predictor(heads.box_head(pooled))
 
     # ---- the network as two exportable parts (experiments.speed.export) ---------------------------
+    #: graph -> (method, its input's name, the name of that input's axis 0); the method's tensors
+    #: are what an exported graph of that name computes (``network_from_parts`` takes its keywords)
+    export_parts = {"features": ("rpn_head_outputs", "images", "batch"),
+                    "box_head": ("box_head_outputs", "pooled", "rois")}
+
     def rpn_head_outputs(self, images: Tensor) -> tuple[Tensor, ...]:
         """The first exportable part, backbone and the RPN's convolutions: images [B, 3, H, W]
         (preprocessed) -> (feature maps [B, C, h, w] per level ..., objectness [B, A, h, w] per
@@ -171,12 +176,12 @@ class FasterRCNN(Detector):
         return self.roi_heads.box_predictor(self.roi_heads.box_head(pooled))
 
     @torch.no_grad()
-    def network_from_parts(self, batch: Batch, first_part=None, second_part=None) -> dict:
+    def network_from_parts(self, batch: Batch, features=None, box_head=None) -> dict:
         """The eval ``network`` with its two exportable parts given as callables (default: this
         module's ``rpn_head_outputs`` and ``box_head_outputs``; an exported graph in a runtime).
         What runs here, in PyTorch, between them: anchors, proposal decoding, the RPN's per-level
         top-n, clipping, small-box filter and NMS, and RoI pooling. Same dict as ``network``."""
-        outputs = list((first_part or self.rpn_head_outputs)(batch.images))
+        outputs = list((features or self.rpn_head_outputs)(batch.images))
         levels = len(outputs) // 3
         maps, objectness, deltas = outputs[:levels], outputs[levels:2 * levels], outputs[2 * levels:]
         image_list = ImageList(batch.images, batch.input_sizes)
@@ -185,9 +190,9 @@ class FasterRCNN(Detector):
         scores, deltas = concat_box_prediction_layers(objectness, deltas)
         proposals = self.rpn.box_coder.decode(deltas, anchors).view(len(anchors), -1, 4)
         proposals, _ = self.rpn.filter_proposals(proposals, scores, batch.input_sizes, per_level)
-        features = OrderedDict(zip(self.feature_names(batch.images), maps))
-        pooled = self.roi_heads.box_roi_pool(features, proposals, batch.input_sizes)  # [sum P, C, 7, 7]
-        class_logits, box_regression = (second_part or self.box_head_outputs)(pooled)
+        named = OrderedDict(zip(self.feature_names(batch.images), maps))
+        pooled = self.roi_heads.box_roi_pool(named, proposals, batch.input_sizes)     # [sum P, C, 7, 7]
+        class_logits, box_regression = (box_head or self.box_head_outputs)(pooled)
         return {"class_logits": class_logits, "box_regression": box_regression, "proposals": proposals}
 
     def feature_names(self, images: Tensor) -> list[str]:

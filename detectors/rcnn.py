@@ -27,6 +27,10 @@ Warp (``warp_regions``): each box is dilated so that, once warped to S x S, it f
 Images are not resized: boxes stay in the pixels of the image as given.
 
 Proposals: a proposal source passed as ``proposals`` (``detectors.region_proposals``).
+
+Export (``experiments.speed.export``): the CNN on warped regions (``region_head_outputs``: pool5,
+fc7, logits) as one graph with a dynamic region axis (``export_parts``); ``network_from_parts``
+feeds it ``region_batch`` regions at a time, everything else stays in PyTorch.
 """
 from __future__ import annotations
 
@@ -182,10 +186,30 @@ class RCNN(VGG16Weights, Detector):
 
     def network(self, batch: Batch) -> dict:
         """Training: {"logits" [R, N+1]}. Eval: {"logits", "fc7", "pool5", "proposals"}."""
-        pool5, fc7 = self.region_features(batch.images)
-        logits = self.classifier(fc7)
-        if self.training:
-            return {"logits": logits}
+        if not self.training:
+            return self.network_from_parts(batch)
+        return {"logits": self.classifier(self.region_features(batch.images)[1])}
+
+    # ---- the network as one exportable part (experiments.speed.export) ----------------------------
+    #: graph -> (method, its input's name, the name of that input's axis 0), as FasterRCNN's
+    export_parts = {"region_cnn": ("region_head_outputs", "regions", "regions")}
+
+    def region_head_outputs(self, regions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The exportable part, the CNN on warped regions: regions [R, 3, S, S] (normalised) ->
+        pool5 [R, C * (S/32)^2], fc7 [R, D], fine-tuning logits [R, N+1]."""
+        pool5 = self.backbone(regions).flatten(1)
+        fc7 = self.box_head(pool5)
+        return pool5, fc7, self.classifier(fc7)
+
+    def network_from_parts(self, batch: Batch, region_cnn=None) -> dict:
+        """The eval ``network`` with its CNN given as a callable (default ``region_head_outputs``;
+        an exported graph in a runtime), fed ``region_batch`` regions at a time; no region at
+        all: PyTorch on the empty [0, 3, S, S]. Proposals, warping (``preprocess``), SVM scoring,
+        box regression and NMS (``postprocess``) stay in PyTorch. Same dict as ``network``."""
+        regions = batch.images
+        part = region_cnn if region_cnn is not None and len(regions) else self.region_head_outputs
+        chunks = [part(chunk) for chunk in (regions.split(self.region_batch) if len(regions) else [regions])]
+        pool5, fc7, logits = (torch.cat(list(parts)) for parts in zip(*chunks))
         return {"logits": logits, "fc7": fc7, "pool5": pool5, "proposals": batch.extras["proposals"]}
 
     def loss(self, outputs: dict, batch: Batch) -> dict[str, Tensor]:

@@ -20,6 +20,12 @@ def dry_run(out: Path, skip: str) -> str:
     return (out / "suite.log").read_text()
 
 
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def test_script_parses():
     assert subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True).returncode == 0
 
@@ -29,6 +35,10 @@ def test_dry_run_speed_table_and_largest_batch(tmp_path):
     for step in ("speed_table", "ssd300_largest_batch"):
         assert f"step {step}: exit 0" in log, log
     assert "step compare: skipped" in log and "step ddp: skipped" in log
+    tensorrt = [line for line in log.splitlines() if "step tensorrt:" in line]
+    assert len(tensorrt) == 1 and "step tensorrt: skipped (dry run on the CPU; TensorRT check: " in tensorrt[0], log
+    assert ("no CUDA device visible" in tensorrt[0]) != torch_cuda_available(), tensorrt[0]
+    assert not (tmp_path / "speed_table_cuda_runtimes.md").exists()
     table = (tmp_path / "speed_table_cpu.md").read_text()
     for detector in ("ssd300", "yolov1"):
         for mode in ("fp32", "bf16"):

@@ -1,4 +1,4 @@
-"""detbench-export: SSD300, YOLO v1 and Faster R-CNN (CPU variants) exported to ONNX and run in
+"""detbench-export: SSD300, YOLO v1, Faster R-CNN, Fast R-CNN and R-CNN (CPU variants) exported to ONNX and run in
 ONNX Runtime / OpenVINO give PyTorch's raw outputs (relative 1e-4, fp32) and PyTorch's AP (|delta|
 <= 0.1 points, paired bootstrap); bad input names what is wrong.
 
@@ -8,6 +8,7 @@ Without the deploy extra the tests skip with the install line; under ``CI=true``
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -25,13 +26,27 @@ from experiments.speed.runtimes import INSTALL_HINT, RuntimeMissing, missing_run
 # find_spec, not an import: once openvino is imported, a later in-process Hydra run under capsys
 # crashes the pytest process ("lost sys.stderr"); so nothing imports it at collection, and this
 # file is named to run after every other test file
-MISSING = [p for p in ("onnxruntime", "openvino", "onnx", "onnxscript")
-           if __import__("importlib").util.find_spec(p) is None]
+MISSING = [p for p in ("onnxruntime", "openvino", "onnx", "onnxscript") if importlib.util.find_spec(p) is None]
 if MISSING and os.environ.get("CI") == "true":
     raise RuntimeError(f"CI=true: {MISSING} not installed; the README's test command installs .[dev,deploy]")
 needs_deploy = pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed: {INSTALL_HINT}")
 
-DETECTORS = ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu"]
+DETECTORS = ["ssd300_cpu", "yolov1_cpu", "faster_rcnn_vgg16_cpu", "fast_rcnn_vgg16_cpu", "rcnn_vgg16_cpu"]
+#: the proposal ladder's detectors kept tiny: 1/16 width, 160 px inputs (R-CNN: 32 px regions), 30 proposals
+LADDER = {"fast_rcnn_vgg16_cpu": ["detector.model.min_size=160", "detector.model.max_size=160",
+                                  "detector.model.input_size=[160,160]"],
+          "rcnn_vgg16_cpu": ["detector.model.warp_size=32", "detector.model.context=4",
+                             "detector.model.region_batch=16", "detector.model.input_size=[160,160]"]}
+GRAPHS = {"fast_rcnn_vgg16_cpu": {"features", "box_head"}, "faster_rcnn_vgg16_cpu": {"features", "box_head"},
+          "rcnn_vgg16_cpu": {"region_cnn"}}
+
+
+def ladder_overrides(detector: str, cache: Path) -> list[str]:
+    """Tiny settings of R-CNN / Fast R-CNN, their selective-search cache in ``cache`` (none for others)."""
+    if detector not in LADDER:
+        return []
+    return [*LADDER[detector], "detector.model.width=0.0625", "detector.model.candidates_before_nms=30",
+            "detector.proposals.max_proposals=30", f"+detector.proposals.cache_dir={cache}"]
 DATASET = ["dataset=synthetic", "dataset.val.num_images=6", "dataset.train.num_images=6", "dataset.image_size=160"]
 FAST = ["batch_sizes=[]", "dynamic_batch=true", "check_batch=2", "bootstrap=200", "eval_batch_size=3"]
 
@@ -80,11 +95,11 @@ def two_threads():
 @needs_deploy
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_export_matches_pytorch_raw_outputs_and_ap(detector, compose_config, tmp_path, two_threads):
-    run = make_run(tmp_path / "run", detector, compose_config)
+    run = make_run(tmp_path / "run", detector, compose_config, ladder_overrides(detector, tmp_path / "proposals"))
     result = export_with(compose_config, tmp_path / "out", f"weights={run}", *FAST)
     assert result["status"] == "ok", result["mismatch"]
     graphs = {r["graph"] for r in result["files"]}
-    assert graphs == ({"features", "box_head"} if "rcnn" in detector else {"network"})
+    assert graphs == GRAPHS.get(detector, {"network"})
     assert all((tmp_path / "out" / r["file"]).is_file() and r["opset"] == 18 for r in result["files"])
     largest = result["raw_check"]["largest"]["batch dynamic"]
     assert largest["relative"] <= 1e-4 and largest["scale"] > 0, largest
@@ -96,6 +111,11 @@ def test_export_matches_pytorch_raw_outputs_and_ap(detector, compose_config, tmp
     assert saved["input_size"] == list(result["input_size"]) and saved["stays_in_pytorch"]
     if "rcnn" in detector:
         assert any("NMS" in step for step in saved["stays_in_pytorch"])
+    if detector in LADDER:   # the proposals stay in PyTorch, and the image batch reached the RoI / region graph
+        assert any(step.startswith("proposals (") for step in saved["stays_in_pytorch"])
+        per_output = result["raw_check"]["per_output"]["batch dynamic"]
+        assert {name.split(".")[0] for name in per_output} == GRAPHS[detector]
+        assert all(f["scale"] > 0 and f["relative"] <= 1e-4 for f in per_output.values()), per_output
 
 
 @needs_deploy
@@ -127,8 +147,8 @@ def test_bad_input_names_the_problem(compose_config, tmp_path):
         export_with(compose_config, tmp_path / "out", f"weights={run}")
     with pytest.raises(ValueError, match=r"format=tflite: unknown export format; choose from \['onnx', 'openvino'\]"):
         export_with(compose_config, tmp_path / "out", f"weights={run}", "format=tflite")
-    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
-        require("tensorrt")
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
+        require("tflite")
 
 
 def test_missing_runtime_says_how_to_install(monkeypatch):
@@ -206,8 +226,25 @@ def test_tiny_run_has_runtime_rows_in_its_speed_table(compose_config, tmp_path, 
 def test_unknown_runtime_in_bench_runtimes_is_named():
     from experiments.speed.runtime_rows import check_runtimes
 
-    with pytest.raises(ValueError, match=r"bench.runtimes: \['tensorrt'\] not among"):
-        check_runtimes(["pytorch", "tensorrt"])
+    with pytest.raises(ValueError, match=r"bench.runtimes: \['tflite'\] not among"):
+        check_runtimes(["pytorch", "tflite"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason=INSTALL_HINT)
+def test_tensorrt_without_its_provider_says_why(monkeypatch, tmp_path):
+    """tensorrt runs through ONNX Runtime's TensorrtExecutionProvider: without it (a CPU build) the
+    runtime is missing with the reason, and a CPU bench names its device and the GPU suite."""
+    import onnxruntime
+
+    from experiments.speed.runtime_rows import benchmark_runtimes
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(RuntimeMissing, match=r"needs ONNX Runtime's TensorrtExecutionProvider .*CPUExecutionProvider"):
+        require("tensorrt")
+    assert missing_runtimes(["pytorch", "onnxruntime", "tensorrt"]) == ["tensorrt"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["TensorrtExecutionProvider"])
+    metrics = benchmark_runtimes(torch.nn.Identity(), ["tensorrt"], tmp_path, batch_sizes=[1], image_size=(8, 8))
+    assert metrics["tensorrt_skipped"].startswith("runs on cuda only (bench device cpu)")
 
 
 @needs_deploy

@@ -11,6 +11,16 @@ runtime rows of the speed protocol differ in the network alone. Graphs per famil
   [P, C, 7, 7] (P dynamic) -> ``class_logits`` [P, C+1], ``box_regression`` [P, 4(C+1)].
   Between them, in PyTorch (``FasterRCNN.network_from_parts``): anchors, proposal decoding, the
   RPN's top-n and NMS (data-dependent shapes), RoI pooling.
+- Fast R-CNN: the same two graphs, ``features`` the conv trunk alone (``feature_0`` [B, C, h, w]);
+  the selective-search proposals and RoI pooling stay in PyTorch.
+- R-CNN: one graph ``region_cnn``: warped ``regions`` [R, 3, S, S] (R dynamic) -> ``pool5``
+  [R, C (S/32)^2], ``fc7`` [R, D], ``logits`` [R, N+1], fed ``region_batch`` regions at a time;
+  proposals, warping, SVM scoring, box regression and NMS stay in PyTorch.
+
+A detector exported in parts declares them (``export_parts``: graph -> (method, input name, the
+input's axis 0)) and runs its eval network from callables standing for them
+(``network_from_parts(batch, **{graph: callable})``); each graph is traced on the inputs that
+PyTorch's own ``network_from_parts`` gives that part on seeded example images (``part_calls``).
 
 Each graph is exported at every fixed batch size asked for (the runtimes plan for that shape)
 and, with ``dynamic_batch``, once with a dynamic batch axis. The exporter is torch's default
@@ -29,7 +39,9 @@ import torch
 from torch import Tensor, nn
 
 from detectors.base import Batch, Detector
+from detectors.fast_rcnn import FastRCNN
 from detectors.faster_rcnn import FasterRCNN
+from detectors.rcnn import RCNN
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +52,16 @@ PYTORCH_STEPS_TWO_STAGE = ["preprocess (transform)", "RPN anchors, proposal deco
                            "clipping, small-box filter and NMS", "RoI pooling",
                            "postprocess (decode, score threshold, per-class NMS, top-k, map back)"]
 PYTORCH_STEPS_ONE_STAGE = ["preprocess (resize, normalise, stack)", "postprocess (decode, NMS, map back)"]
+PYTORCH_STEPS_FAST_RCNN = ["proposals (the proposal source: selective search)",
+                           "preprocess (transform; proposals scaled to input pixels)", "RoI pooling",
+                           "postprocess (decode, score threshold, per-class NMS, top-k, map back)"]
+PYTORCH_STEPS_RCNN = ["proposals (the proposal source: selective search)",
+                      "preprocess (normalise; each proposal dilated by its context and warped to S x S)",
+                      "region batches of region_batch regions through the exported CNN",
+                      "postprocess (SVM scores on fc7, or the softmax before SVMs are fitted; ridge box "
+                      "regression on pool5; score threshold, per-class NMS, top-k)"]
+#: output names of a part's graph (``features``: by level, ``part_output_names``)
+PART_OUTPUTS = {"box_head": ["class_logits", "box_regression"], "region_cnn": ["pool5", "fc7", "logits"]}
 
 
 class ExportError(RuntimeError):
@@ -81,41 +103,85 @@ class GraphSpec:
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
-def is_two_stage(detector: Detector) -> bool:
-    return isinstance(detector, FasterRCNN)
+def in_parts(detector: Detector) -> bool:
+    """Whether ``detector`` exports as parts with PyTorch steps between them (``export_parts``)."""
+    return bool(getattr(detector, "export_parts", None))
 
 
 def pytorch_steps(detector: Detector) -> list[str]:
     """The steps of the eval forward that stay in PyTorch whatever the runtime."""
-    return PYTORCH_STEPS_TWO_STAGE if is_two_stage(detector) else PYTORCH_STEPS_ONE_STAGE
+    for kind, steps in ((FasterRCNN, PYTORCH_STEPS_TWO_STAGE), (FastRCNN, PYTORCH_STEPS_FAST_RCNN),
+                        (RCNN, PYTORCH_STEPS_RCNN)):
+        if isinstance(detector, kind):
+            return steps
+    return PYTORCH_STEPS_ONE_STAGE
 
 
-def example_images(detector: Detector, batch_size: int, seed: int = 0) -> Tensor:
-    """float32 [B, 3, H, W]: seeded noise through the detector's own preprocess (its input size)."""
+def example_batch(detector: Detector, batch_size: int, seed: int = 0) -> Batch:
+    """Seeded noise images at the detector's input size through its own preprocess (R-CNN and
+    Fast R-CNN: with their proposal source's boxes)."""
     generator = torch.Generator().manual_seed(seed)
     h, w = detector.input_size
     with torch.no_grad():
-        batch = detector.preprocess([torch.rand(3, h, w, generator=generator) for _ in range(batch_size)])
-    return batch.images.contiguous()
+        return detector.preprocess([torch.rand(3, h, w, generator=generator) for _ in range(batch_size)])
+
+
+def example_images(detector: Detector, batch_size: int, seed: int = 0) -> Tensor:
+    """float32 [B, 3, H, W]: ``example_batch``'s network input."""
+    return example_batch(detector, batch_size, seed).images.contiguous()
+
+
+@torch.no_grad()
+def part_calls(detector: Detector, batch: Batch) -> dict[str, list[tuple[Tensor, tuple[Tensor, ...]]]]:
+    """PyTorch's ``network_from_parts(batch)`` with every call of each part recorded: graph ->
+    [(its input, its outputs), ...] (R-CNN: one call per region batch; a part never called, as
+    on an image without proposals: [])."""
+    calls: dict[str, list] = {name: [] for name in detector.export_parts}
+
+    def recorder(name: str):
+        method = getattr(detector, detector.export_parts[name][0])
+
+        def call(x: Tensor):
+            outputs = tuple(method(x))
+            calls[name].append((x, outputs))
+            return outputs
+        return call
+
+    detector.network_from_parts(batch, **{name: recorder(name) for name in detector.export_parts})
+    return calls
+
+
+def part_output_names(graph: str, count: int) -> list[str]:
+    """Names of a part graph's ``count`` outputs: ``PART_OUTPUTS``, or ``features`` by level (Faster
+    R-CNN: maps, RPN objectness, RPN deltas; Fast R-CNN: its one map)."""
+    if graph in PART_OUTPUTS:
+        return PART_OUTPUTS[graph]
+    if count % 3:
+        return [f"feature_{i}" for i in range(count)]
+    levels = count // 3
+    return ([f"feature_{i}" for i in range(levels)] + [f"objectness_{i}" for i in range(levels)]
+            + [f"rpn_deltas_{i}" for i in range(levels)])
 
 
 def graph_specs(detector: Detector, batch_size: int | None) -> list[GraphSpec]:
     """The graphs of ``detector``'s network at a fixed ``batch_size`` (None: a dynamic batch axis,
-    traced at batch 2). Detectors other than SSD/YOLO-like one-graph networks and FasterRCNN:
-    ValueError."""
-    images = example_images(detector, batch_size or 2)
+    traced at batch 2). A part whose input is not the images (RoIs, regions) always has a dynamic
+    axis 0. Detectors other than one-graph networks and those with ``export_parts``: ValueError."""
+    batch = example_batch(detector, batch_size or 2)
+    images = batch.images.contiguous()
     batch_axis = {"images": {0: "batch"}} if batch_size is None else {}
-    if is_two_stage(detector):
-        with torch.no_grad():
-            first = detector.rpn_head_outputs(images)
-        levels = len(first) // 3
-        names = ([f"feature_{i}" for i in range(levels)] + [f"objectness_{i}" for i in range(levels)]
-                 + [f"rpn_deltas_{i}" for i in range(levels)])
-        pooled = torch.rand(16, first[0].shape[1], 7, 7, generator=torch.Generator().manual_seed(1))
-        return [GraphSpec("features", Part(detector, "rpn_head_outputs"), (images,), ["images"], names,
-                          batch_axis),
-                GraphSpec("box_head", Part(detector, "box_head_outputs"), (pooled,), ["pooled"],
-                          ["class_logits", "box_regression"], {"pooled": {0: "rois"}})]
+    if in_parts(detector):
+        specs = []
+        for name, calls in part_calls(detector, batch).items():
+            method, input_name, axis = detector.export_parts[name]
+            if not calls:
+                raise ValueError(f"{type(detector).__name__}: its part '{name}' was never called on the example "
+                                 "images (no proposals?): nothing to trace")
+            example, outputs = calls[0]
+            dynamic = batch_axis if input_name == "images" else {input_name: {0: axis}}
+            specs.append(GraphSpec(name, Part(detector, method), (example.contiguous(),), [input_name],
+                                   part_output_names(name, len(outputs)), dynamic))
+        return specs
     module = ImagesToRaw(detector)
     with torch.no_grad():
         raw = module(images)
@@ -125,7 +191,7 @@ def graph_specs(detector: Detector, batch_size: int | None) -> list[GraphSpec]:
         outputs = ["offsets", "logits"] if len(raw) == 2 else [f"raw_{i}" for i in range(len(raw))]
     else:
         raise ValueError(f"{type(detector).__name__}: its network returns {type(raw).__name__}, not tensors: "
-                         "no export for this detector (SSD, YOLO and FasterRCNN export)")
+                         "no export for this detector (SSD, YOLO and the export_parts detectors export)")
     return [GraphSpec("network", module, (images,), ["images"], outputs, batch_axis)]
 
 
@@ -199,7 +265,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int = DEFAULT_OPSET, export
     if errors:
         workaround = f"{errors[0]}; exported with the {attempt} exporter instead"
     batch = ("dynamic" if "images" in spec.dynamic else int(spec.example[0].shape[0])) \
-        if "images" in spec.input_names else "dynamic rois"
+        if spec.input_names == ["images"] else f"dynamic {spec.dynamic[spec.input_names[0]][0]}"
     return {"graph": spec.name, "file": path.name, "batch": batch, "exporter": attempt, "opset": opset,
             "inputs": {n: list(t.shape) for n, t in zip(spec.input_names, spec.example)},
             "dynamic_axes": {n: {str(a): d for a, d in axes.items()} for n, axes in spec.dynamic.items()},
@@ -227,9 +293,9 @@ def export_network(detector: Detector, folder: Path, name: str, batch_sizes=(1, 
     records, done = [], set()
     for batch_size in [*[int(b) for b in batch_sizes], *([None] if dynamic_batch else [])]:
         for spec in graph_specs(detector, batch_size):
-            tag = "dynamic" if (batch_size is None or spec.name == "box_head") else f"b{batch_size}"
+            tag = "dynamic" if (batch_size is None or spec.input_names != ["images"]) else f"b{batch_size}"
             path = Path(folder) / f"{name}_{spec.name}_{tag}.onnx"
-            if path in done:   # the box head's RoI axis is dynamic whatever the batch: one file
+            if path in done:   # a RoI / region axis is dynamic whatever the batch: one file
                 continue
             done.add(path)
             record = export_graph(spec, path, opset, exporter)

@@ -1,10 +1,10 @@
 """Is the exported network the same network? Raw outputs on a fixed batch, then AP on the test images.
 
-Raw outputs: each graph is fed the inputs PyTorch's own forward gives it (Faster R-CNN's box head
-gets PyTorch's pooled RoIs, so a proposal that NMS keeps or drops by a hair cannot hide or fake a
-difference) and each output is compared with PyTorch's: ``max_abs`` the largest absolute
-difference, ``scale`` the output's largest magnitude, ``relative`` = max_abs / scale. An fp32
-export passes at ``relative`` <= 1e-4.
+Raw outputs: each graph is fed the inputs PyTorch's own forward gives it (Faster / Fast R-CNN's
+box head gets PyTorch's pooled RoIs, so a proposal that NMS keeps or drops by a hair cannot hide or
+fake a difference; R-CNN's CNN every region batch, outputs concatenated) and each output is
+compared with PyTorch's: ``max_abs`` the largest absolute difference, ``scale`` the output's
+largest magnitude, ``relative`` = max_abs / scale. An fp32 export passes at ``relative`` <= 1e-4.
 
 AP: the exported detector (``RuntimeDetector``) and the PyTorch one score the same images with
 the project's evaluator; ``delta_<metric>`` = exported - PyTorch with its paired image-bootstrap
@@ -19,7 +19,7 @@ from detectors.base import Batch, Detector
 from experiments.evaluation import evaluate
 from experiments.evaluation.bootstrap import paired_bootstrap
 from experiments.evaluation.scoring import predict
-from experiments.speed.export import is_two_stage
+from experiments.speed.export import in_parts, part_calls, part_output_names
 from experiments.speed.runtimes import ExportedNetwork, RuntimeDetector
 
 RAW_TOLERANCE = 1e-4        # max |exported - PyTorch| / max |PyTorch|, per output, fp32
@@ -46,18 +46,19 @@ def raw_differences(detector: Detector, network: ExportedNetwork, batch: Batch) 
     """Per graph output "<graph>.<output>": {max_abs, scale, relative} on ``batch``."""
     detector.eval()
     b = int(batch.images.shape[0])
-    if not is_two_stage(detector):
+    if not in_parts(detector):
         reference = detector.network(batch)
         reference = [reference] if isinstance(reference, torch.Tensor) else list(reference)
         exported = network.run("network", [batch.images], b)
         return _compare(reference, exported, [f"network.{i}" for i in range(len(reference))])
-    first = list(detector.rpn_head_outputs(batch.images))
-    pooled = []
-    detector.network_from_parts(batch, second_part=lambda p: (pooled.append(p), detector.box_head_outputs(p))[1])
-    second = list(detector.box_head_outputs(pooled[0]))
-    return {**_compare(first, network.run("features", [batch.images], b), [f"features.{i}" for i in range(len(first))]),
-            **_compare(second, network.run("box_head", [pooled[0]], b), ["box_head.class_logits",
-                                                                          "box_head.box_regression"])}
+    out = {}
+    for name, calls in part_calls(detector, batch).items():
+        if not calls:       # never called (no proposal in the batch): nothing to compare
+            continue
+        reference = [torch.cat(parts) for parts in zip(*(outputs for _, outputs in calls))]
+        exported = [torch.cat(parts) for parts in zip(*(network.run(name, [x], b) for x, _ in calls))]
+        out.update(_compare(reference, exported, [f"{name}.{n}" for n in part_output_names(name, len(reference))]))
+    return out
 
 
 def largest_relative(differences: dict[str, dict]) -> tuple[str, dict]:

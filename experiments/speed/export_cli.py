@@ -33,6 +33,7 @@ from experiments.speed.runtimes import (
     runtime_settings,
     threads_default,
 )
+from experiments.studies import proposal_stage
 
 log = logging.getLogger("detbench")
 
@@ -54,11 +55,12 @@ def check_images(dataset, count: int) -> list[torch.Tensor]:
 
 
 def variants(records: list[dict]) -> dict[str, list[dict]]:
-    """Batch variant ("1", "8", "dynamic") -> the records that run it (the box head's dynamic-RoI
-    graph belongs to every variant)."""
-    shared = [r for r in records if r["batch"] == "dynamic rois"]
-    keys = sorted({str(r["batch"]) for r in records if r["batch"] != "dynamic rois"})
-    return {k: [r for r in records if str(r["batch"]) == k] + shared for k in keys}
+    """Batch variant ("1", "8", "dynamic") -> the records that run it (a graph with a dynamic RoI or
+    region axis, "dynamic rois" / "dynamic regions", belongs to every variant; R-CNN's one graph is
+    the "dynamic" variant alone)."""
+    shared = [r for r in records if str(r["batch"]).startswith("dynamic ")]
+    keys = sorted({str(r["batch"]) for r in records if r not in shared})
+    return {k: [r for r in records if str(r["batch"]) == k] + shared for k in keys} or {"dynamic": shared}
 
 
 def export(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
@@ -76,6 +78,7 @@ def export(cfg: DictConfig, output_dir: str | Path | None = None) -> dict:
     loaded = load_detector(str(cfg.weights), "cpu")
     detector = loaded.model.eval()
     run_cfg = OmegaConf.load(loaded.run_dir / SAVED_CONFIG)
+    proposal_stage.attach(detector, run_cfg)    # R-CNN, Fast R-CNN: the run's selective search, its cache
     try:
         dataset = build_split(run_cfg.dataset, "val")
     except Exception as error:  # the run's data may not be on this machine

@@ -10,8 +10,9 @@ runtime's speed keys carry its name as prefix (``onnxruntime_fps_b1``, ``openvin
 always fp32, with ``<runtime>_threads`` (= torch's intra-op threads, those of the PyTorch rows),
 ``<runtime>_settings`` (version, threads, precision), ``<runtime>_opset``, ``<runtime>_exporter`` and
 ``<runtime>_raw_relative`` (the largest raw-output difference over the output's scale on the
-first timed batch). A runtime that is not installed, or a device other than the CPU, gives
-``<runtime>_skipped`` with the reason (and one log line) instead of its rows.
+first timed batch). A runtime that is not installed, or on the wrong device (ONNX Runtime's CPU
+provider and OpenVINO: the CPU; ``tensorrt``: CUDA), gives ``<runtime>_skipped`` with the reason
+(and one log line) instead of its rows. Graphs are exported from the detector on the CPU.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ log = logging.getLogger("detbench")
 SPEED_KEY = re.compile(r"^(fps|latency_ms_p50|latency_ms_p95|latency_ms_mean|latency_ms_samples|preprocess_ms|"
                        r"network_ms|postprocess_ms|preprocess_share|network_share|postprocess_share|boxes_kept|"
                        r"network_gflops_per_s|network_utilisation|candidates_scored|peak_memory_mb)_b\d+$")
-RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "onnx"}
+RUNTIME_DEVICE = {"onnxruntime": "cpu", "openvino": "cpu", "tensorrt": "cuda"}
 
 
 def check_runtimes(runtimes) -> list[str]:
@@ -65,18 +67,19 @@ def benchmark_runtimes(detector: Detector, runtimes, folder: Path, device: str |
     for runtime in [r for r in runtimes if r != "pytorch"]:
         try:
             require(runtime)
-            if device.type != "cpu":
-                raise RuntimeMissing(f"runs on the CPU only (bench device {device}); TensorRT rows: "
-                                     "benchmarks/gpu_suite.sh")
+            if device.type != RUNTIME_DEVICE[runtime]:
+                raise RuntimeMissing(f"runs on {RUNTIME_DEVICE[runtime]} only (bench device {device}); TensorRT "
+                                     "rows: benchmarks/gpu_suite.sh")
         except RuntimeMissing as error:
             metrics[f"{runtime}_skipped"] = str(error)
             log.warning("bench: %s rows skipped: %s", runtime, error)
             continue
         threads = torch.get_num_threads()
         was_training = detector.training
-        detector.eval()
+        detector.eval().to("cpu")
         records = export_network(detector, Path(folder) / "export", runtime, sizes, dynamic_batch=False,
                                  format=RUNTIME_FORMAT[runtime])
+        detector.to(device)
         network = ExportedNetwork(detector, records, Path(folder) / "export", runtime, threads)
         with torch.no_grad():
             batch = detector.preprocess(images[:sizes[0]])

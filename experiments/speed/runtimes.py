@@ -2,17 +2,21 @@
 
 ``ExportedNetwork(detector, records, folder, runtime)`` is a drop-in for ``detector.network``:
 ``batch -> raw outputs`` in the same structure (SSD: (offsets [B, A, 4], logits [B, A, C+1]);
-YOLO: [B, S, S, 5 B' + C]; Faster R-CNN: {"class_logits", "box_regression", "proposals"}), the
-graphs run by the runtime on float32 numpy arrays. ``RuntimeDetector`` wraps both into a
-``Detector`` whose eval forward is preprocess (PyTorch) -> network (runtime) -> postprocess
-(PyTorch): what the evaluator and the speed protocol run.
+YOLO: [B, S, S, 5 B' + C]; Faster / Fast R-CNN: {"class_logits", "box_regression", "proposals"};
+R-CNN: {"logits", "fc7", "pool5", "proposals"}), the graphs run by the runtime on float32 numpy
+arrays, the detector's ``network_from_parts`` doing the PyTorch steps between them.
+``RuntimeDetector`` wraps both into a ``Detector`` whose eval forward is preprocess (PyTorch) ->
+network (runtime) -> postprocess (PyTorch): what the evaluator and the speed protocol run.
 
 Runtime settings (stated in every record): ONNX Runtime's CPU provider, all graph optimisations,
 ``intra_op_num_threads`` = ``threads``, one inter-op thread, no spinning (its threads would
 otherwise busy-wait through the PyTorch post-processing that follows and slow it); OpenVINO on "CPU" with
 ``INFERENCE_NUM_THREADS`` = ``threads``, ``PERFORMANCE_HINT`` LATENCY and
 ``INFERENCE_PRECISION_HINT`` f32: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise runs fp32
-models in bf16 (measured here: raw outputs 1e-2 off PyTorch's, not 1e-6).
+models in bf16 (measured here: raw outputs 1e-2 off PyTorch's, not 1e-6). ``tensorrt`` (CUDA only,
+``benchmarks/gpu_suite.sh``): ONNX Runtime's TensorrtExecutionProvider (onnxruntime-gpu built with
+TensorRT), fp32 engines (TensorRT may use TF32), cached beside the ONNX files, CUDA provider as the
+fallback for nodes TensorRT does not take; inputs and outputs pass through host memory.
 """
 from __future__ import annotations
 
@@ -25,10 +29,11 @@ import torch
 from torch import Tensor
 
 from detectors.base import Batch, Detection, Detector
-from experiments.speed.export import is_two_stage
+from experiments.speed.export import in_parts
 
 #: runtime -> the Python package it needs (pytorch: none).
-RUNTIMES = {"pytorch": None, "onnxruntime": "onnxruntime", "openvino": "openvino"}
+RUNTIMES = {"pytorch": None, "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "onnxruntime"}
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 #: export format -> the runtime that runs it.
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "openvino": "openvino"}
 INSTALL_HINT = 'pip install -e ".[deploy]" (onnx, onnxscript, onnxruntime, openvino)'
@@ -47,20 +52,29 @@ def require(runtime: str):
     if package is None:
         return torch
     try:
-        return importlib.import_module(package)
+        module = importlib.import_module(package)
     except ImportError as error:
         raise RuntimeMissing(f"runtime '{runtime}' is not installed ({error}): {INSTALL_HINT}") from None
+    if runtime == "tensorrt" and TENSORRT_PROVIDER not in module.get_available_providers():
+        raise RuntimeMissing(f"runtime 'tensorrt' needs ONNX Runtime's {TENSORRT_PROVIDER} (onnxruntime-gpu with "
+                             f"the TensorRT libraries); this onnxruntime has {module.get_available_providers()}")
+    return module
 
 
-def missing_runtimes(runtimes) -> list[str]:
-    """The runtimes of ``runtimes`` whose package is absent."""
+def runtime_errors(runtimes) -> list[RuntimeMissing]:
+    """Why each runtime of ``runtimes`` that cannot run is missing (empty: all can)."""
     out = []
     for runtime in runtimes:
         try:
             require(runtime)
-        except RuntimeMissing:
-            out.append(runtime)
+        except RuntimeMissing as error:
+            out.append(error)
     return out
+
+
+def missing_runtimes(runtimes) -> list[str]:
+    """The runtimes of ``runtimes`` whose package (or, for tensorrt, provider) is absent."""
+    return [r for r in runtimes if runtime_errors([r])]
 
 
 class OnnxRuntimeGraph:
@@ -96,7 +110,22 @@ class OpenVinoGraph:
         return [np.asarray(results[output]) for output in self.compiled.outputs]
 
 
-GRAPH_KINDS = {"onnxruntime": OnnxRuntimeGraph, "openvino": OpenVinoGraph}
+class TensorRTGraph(OnnxRuntimeGraph):
+    """One ONNX file in an ONNX Runtime session on TensorRT (fp32 engine, cached beside the file),
+    the CUDA provider for what TensorRT does not take (module docstring)."""
+
+    def __init__(self, path: Path, threads: int):
+        ort = require("tensorrt")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        trt = {"device_id": 0, "trt_fp16_enable": False, "trt_engine_cache_enable": True,
+               "trt_engine_cache_path": str(Path(path).parent / "trt_cache")}
+        self.session = ort.InferenceSession(str(path), options, providers=[
+            (TENSORRT_PROVIDER, trt), "CUDAExecutionProvider", "CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+
+GRAPH_KINDS = {"onnxruntime": OnnxRuntimeGraph, "openvino": OpenVinoGraph, "tensorrt": TensorRTGraph}
 
 
 def runtime_settings(runtime: str, threads: int) -> str:
@@ -107,6 +136,9 @@ def runtime_settings(runtime: str, threads: int) -> str:
     if runtime == "onnxruntime":
         return (f"ONNX Runtime {module.__version__} CPUExecutionProvider, {threads} intra-op threads, "
                 "ORT_ENABLE_ALL, no spinning")
+    if runtime == "tensorrt":
+        return (f"ONNX Runtime {module.__version__} {TENSORRT_PROVIDER} (fp32 engines, TF32 allowed), CUDA provider "
+                "as fallback, inputs and outputs through host memory")
     return f"OpenVINO {module.__version__} CPU plugin, {threads} threads, LATENCY hint, f32 precision"
 
 
@@ -147,15 +179,16 @@ class ExportedNetwork:
         return self.sessions[(name, key)]
 
     def run(self, name: str, inputs: list[Tensor], batch_size: int) -> list[Tensor]:
+        """Graph ``name``'s outputs on ``inputs``, on the first input's device."""
         outputs = self.graph(name, batch_size)([_array(t) for t in inputs])
-        return [torch.from_numpy(np.asarray(o)) for o in outputs]
+        return [torch.from_numpy(np.asarray(o)).to(inputs[0].device) for o in outputs]
 
     def __call__(self, batch: Batch):
         b = int(batch.images.shape[0])
-        if is_two_stage(self.detector):
+        if in_parts(self.detector):
             return self.detector.network_from_parts(
-                batch, lambda images: self.run("features", [images], b),
-                lambda pooled: tuple(self.run("box_head", [pooled], b)))
+                batch, **{name: (lambda x, name=name: tuple(self.run(name, [x], b)))
+                          for name in self.detector.export_parts})
         outputs = self.run("network", [batch.images], b)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
