@@ -74,7 +74,7 @@ def coverage_stage(cfg: DictConfig, ctx: StageContext) -> dict:
 def prepare_stage(cfg: DictConfig, ctx: StageContext) -> dict:
     """Every job, before the named stages: the proposals of a detector that takes external ones
     (``experiments.studies.proposal_stage``), then the coverage study."""
-    return {**proposal_stage.stage(cfg, ctx), **coverage_stage(cfg, ctx)}
+    return {**proposal_stage.stage(cfg, ctx, eval_split(cfg, ctx)), **coverage_stage(cfg, ctx)}
 
 
 def train_stage(cfg: DictConfig, ctx: StageContext) -> dict:

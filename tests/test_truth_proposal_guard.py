@@ -42,10 +42,15 @@ def _stage(tmp_path, readings):
     return proposal_stage, ctx, read, seen
 
 
+def _cfg(validations: int = 0):
+    return OmegaConf.create({"eval": {"max_images": 0}, "stages": ["train", "eval"],
+                             "train": {"val_every": 0, "validations": validations, "val_images": 1}})
+
+
 def test_proposal_seconds_on_a_busy_machine_are_marked(tmp_path, monkeypatch):
     stage, ctx, read, seen = _stage(tmp_path, [QUIET, BUSY])
     monkeypatch.setattr(stage, "read_machine", read)
-    metrics = stage.stage(OmegaConf.create({"eval": {"max_images": 0}}), ctx)
+    metrics = stage.stage(_cfg(), ctx, ("val", ctx.val_set))
     assert metrics["proposal_images_computed"] == 3 and metrics["proposal_seconds_per_image"] > 0
     assert metrics["proposal_time_reliable"] is False
     assert "busy machine" in metrics["proposal_time_note"] and "load average 4.0" in metrics["proposal_time_note"]
@@ -55,7 +60,22 @@ def test_proposal_seconds_on_a_busy_machine_are_marked(tmp_path, monkeypatch):
 def test_quiet_proposal_seconds_are_reliable_and_cached_ones_unmarked(tmp_path, monkeypatch):
     stage, ctx, read, _ = _stage(tmp_path, [QUIET, QUIET, QUIET])
     monkeypatch.setattr(stage, "read_machine", read)
-    cfg = OmegaConf.create({"eval": {"max_images": 0}})
-    assert stage.stage(cfg, ctx)["proposal_time_reliable"] is True
-    again = stage.stage(cfg, ctx)   # every image now from the cache: nothing timed here
+    cfg = _cfg()
+    assert stage.stage(cfg, ctx, ("val", ctx.val_set))["proposal_time_reliable"] is True
+    again = stage.stage(cfg, ctx, ("val", ctx.val_set))   # every image now from the cache: nothing timed here
     assert again["proposal_images_computed"] == 0 and "proposal_time_reliable" not in again
+
+
+def test_the_held_out_images_eval_scores_are_computed_before_it_and_counted(tmp_path, monkeypatch):
+    """Under eval.split=test the eval stage scores the test split: its proposals are computed in the
+    stage's worker processes (not one by one during evaluation) with the validation images training
+    scores (train.val_images of them), and the counts describe the test images."""
+    stage, ctx, read, _ = _stage(tmp_path, [QUIET] * 6)
+    monkeypatch.setattr(stage, "read_machine", read)
+    test = [(blocks(4), {}), (blocks(5), {}), (blocks(6), {})]
+    metrics = stage.stage(_cfg(validations=5), ctx, ("test", test))
+    assert metrics["proposal_images_computed"] == 1 + 1 + 3, "train 1 + validated 1 of 2 + test 3"
+    again = stage.stage(_cfg(validations=5), ctx, ("test", test))
+    assert again["proposal_images_computed"] == 0, "every scored image was cached by the first call"
+    without_validation = stage.stage(_cfg(validations=0), ctx, ("test", test + [(blocks(7), {})]))
+    assert without_validation["proposal_images_computed"] == 1, "only the new test image; no validation read"

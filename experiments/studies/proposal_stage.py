@@ -6,12 +6,14 @@
 ``SelectiveSearchSettings``' fields: ``cache_dir`` (null: ``default_cache_dir``), ``workers``
 (processes; null: every core) and ``on_mismatch`` ("rebuild" | "refuse").
 
-``stage(cfg, ctx)``, before training: computes the proposals of every training image and of the
-validation images the job scores, once (cached on disk; a second job, detector or seed reads
-them), and writes into metrics.json ``proposal_seconds_per_image`` (selective search, one core
-per image, as recorded when each image was computed), ``proposal_stage_s`` (this stage's wall
-time), ``proposal_images_computed``, and over the scored validation images
-``proposals_per_image``, ``proposal_images_short`` (fewer than the detector scores) and
+``stage(cfg, ctx, scored_split)``, before training: computes the proposals of every image the job
+reads (the training images, the validation images training scores, the images the eval stage
+scores: the test split under ``eval.split=test``), once, in ``workers`` processes (cached on disk;
+a second job, detector or seed reads them), and writes into metrics.json
+``proposal_seconds_per_image`` (selective search, one core per image, as recorded when each image
+was computed), ``proposal_stage_s`` (this stage's wall time), ``proposal_images_computed``, and
+over the images the eval stage scores ``proposals_per_image``, ``proposal_images_short`` (fewer
+than the detector scores) and
 ``proposal_images_empty`` (none: the image is still scored, with no detections). When it computed
 any image, the machine is read before and after (``experiments.speed.busy_guard``; the load less
 this job's workers): ``proposal_time_reliable`` and, when disturbed, ``proposal_time_note`` (the
@@ -66,15 +68,26 @@ def attach(model, cfg: DictConfig) -> dict:
             "proposal_max": settings.max_proposals}
 
 
-def stage(cfg: DictConfig, ctx) -> dict:
-    """Precompute (train + scored validation images) and count; {} for other detectors."""
+def stage(cfg: DictConfig, ctx, scored_split: tuple[str, object]) -> dict:
+    """Precompute the proposals of every image the job reads, before it reads them: the training
+    split, the validation images training scores (``train.val_images`` when it validates) and the
+    images the eval stage scores (``scored_split``: (name, dataset), the test split when
+    ``eval.split`` is test, ``eval.max_images`` of them); count them on the scored split. {} for
+    detectors that take no external proposals."""
     source = getattr(ctx.model, "proposal_source", None)
     if not getattr(ctx.model, "external_proposals", False) or not isinstance(source, SelectiveSearchProposals):
         return {}
     start = time.perf_counter()
-    scored = min(len(ctx.val_set), int(cfg.eval.max_images) or len(ctx.val_set))
-    splits = [("val", ctx.val_set, scored)]
+    scored_name, scored_set = scored_split
+    scored = min(len(scored_set), int(cfg.eval.max_images) or len(scored_set))
+    splits = [(scored_name, scored_set, scored)]
     if ctx.train_set is not None:
+        if "train" in cfg.stages and (int(cfg.train.val_every) or int(cfg.train.get("validations", 0))):
+            validated = min(len(ctx.val_set), int(cfg.train.val_images) or len(ctx.val_set))
+            if scored_name != "val":
+                splits.insert(0, ("val", ctx.val_set, validated))
+            else:
+                splits[0] = (scored_name, scored_set, max(scored, validated))
         splits.insert(0, ("train", ctx.train_set, len(ctx.train_set)))
     metrics, seconds, computed = {}, [], 0
     before = read_machine()   # the seconds per image are a timing: judged like every other
@@ -83,8 +96,8 @@ def stage(cfg: DictConfig, ctx) -> dict:
                                  desc=f"selective search ({name})")
         seconds.append((made["proposal_seconds_per_image"], count))
         computed += made["proposal_images_computed"]
-    wanted = ctx.model.num_candidates(tuple(ctx.val_set[0][0].shape[-2:]))
-    counts = np.array([len(source.lookup(to_uint8(ctx.val_set[i][0]))) for i in range(scored)])
+    wanted = ctx.model.num_candidates(tuple(scored_set[0][0].shape[-2:]))
+    counts = np.array([len(source.lookup(to_uint8(scored_set[i][0]))) for i in range(scored)])
     metrics.update({
         "proposal_seconds_per_image": float(sum(s * n for s, n in seconds) / sum(n for _, n in seconds)),
         "proposal_images_computed": computed, "proposal_stage_s": time.perf_counter() - start,
@@ -96,7 +109,7 @@ def stage(cfg: DictConfig, ctx) -> dict:
                              "selective search's seconds per image"))
         if not metrics["proposal_time_reliable"]:
             log.warning("proposals: %s; proposal_seconds_per_image is not a speed", metrics["proposal_time_note"])
-    log.info("proposals: %.2f s per image (selective search), %.0f per validation image; %d of %d images short "
-             "of %d, %d empty", metrics["proposal_seconds_per_image"], metrics["proposals_per_image"],
+    log.info("proposals: %.2f s per image (selective search), %.0f per scored (%s) image; %d of %d images short "
+             "of %d, %d empty", metrics["proposal_seconds_per_image"], metrics["proposals_per_image"], scored_name,
              metrics["proposal_images_short"], scored, wanted, metrics["proposal_images_empty"])
     return metrics
